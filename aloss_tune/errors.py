@@ -1,0 +1,36 @@
+"""Exceptions raised by aloss-tune.
+
+Two kinds of failure, as in Optuna and KerasTuner: a trial that failed (the study goes on) and a fatal
+configuration or usage error (stop before any work starts). Every class subclasses a builtin so callers
+can catch ``ValueError`` without importing us.
+"""
+
+from __future__ import annotations
+
+
+class AlossTuneError(Exception):
+    """Base class of every error raised by aloss-tune."""
+
+
+class ConfigError(AlossTuneError, ValueError):
+    """An invalid loss parameter, search space or setting.
+
+    The message names the parameter (or the key path in a YAML file), the value received and what is
+    allowed, e.g. ``huber: `delta` must be > 0, but got delta=-1.0.``
+    """
+
+
+class UsageError(AlossTuneError, ValueError):
+    """A command or API used the wrong way (an unknown study, an unreachable storage, ...)."""
+
+
+class TrialFailed(AlossTuneError, RuntimeError):
+    """One trial failed (an exception in training, a non-finite loss); the study goes on."""
+
+
+def describe(value: object) -> str:
+    """A short, unambiguous rendering of a received value for error messages."""
+    if isinstance(value, str):
+        return repr(value)
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."

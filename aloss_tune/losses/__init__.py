@@ -1,0 +1,15 @@
+"""The loss functions and classes, in `keras.ops` only.
+
+Every module here imports nothing of ours but `aloss_tune.errors` and its siblings, and nothing of optuna,
+keras_tuner or mlflow. Each module lists its public names in ``__all__``; they are re-exported here.
+"""
+
+from aloss_tune.losses._base import Interval, Loss, align
+from aloss_tune.losses.adaptive import *  # noqa: F403
+from aloss_tune.losses.classic import *  # noqa: F403
+from aloss_tune.losses.dynamic import *  # noqa: F403
+from aloss_tune.losses.model import LossModel, ModelAwareLoss, attach, learned_values, needs_model
+from aloss_tune.losses.partition import *  # noqa: F403
+from aloss_tune.losses.penalty import Penalized, penalized_weights, weight_penalty
+from aloss_tune.losses.robust import *  # noqa: F403
+from aloss_tune.losses.weighted import *  # noqa: F403
