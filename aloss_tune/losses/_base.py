@@ -87,19 +87,26 @@ def check_choice(owner: str, name: str, value: Any, choices: Sequence[str]) -> s
 
 
 def align(y_true: Any, y_pred: Any) -> tuple[Any, Any]:
-    """Bring ``y_true`` to ``y_pred``'s dtype and rank.
+    """Bring ``y_true`` to ``y_pred``'s dtype and rank, exactly as Keras's built-in losses do.
 
     Keras hands a loss ``y_true`` of shape ``(B,)`` and ``y_pred`` of shape ``(B, 1)`` when labels are 1-D;
-    subtracting them would silently broadcast to ``(B, B)``. Like Keras's built-ins, a trailing axis of size
-    one is added or removed so that both have the same rank.
+    subtracting them would silently broadcast to ``(B, B)``. When the ranks differ by one and the longer
+    tensor ends in an axis of size one, the shorter is expanded if it is 1-D (so that a mean over the last
+    axis still leaves one value per sample) and the longer is squeezed otherwise.
     """
     y_pred = ops.convert_to_tensor(y_pred)
     y_true = ops.cast(ops.convert_to_tensor(y_true), y_pred.dtype)
     true_rank, pred_rank = len(y_true.shape), len(y_pred.shape)
-    if true_rank == pred_rank - 1 and y_pred.shape[-1] == 1:
-        y_pred = ops.squeeze(y_pred, axis=-1)
-    elif pred_rank == true_rank - 1 and y_true.shape[-1] == 1:
-        y_true = ops.squeeze(y_true, axis=-1)
+    if pred_rank == true_rank + 1 and y_pred.shape[-1] == 1:
+        if true_rank == 1:
+            y_true = ops.expand_dims(y_true, axis=-1)
+        else:
+            y_pred = ops.squeeze(y_pred, axis=-1)
+    elif true_rank == pred_rank + 1 and y_true.shape[-1] == 1:
+        if pred_rank == 1:
+            y_pred = ops.expand_dims(y_pred, axis=-1)
+        else:
+            y_true = ops.squeeze(y_true, axis=-1)
     return y_true, y_pred
 
 
