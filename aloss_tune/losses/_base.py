@@ -39,9 +39,11 @@ class Interval:
         if lo_inf and hi_inf:
             return "any number" if not self.integer else "any integer"
         if hi_inf:
-            return f"{'>' if self.low_open else '>='} {self.low:g}"
+            finite = " and finite" if self.high_open else ""
+            return f"{'>' if self.low_open else '>='} {self.low:g}{finite}"
         if lo_inf:
-            return f"{'<' if self.high_open else '<='} {self.high:g}"
+            finite = " and finite" if self.low_open else ""
+            return f"{'<' if self.high_open else '<='} {self.high:g}{finite}"
         left = "(" if self.low_open else "["
         right = ")" if self.high_open else "]"
         return f"in {left}{self.low:g}, {self.high:g}{right}"
@@ -70,6 +72,9 @@ class Interval:
 POSITIVE = Interval(0.0, math.inf, low_open=True)
 NON_NEGATIVE = Interval(0.0, math.inf)
 UNIT = Interval(0.0, 1.0)
+# Open at infinity: a hyperparameter that must be a finite number (a weight, a Huber delta, ...).
+FINITE_POSITIVE = Interval(0.0, math.inf, low_open=True, high_open=True)
+FINITE_NON_NEGATIVE = Interval(0.0, math.inf, high_open=True)
 
 
 def check_bool(owner: str, name: str, value: Any) -> bool:
