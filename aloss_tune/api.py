@@ -1,0 +1,180 @@
+"""`tune`: run a study from a space, on Optuna or KerasTuner, tracked in MLflow."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import keras
+
+from aloss_tune.errors import ConfigError
+from aloss_tune.space import SearchSpace, load_space
+
+
+@dataclass
+class TuneResult:
+    """What a study produced on this worker (the best trial is over the whole study)."""
+
+    study_name: str
+    backend: str
+    best_params: dict[str, Any]
+    best_value: float | None
+    best_trial: int | None
+    best_loss_config: dict[str, Any] | None
+    objective: dict[str, str]
+    counts: dict[str, int] = field(default_factory=dict)
+    storage: str | None = None
+    parent_run_id: str | None = None
+    tracking_uri: str | None = None
+    study: Any = None  # the optuna.Study or the KerasTuner tuner
+
+    @property
+    def best_loss(self) -> keras.losses.Loss:
+        """The best trial's loss, rebuilt from its config."""
+        from aloss_tune.best import loss_from_config
+
+        if self.best_loss_config:
+            return loss_from_config(self.best_loss_config)
+        return loss_from_config(self.best_params)
+
+
+def tune(
+    space: SearchSpace | str | Path | Mapping[str, Any],
+    *,
+    data: Any = None,
+    build_model: Callable[..., keras.Model] | str | None = None,
+    backend: str | None = None,
+    n_trials: int | None = None,
+    timeout: float | None = None,
+    storage: str | None = None,
+    study_name: str | None = None,
+    seed: int | None = None,
+    tuner: str | None = None,
+    tracking: bool = True,
+    tracking_uri: str | None = None,
+    mlflow_config: str | Path | None = None,
+    progress: bool = False,
+    heartbeat_interval: int | None = None,
+    retries: int = 0,
+    directory: str | Path | None = None,
+) -> TuneResult:
+    """Run (or resume) a study.
+
+    Args:
+        space: a `SearchSpace`, a YAML path or a dict.
+        data: overrides the space's data: a `aloss_tune.datasets.Dataset`, a tuple
+            ``(x_train, y_train, x_val, y_val[, x_test, y_test])`` or a callable returning one.
+        build_model: overrides the space's model: ``fn(params)`` or ``fn(params, data)`` returning an
+            uncompiled `keras.Model`; it reads its hyperparameters from the flat params (``model.units``).
+        backend: ``optuna`` or ``keras-tuner`` (default: the space's ``search.backend``).
+        n_trials, timeout, seed, tuner: override the space's ``search`` settings.
+        storage: Optuna storage URL (default ``$ALOSS_TUNE_STORAGE`` or ``sqlite:///aloss_tune.db``).
+        study_name: overrides the space's ``study``.
+        tracking: log to MLflow (settings from ``mlflow.yaml``, ``$MLFLOW_TRACKING_URI``, ``tracking_uri``).
+        progress: show a progress bar.
+        heartbeat_interval, retries: Optuna heartbeats for many workers: trials of a dead worker are marked
+            failed (and retried ``retries`` times).
+        directory: KerasTuner's project root (default ``kt_projects``).
+
+    Everything is validated (space, data, model, objective, storage, tracking store) before any training.
+    """
+    spec = load_space(space)
+    overrides: dict[str, Any] = {}
+    for key, value in (("n_trials", n_trials), ("timeout", timeout), ("seed", seed), ("tuner", tuner),
+                       ("backend", backend)):
+        if value is not None:
+            overrides[key] = value
+    if study_name is not None:
+        overrides["study"] = study_name
+    if overrides:
+        spec = _validated(spec, overrides)
+    backend_name = spec.search.backend
+
+    from aloss_tune.runner import prepare
+
+    ctx = prepare(spec, data=data, build_model=build_model)
+
+    settings = None
+    if tracking:
+        from aloss_tune.tracking import check_tracking_uri, load_settings
+
+        settings = load_settings(mlflow_config, tracking_uri=tracking_uri)
+        if not settings.enabled:
+            settings = None
+        else:
+            check_tracking_uri(settings.tracking_uri)
+
+    if backend_name == "keras-tuner":
+        from aloss_tune.backends import keras_tuner as kt_backend
+
+        return kt_backend.tune(spec, ctx, settings=settings, directory=directory, progress=progress)
+
+    from aloss_tune.backends import optuna as optuna_backend
+    from aloss_tune.best import default_storage
+
+    url = storage or default_storage()
+    options = optuna_backend.StorageOptions(url=url, heartbeat_interval=heartbeat_interval, retries=retries)
+    optuna_backend.open_storage(options)  # fail fast, before the tracking store is touched
+    tracker = None
+    if settings is not None:
+        from aloss_tune.tracking import StudyTracker
+
+        tracker = StudyTracker(settings, spec.study, backend="optuna", space=spec.to_dict(), storage=url)
+    study = optuna_backend.run_study(
+        spec, ctx, storage=options, study_name=spec.study, n_trials=spec.search.n_trials,
+        timeout=spec.search.timeout, tracker=tracker, progress=progress, after_study=_artifacts_hook(ctx),
+    )
+    return _result(spec, ctx, study, url, tracker, settings)
+
+
+def _validated(spec: SearchSpace, overrides: Mapping[str, Any]) -> SearchSpace:
+    """Apply overrides through the loader so they are validated like the file."""
+    raw = dict(spec.raw) if spec.raw else spec.to_dict()
+    search = dict(raw.get("search") or {})
+    for key, value in overrides.items():
+        if key == "study":
+            raw["study"] = value
+        else:
+            search[key] = value
+    raw["search"] = search
+    try:
+        new = SearchSpace.from_dict(raw, source=spec.source)
+    except ConfigError:
+        raise
+    # Python objects given directly (callables, arrays) are not in the raw dict: keep them.
+    keep = {k: getattr(spec, k) for k in ("data", "model") if not isinstance(getattr(spec, k), str)}
+    return new.with_overrides(**keep) if keep else new
+
+
+def _artifacts_hook(ctx: Any) -> Callable[[Any], Path | None]:
+    def hook(study: Any) -> Path | None:
+        try:
+            from aloss_tune import report
+        except ImportError:
+            return None
+        return report.study_artifacts_dir(study, ctx)
+
+    return hook
+
+
+def _result(spec: SearchSpace, ctx: Any, study: Any, url: str, tracker: Any, settings: Any) -> TuneResult:
+    import optuna
+
+    from aloss_tune._urls import redact_url
+    from aloss_tune.backends.optuna import best_summary
+
+    best = best_summary(study) or {}
+    states = [t.state for t in study.get_trials(deepcopy=False)]
+    counts = {
+        "complete": states.count(optuna.trial.TrialState.COMPLETE),
+        "pruned": states.count(optuna.trial.TrialState.PRUNED),
+        "failed": states.count(optuna.trial.TrialState.FAIL),
+    }
+    return TuneResult(
+        study_name=spec.study, backend="optuna", best_params=dict(best.get("params", {})),
+        best_value=best.get("value"), best_trial=best.get("number"), best_loss_config=best.get("loss_config"),
+        objective={"metric": ctx.objective.metric, "direction": ctx.objective.direction}, counts=counts,
+        storage=redact_url(url), parent_run_id=getattr(tracker, "parent_run_id", None),
+        tracking_uri=redact_url(settings.tracking_uri) if settings is not None else None, study=study,
+    )

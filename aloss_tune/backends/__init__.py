@@ -1,0 +1,1 @@
+"""Search backends: Optuna and KerasTuner, both driven by one `SearchSpace`."""

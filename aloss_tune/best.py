@@ -1,0 +1,161 @@
+"""Best-loss import: rebuild the winning loss anywhere, later, from a study, an MLflow run or a file.
+
+::
+
+    import aloss_tune
+    loss = aloss_tune.load_best_loss("robust_regression")           # from the study's storage
+    loss = aloss_tune.load_loss("runs:/<run_id>")                   # from a trial's (or the study's) run
+    loss = aloss_tune.load_loss("best_loss.json")                   # from an exported file
+    model = aloss_tune.attach(model, loss)                          # adaptive / penalised losses only
+    model.compile(optimizer="adam", loss=loss)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Mapping
+
+import keras
+
+from aloss_tune.errors import ConfigError, UsageError, describe
+from aloss_tune.factories import build_loss
+
+ENV_STORAGE = "ALOSS_TUNE_STORAGE"
+
+
+def default_storage() -> str:
+    return os.environ.get(ENV_STORAGE, "sqlite:///aloss_tune.db")
+
+
+def loss_from_config(config: Mapping[str, Any]) -> keras.losses.Loss:
+    """A loss from a loss-config artifact (``{"params", "keras"}``), a Keras serialization or flat params."""
+    import aloss_tune.losses  # noqa: F401  (registers our classes for deserialization)
+
+    if "keras" in config and isinstance(config["keras"], Mapping):
+        return keras.saving.deserialize_keras_object(dict(config["keras"]))
+    if "class_name" in config:
+        return keras.saving.deserialize_keras_object(dict(config))
+    if isinstance(config.get("loss"), str):
+        return build_loss(config)
+    if isinstance(config.get("params"), Mapping):
+        return build_loss(config["params"])
+    raise ConfigError(
+        "a loss config must hold flat params ({'loss': 'huber', ...}), a Keras serialization "
+        f"({{'class_name': ...}}) or both ({{'params', 'keras'}}), but got keys {sorted(config)}."
+    )
+
+
+def load_loss(source: Any, *, tracking_uri: str | None = None) -> keras.losses.Loss:
+    """Rebuild a loss from a dict, a JSON file path, or an MLflow URI ``runs:/<run_id>[/artifact.json]``.
+
+    For a trial's run the artifact is ``loss_config.json``; for a study's parent run,
+    ``best_loss_config.json``.
+    """
+    if isinstance(source, keras.losses.Loss):
+        return source
+    if isinstance(source, Mapping):
+        return loss_from_config(source)
+    if isinstance(source, (str, Path)):
+        text = str(source)
+        if text.startswith("runs:/"):
+            return loss_from_config(_config_from_run(text, tracking_uri))
+        path = Path(text)
+        if not path.exists():
+            raise UsageError(f"load_loss: no such file {text!r} (give a JSON file, a dict or 'runs:/<run_id>').")
+        try:
+            return loss_from_config(json.loads(path.read_text(encoding="utf-8")))
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno}).") from None
+    raise ConfigError(f"load_loss: cannot load a loss from {describe(source)}.")
+
+
+def _config_from_run(uri: str, tracking_uri: str | None) -> dict[str, Any]:
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    from aloss_tune.tracking import load_settings
+
+    rest = uri[len("runs:/"):].strip("/")
+    run_id, _, artifact = rest.partition("/")
+    if not run_id:
+        raise ConfigError(f"load_loss: {uri!r} must look like runs:/<run_id>.")
+    client = MlflowClient(tracking_uri=load_settings(tracking_uri=tracking_uri).tracking_uri)
+    candidates = [artifact] if artifact else ["loss_config.json", "best_loss_config.json"]
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in candidates:
+            try:
+                local = client.download_artifacts(run_id, name, tmp)
+            except (MlflowException, OSError):
+                continue
+            return json.loads(Path(local).read_text(encoding="utf-8"))
+    raise UsageError(f"load_loss: run {run_id} has no {' or '.join(candidates)} artifact.")
+
+
+def best_trial_summary(study_name: str, storage: str | None = None, *, backend: str = "optuna",
+                       directory: str | None = None) -> dict[str, Any]:
+    """``{number, value, params, loss_config}`` of a study's best finished trial."""
+    if backend == "keras-tuner":
+        from aloss_tune.backends import keras_tuner as kt_backend
+
+        return kt_backend.best_summary(study_name, directory=directory)
+    import optuna
+
+    from aloss_tune.backends.optuna import best_summary, open_storage, StorageOptions
+
+    store = open_storage(StorageOptions(url=storage or default_storage()))
+    try:
+        study = optuna.load_study(study_name=study_name, storage=store)
+    except KeyError:
+        names = [s.study_name for s in optuna.get_all_study_summaries(store, include_best_trial=False)]
+        known = ", ".join(names) if names else "none"
+        raise UsageError(f"no study named {study_name!r} in this storage; studies there: {known}.") from None
+    best = best_summary(study)
+    if best is None:
+        raise UsageError(f"study {study_name!r} has no finished trial yet.")
+    return best
+
+
+def load_best_params(study_name: str, storage: str | None = None, **kwargs: Any) -> dict[str, Any]:
+    """The best trial's flat params dict (loss, model and optimizer)."""
+    return dict(best_trial_summary(study_name, storage, **kwargs)["params"])
+
+
+def load_best_loss(study_name: str, storage: str | None = None, **kwargs: Any) -> keras.losses.Loss:
+    """The best trial's loss, rebuilt with its exact config.
+
+    Args:
+        study_name: the study (the ``study:`` of its space).
+        storage: the Optuna storage URL (default ``$ALOSS_TUNE_STORAGE`` or ``sqlite:///aloss_tune.db``).
+        backend: ``optuna`` (default) or ``keras-tuner``; ``directory``: KerasTuner's project root.
+
+    Losses with learned parameters or a weight penalty must be applied with
+    ``model = aloss_tune.attach(model, loss)`` before ``compile``.
+    """
+    best = best_trial_summary(study_name, storage, **kwargs)
+    if best.get("loss_config"):
+        return loss_from_config(best["loss_config"])
+    return build_loss(best["params"])
+
+
+def python_snippet(params: Mapping[str, Any]) -> str:
+    """Python code that rebuilds the loss of ``params`` (for ``aloss-tune best --format python``)."""
+    loss_params = {k: v for k, v in params.items() if k == "loss" or k.startswith("loss.")}
+    loss = build_loss(loss_params)
+    from aloss_tune.losses import needs_model
+
+    import pprint
+
+    body = pprint.pformat(loss_params, sort_dicts=False, width=100)
+    lines = [
+        "import aloss_tune",
+        "",
+        f"loss = aloss_tune.build_loss({body})",
+    ]
+    if needs_model(loss):
+        lines.append("model = aloss_tune.attach(model, loss)  # learned loss parameters / weight penalty")
+    lines.append('model.compile(optimizer="adam", loss=loss)')
+    return "\n".join(lines)

@@ -1,0 +1,303 @@
+"""`aloss-tune`: a thin table of commands over the library.
+
+Usage and configuration errors print one line on stderr and exit with code 2 (no traceback unless
+``--debug``); settings fall back to environment variables (``ALOSS_TUNE_STORAGE``, ``MLFLOW_TRACKING_URI``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import traceback
+from typing import Any, Callable, Sequence
+
+from aloss_tune.errors import AlossTuneError, ConfigError, UsageError
+
+EXIT_USAGE = 2
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, exit 2
+        raise UsageError(f"{self.prog}: {message}")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1, but got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1, but got {value}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 0, but got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 0, but got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number of seconds > 0, but got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be a number of seconds > 0, but got {value:g}")
+    return value
+
+
+# ------------------------------------------------------------------------------------------------ tune
+def _add_tune(sub: Any) -> None:
+    p = sub.add_parser("tune", help="run (or resume) a study from a search-space YAML file")
+    p.add_argument("space", help="the search space, e.g. search_spaces/robust_regression.yaml")
+    p.add_argument("--backend", choices=("optuna", "keras-tuner"), help="search backend (default: the space's)")
+    p.add_argument("--tuner", choices=("random", "bayesian", "hyperband"), help="KerasTuner tuner")
+    p.add_argument("--n-trials", type=_positive_int, help="trials for this worker (default: the space's)")
+    p.add_argument("--timeout", type=_positive_float, help="stop starting trials after this many seconds")
+    p.add_argument("--storage", help="Optuna storage URL (default: $ALOSS_TUNE_STORAGE or sqlite:///aloss_tune.db)")
+    p.add_argument("--study", help="study name (default: the space's `study`)")
+    p.add_argument("--seed", type=_non_negative_int, help="study seed (trial n uses seed + n)")
+    p.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, mlflow.yaml, "
+                                          "sqlite:///mlflow.db)")
+    p.add_argument("--mlflow-config", help="MLflow settings file (default: ./mlflow.yaml if present)")
+    p.add_argument("--no-tracking", action="store_true", help="do not log to MLflow")
+    p.add_argument("--workers", type=_positive_int, default=1,
+                   help="worker processes on this machine sharing the study (Optuna)")
+    p.add_argument("--heartbeat", type=_positive_int, metavar="SECONDS",
+                   help="Optuna heartbeat interval: trials of dead workers are marked failed")
+    p.add_argument("--retries", type=_non_negative_int, default=0,
+                   help="retry a dead worker's trial this many times (needs --heartbeat)")
+    p.add_argument("--directory", help="KerasTuner project root (default: kt_projects)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_tune)
+
+
+def _tune(args: argparse.Namespace) -> int:
+    from aloss_tune.api import tune
+    from aloss_tune.space import SearchSpace
+
+    if args.retries and not args.heartbeat:
+        raise UsageError("tune: --retries needs --heartbeat (a dead worker is detected by its heartbeat).")
+    SearchSpace.from_yaml(args.space)  # validate before anything else
+    kwargs = dict(
+        backend=args.backend, n_trials=args.n_trials, timeout=args.timeout, storage=args.storage,
+        study_name=args.study, seed=args.seed, tuner=args.tuner, tracking=not args.no_tracking,
+        tracking_uri=args.tracking_uri, mlflow_config=args.mlflow_config,
+        heartbeat_interval=args.heartbeat, retries=args.retries, directory=args.directory,
+    )
+    if args.workers > 1:
+        from aloss_tune.workers import run_workers
+
+        result = run_workers(args.space, args.workers, **kwargs)
+    else:
+        result = tune(args.space, progress=not args.quiet and sys.stderr.isatty(), **kwargs)
+    _print_result(result)
+    return 0
+
+
+def _print_result(result: Any) -> None:
+    counts = ", ".join(f"{n} {k}" for k, n in result.counts.items())
+    print(f"study {result.study_name!r} ({result.backend}): {counts}")
+    if result.best_trial is None:
+        print("no finished trial yet")
+        return
+    metric = result.objective["metric"]
+    print(f"best trial {result.best_trial}: {metric} = {result.best_value:.6g}")
+    for key, value in result.best_params.items():
+        print(f"  {key}: {value}")
+    if result.tracking_uri:
+        uri = result.tracking_uri
+        hint = f"mlflow ui --backend-store-uri {uri}" if not uri.startswith("http") else uri
+        print(f"review: {hint}")
+    print(f"reuse:  aloss-tune best {result.study_name}" + (
+        f" --storage {result.storage}" if result.storage and result.storage != "sqlite:///aloss_tune.db" else ""))
+
+
+# ------------------------------------------------------------------------------------------------ best
+def _add_best(sub: Any) -> None:
+    p = sub.add_parser("best", help="show or export the best loss of a study (or of an MLflow run)")
+    p.add_argument("study", help="study name, or an MLflow run URI runs:/<run_id>")
+    p.add_argument("--storage", help="Optuna storage URL (default: $ALOSS_TUNE_STORAGE or sqlite:///aloss_tune.db)")
+    p.add_argument("--backend", choices=("optuna", "keras-tuner"), default="optuna")
+    p.add_argument("--directory", help="KerasTuner project root (default: kt_projects)")
+    p.add_argument("--tracking-uri", help="MLflow tracking URI, for runs:/ sources")
+    p.add_argument("--format", choices=("json", "python"), default="json",
+                   help="json: the loss config (params + Keras serialization); python: a snippet")
+    p.add_argument("--output", "-o", help="write to this file instead of stdout")
+    p.set_defaults(func=_best)
+
+
+def _best(args: argparse.Namespace) -> int:
+    from aloss_tune.best import best_trial_summary, load_loss, python_snippet
+    from aloss_tune.runner import loss_config
+
+    if args.study.startswith("runs:/"):
+        loss = load_loss(args.study, tracking_uri=args.tracking_uri)
+        import keras
+
+        config = {"keras": keras.saving.serialize_keras_object(loss)}
+        params = None
+    else:
+        summary = best_trial_summary(args.study, args.storage, backend=args.backend, directory=args.directory)
+        params = summary["params"]
+        config = summary.get("loss_config") or loss_config(params)
+        config = {**config, "trial": summary["number"], "value": summary["value"]}
+    if args.format == "python":
+        if params is None:
+            params = config["keras"]
+            text = ("import keras\nimport aloss_tune.losses\n\nloss = keras.saving.deserialize_keras_object(\n"
+                    f"    {json.dumps(params)}\n)")
+        else:
+            text = python_snippet(params)
+    else:
+        text = json.dumps(config, indent=2, sort_keys=False)
+    if args.output:
+        with open(args.output, "w", encoding="utf-8") as fh:
+            fh.write(text + "\n")
+    else:
+        print(text)
+    return 0
+
+
+# -------------------------------------------------------------------------------------------- validate
+def _add_validate(sub: Any) -> None:
+    p = sub.add_parser("validate", help="check a search-space file and show what it searches")
+    p.add_argument("space")
+    p.add_argument("--data", action="store_true", help="also load the data and check losses and objective")
+    p.set_defaults(func=_validate)
+
+
+def _validate(args: argparse.Namespace) -> int:
+    from aloss_tune.space import SearchSpace
+
+    space = SearchSpace.from_yaml(args.space)
+    scale = 1.0
+    objective = space.objective
+    if args.data:
+        from aloss_tune.runner import prepare
+
+        ctx = prepare(space)
+        scale, objective = ctx.target_scale, ctx.objective
+    print(f"{args.space}: valid")
+    print(f"  study: {space.study}    data: {space.data}    model: {space.model}")
+    if objective is not None:
+        print(f"  objective: {objective.direction} {objective.metric}")
+    print(f"  losses: {', '.join(space.losses)}")
+    for name, dist in space.search_params(target_scale=scale).items():
+        print(f"  {name}: {dist}")
+    if not args.data:
+        print("  (default ranges marked relative are multiplied by the target's robust spread at run time; "
+              "--data shows them resolved)")
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------- losses
+def _add_losses(sub: Any) -> None:
+    p = sub.add_parser("losses", help="list the loss factories with their parameters and default ranges")
+    p.add_argument("--format", choices=("text", "json"), default="text")
+    p.set_defaults(func=_losses)
+
+
+def _losses(args: argparse.Namespace) -> int:
+    from aloss_tune.factories import PENALTY_SPECS, iter_factories
+
+    factories = list(iter_factories())
+    if args.format == "json":
+        out = {
+            f.name: {
+                "tasks": list(f.tasks),
+                "description": f.description,
+                "params": {
+                    p.name: {
+                        "default": p.default,
+                        "domain": p.describe_domain(),
+                        "search": None if p.search is None else p.search.to_dict(),
+                        "relative": p.relative,
+                    }
+                    for p in f.params
+                },
+            }
+            for f in factories
+        }
+        print(json.dumps(out, indent=2, default=str))
+        return 0
+    for f in factories:
+        print(f"{f.name}  [{', '.join(f.tasks)}]  {f.description}")
+        for p in f.params:
+            search = "fixed" if p.search is None else str(p.search) + (" x target spread" if p.relative else "")
+            print(f"    {p.name:<14} default {p.default!s:<10} domain {p.describe_domain():<22} search {search}")
+    print("every loss also takes the weight penalty:")
+    for p in PENALTY_SPECS:
+        print(f"    {p.name:<14} default {p.default!s:<10} domain {p.describe_domain():<22} search {p.search}")
+    return 0
+
+
+COMMANDS: Sequence[Callable[[Any], None]] = (_add_tune, _add_best, _add_validate, _add_losses)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="aloss-tune", description="Tune Keras losses jointly with the model; track in MLflow.")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+    for add in COMMANDS:
+        add(sub)
+    try:
+        from aloss_tune import report  # noqa: F401
+    except ImportError:
+        pass
+    else:
+        report.add_cli(sub)
+    return parser
+
+
+def _version() -> str:
+    from aloss_tune import __version__
+
+    return __version__
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    logging.basicConfig(level=logging.WARNING, format="aloss-tune: %(message)s")
+    try:
+        args = build_parser().parse_args(argv)
+        return int(args.func(args) or 0)
+    except (ConfigError, UsageError) as exc:
+        if debug:
+            traceback.print_exc()
+        print(f"aloss-tune: error: {_one_line(exc)}", file=sys.stderr)
+        return EXIT_USAGE
+    except AlossTuneError as exc:
+        if debug:
+            traceback.print_exc()
+        print(f"aloss-tune: error: {_one_line(exc)}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("aloss-tune: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # noqa: BLE001 - an unexpected failure: one line, traceback on --debug
+        if debug:
+            traceback.print_exc()
+        hint = "" if debug else " (run with --debug for the traceback)"
+        print(f"aloss-tune: error: {type(exc).__name__}: {_one_line(exc)}{hint}", file=sys.stderr)
+        return 1
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

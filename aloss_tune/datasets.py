@@ -1,0 +1,223 @@
+"""Small built-in datasets for the embedded default: generated or bundled with scikit-learn, no downloads.
+
+* ``contaminated_regression``: scikit-learn's bundled diabetes data (442 patients, 10 features, disease
+  progression after one year). A fraction (default 20%) of the *training and validation* targets are gross
+  outliers: replaced by ``y + u * sd(y)`` with ``u ~ Uniform(4, 8)`` (one-sided, as data-entry errors and
+  sensor spikes often are). Test targets stay clean, so test RMSE/MAE measure what a robust loss buys.
+* ``imbalanced_classification``: ``make_classification`` with 6,000 samples, 20 features, about 8%
+  positives and 2% flipped labels, so validation and test each hold about 100 positives (enough that
+  PR-AUC does not saturate; the bundled breast-cancer data cut to 8% positives leaves six).
+
+Splits are 60/20/20, stratified for classification, fixed by ``seed``; features are standardised with the
+training statistics.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+
+from aloss_tune.errors import ConfigError, describe
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """Train / validation / (optional) test arrays and what kind of problem they pose."""
+
+    name: str
+    task: str  # regression | binary | multiclass
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_val: np.ndarray
+    y_val: np.ndarray
+    x_test: np.ndarray | None = None
+    y_test: np.ndarray | None = None
+    description: str = ""
+    info: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def n_outputs(self) -> int:
+        return 1 if self.y_train.ndim == 1 else int(self.y_train.shape[-1])
+
+    @property
+    def target_center(self) -> float:
+        return float(np.median(self.y_train)) if self.task == "regression" else 0.0
+
+    @property
+    def target_scale(self) -> float:
+        """The regression target's robust spread (1.4826 x MAD, i.e. sd under normality); 1 otherwise."""
+        if self.task != "regression":
+            return 1.0
+        y = np.asarray(self.y_train, dtype="float64")
+        mad = float(np.median(np.abs(y - np.median(y, axis=0)))) * 1.4826
+        if not mad > 0:
+            mad = float(np.std(y)) or 1.0
+        return mad
+
+
+def _split(n: int, rng: np.random.Generator, labels: np.ndarray | None = None) -> tuple[np.ndarray, ...]:
+    """Indices of a 60/20/20 split, stratified on ``labels`` when given."""
+    groups = [np.arange(n)] if labels is None else [np.flatnonzero(labels == c) for c in np.unique(labels)]
+    parts: list[list[np.ndarray]] = [[], [], []]
+    for idx in groups:
+        idx = rng.permutation(idx)
+        a, b = int(round(0.6 * len(idx))), int(round(0.8 * len(idx)))
+        for part, chunk in zip(parts, (idx[:a], idx[a:b], idx[b:])):
+            part.append(chunk)
+    return tuple(rng.permutation(np.concatenate(p)) for p in parts)
+
+
+def _standardize(x_train: np.ndarray, *others: np.ndarray) -> tuple[np.ndarray, ...]:
+    mean, std = x_train.mean(axis=0), x_train.std(axis=0)
+    std[std == 0] = 1.0
+    return tuple(((x - mean) / std).astype("float32") for x in (x_train, *others))
+
+
+def contaminated_regression(*, seed: int = 0, outlier_fraction: float = 0.2,
+                            outlier_low: float = 4.0, outlier_high: float = 8.0) -> Dataset:
+    """Diabetes regression with gross one-sided outliers in the training and validation targets."""
+    if not 0.0 <= outlier_fraction < 0.5:
+        raise ConfigError(
+            f"contaminated_regression: `outlier_fraction` must be in [0, 0.5), but got {outlier_fraction!r}."
+        )
+    if not 0 < outlier_low <= outlier_high:
+        raise ConfigError(
+            "contaminated_regression: `0 < outlier_low <= outlier_high` must hold, "
+            f"but got (outlier_low={outlier_low!r}, outlier_high={outlier_high!r})."
+        )
+    from sklearn.datasets import load_diabetes
+
+    x, y = load_diabetes(return_X_y=True)
+    rng = np.random.default_rng(seed)
+    tr, va, te = _split(len(y), rng)
+    sd = float(np.std(y[tr]))
+    y = y.astype("float32")
+    y_train, y_val = y[tr].copy(), y[va].copy()
+    info: dict[str, Any] = {"outlier_fraction": outlier_fraction, "seed": seed}
+    for name, target in (("train", y_train), ("val", y_val)):
+        k = int(round(outlier_fraction * len(target)))
+        hit = rng.choice(len(target), size=k, replace=False)
+        target[hit] += rng.uniform(outlier_low, outlier_high, size=k).astype("float32") * sd
+        info[f"outliers_{name}"] = int(k)
+    x_train, x_val, x_test = _standardize(x[tr], x[va], x[te])
+    return Dataset(
+        name="contaminated_regression", task="regression",
+        x_train=x_train, y_train=y_train, x_val=x_val, y_val=y_val, x_test=x_test, y_test=y[te],
+        description=(f"diabetes progression; {outlier_fraction:.0%} of train/val targets shifted up by "
+                     f"{outlier_low:g}-{outlier_high:g} sd; clean test targets"),
+        info=info,
+    )
+
+
+def imbalanced_classification(*, seed: int = 0, n_samples: int = 6000, positive_fraction: float = 0.08,
+                              label_noise: float = 0.02) -> Dataset:
+    """A binary problem with few positives and some flipped labels (generated, no download)."""
+    if not 0.0 < positive_fraction < 0.5:
+        raise ConfigError(
+            f"imbalanced_classification: `positive_fraction` must be in (0, 0.5), but got {positive_fraction!r}."
+        )
+    if not isinstance(n_samples, int) or n_samples < 200:
+        raise ConfigError(f"imbalanced_classification: `n_samples` must be an integer >= 200, but got {n_samples!r}.")
+    from sklearn.datasets import make_classification
+
+    x, y = make_classification(
+        n_samples=n_samples, n_features=20, n_informative=8, n_redundant=4, weights=[1 - positive_fraction],
+        flip_y=label_noise, class_sep=0.8, random_state=seed,
+    )
+    rng = np.random.default_rng(seed)
+    tr, va, te = _split(len(y), rng, labels=y)
+    x_train, x_val, x_test = _standardize(x[tr], x[va], x[te])
+    y = y.astype("float32")
+    return Dataset(
+        name="imbalanced_classification", task="binary",
+        x_train=x_train, y_train=y[tr], x_val=x_val, y_val=y[va], x_test=x_test, y_test=y[te],
+        description=f"{n_samples} samples, {positive_fraction:.0%} positives, {label_noise:.0%} flipped labels",
+        info={"positives_val": int(y[va].sum()), "positives_test": int(y[te].sum()), "seed": seed},
+    )
+
+
+BUILTIN: dict[str, Callable[..., Dataset]] = {
+    "contaminated_regression": contaminated_regression,
+    "imbalanced_classification": imbalanced_classification,
+}
+
+
+def import_object(path: str, what: str) -> Any:
+    """``module:attribute`` -> the attribute; `ConfigError` naming ``what`` otherwise."""
+    module_name, sep, attr = path.partition(":")
+    if not sep or not module_name or not attr:
+        raise ConfigError(f"{what}: {path!r} must be a built-in name or an import path 'module:function'.")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ConfigError(f"{what}: cannot import module {module_name!r} of {path!r} ({exc}).") from None
+    try:
+        obj = getattr(module, attr)
+    except AttributeError:
+        raise ConfigError(f"{what}: module {module_name!r} has no attribute {attr!r}.") from None
+    if not callable(obj):
+        raise ConfigError(f"{what}: {path!r} is not callable.")
+    return obj
+
+
+def infer_task(y: np.ndarray) -> str:
+    y = np.asarray(y)
+    if y.ndim == 2 and y.shape[1] > 1:
+        return "multiclass"
+    values = np.unique(y)
+    if len(values) <= 2 and set(values.tolist()) <= {0, 1, 0.0, 1.0}:
+        return "binary"
+    return "regression"
+
+
+def as_dataset(data: Any, *, args: dict[str, Any] | None = None, name: str = "user_data") -> Dataset:
+    """Resolve a space's ``data`` (a built-in name, ``module:function``, callable, tuple or `Dataset`)."""
+    args = dict(args or {})
+    if isinstance(data, Dataset):
+        return data
+    if isinstance(data, str):
+        if data in BUILTIN:
+            fn = BUILTIN[data]
+            allowed = [p for p in inspect.signature(fn).parameters]
+            for key in args:
+                if key not in allowed:
+                    raise ConfigError(f"data.args.{key}: unknown argument of {data}; allowed: {', '.join(allowed)}.")
+            return fn(**args)
+        if ":" not in data:
+            raise ConfigError(
+                f"data: unknown dataset {data!r}; built-ins: {', '.join(BUILTIN)} (or 'module:function')."
+            )
+        fn = import_object(data, "data")
+        name = data
+        data = fn(**args)
+    elif callable(data):
+        name = getattr(data, "__name__", name)
+        data = data(**args)
+    if isinstance(data, Dataset):
+        return data
+    if isinstance(data, dict):
+        data = tuple(data.get(k) for k in ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test"))
+    if not isinstance(data, (tuple, list)) or len(data) not in (4, 6):
+        raise ConfigError(
+            "data must be a Dataset or a tuple (x_train, y_train, x_val, y_val[, x_test, y_test]), "
+            f"but got {describe(type(data).__name__)}."
+        )
+    arrays = [None if a is None else np.asarray(a) for a in data]
+    x_train, y_train, x_val, y_val = arrays[:4]
+    if x_train is None or y_train is None or x_val is None or y_val is None:
+        raise ConfigError("data: x_train, y_train, x_val and y_val are required.")
+    for (xn, x), (yn, y) in (((("x_train", x_train), ("y_train", y_train))), (("x_val", x_val), ("y_val", y_val))):
+        if len(x) != len(y):
+            raise ConfigError(f"data: {xn} has {len(x)} rows but {yn} has {len(y)}.")
+    x_test, y_test = (arrays[4], arrays[5]) if len(arrays) == 6 else (None, None)
+    return Dataset(name=name, task=infer_task(y_train), x_train=x_train.astype("float32"),
+                   y_train=y_train.astype("float32"), x_val=x_val.astype("float32"), y_val=y_val.astype("float32"),
+                   x_test=None if x_test is None else x_test.astype("float32"),
+                   y_test=None if y_test is None else y_test.astype("float32"))
+
+
+__all__ = ["Dataset", "BUILTIN", "as_dataset", "contaminated_regression", "imbalanced_classification"]

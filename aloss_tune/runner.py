@@ -1,0 +1,217 @@
+"""One trial, whatever the backend: params -> loss + model -> fit with one reporting callback -> objective.
+
+The backend samples a flat params dict and hands it to `run_trial` together with *reporters*: callables
+``report(epoch, metrics)`` invoked once per epoch by the single `EpochReporter` callback. A backend's
+reporter feeds its pruner (and may raise to prune); the tracking reporter logs to MLflow. Nothing here knows
+which backend runs.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping, Sequence
+
+import keras
+import numpy as np
+
+from aloss_tune.datasets import Dataset, as_dataset
+from aloss_tune.errors import ConfigError, TrialFailed, describe
+from aloss_tune.factories import build_loss, get_factory
+from aloss_tune.losses import attach, learned_values
+from aloss_tune.models import resolve_builder
+from aloss_tune.space import Objective, SearchSpace
+
+Reporter = Callable[[int, dict[str, float]], None]
+
+TASK_METRICS: dict[str, Callable[[], list[keras.metrics.Metric]]] = {
+    "regression": lambda: [
+        keras.metrics.MeanAbsoluteError(name="mae"),
+        keras.metrics.RootMeanSquaredError(name="rmse"),
+        keras.metrics.MeanSquaredError(name="mse"),
+    ],
+    "binary": lambda: [
+        keras.metrics.AUC(name="auc"),
+        keras.metrics.AUC(curve="PR", name="pr_auc"),
+        keras.metrics.BinaryAccuracy(name="accuracy"),
+    ],
+    "multiclass": lambda: [keras.metrics.CategoricalAccuracy(name="accuracy")],
+}
+
+
+@dataclass
+class TrialOutcome:
+    """What a finished trial produced."""
+
+    value: float
+    history: dict[str, list[float]]
+    loss_config: dict[str, Any]
+    learned: dict[str, list[float]] = field(default_factory=dict)
+    epochs: int = 0
+
+
+@dataclass
+class TrialContext:
+    """Everything a trial needs that does not change between trials of a study (resolved once)."""
+
+    space: SearchSpace
+    data: Dataset
+    objective: Objective
+    build_model: Callable[[Mapping[str, Any], Dataset], keras.Model]
+
+    @property
+    def target_scale(self) -> float:
+        return self.data.target_scale
+
+    def baseline_value(self) -> float | None:
+        """The objective of a constant prediction (the training median or prior): the "dead trial" bar."""
+        metric = self.objective.metric.removeprefix("val_")
+        y_val = np.asarray(self.data.y_val, dtype="float64")
+        if self.data.task == "regression":
+            pred = np.median(np.asarray(self.data.y_train, dtype="float64"), axis=0)
+            err = y_val - pred
+            values = {"mae": np.mean(np.abs(err)), "mse": np.mean(err**2), "rmse": np.sqrt(np.mean(err**2))}
+            return float(values[metric]) if metric in values else None
+        if self.data.task == "binary" and metric in ("auc",):
+            return 0.5
+        if self.data.task == "binary" and metric == "pr_auc":
+            return float(np.mean(y_val))
+        return None
+
+
+def prepare(space: SearchSpace, *, data: Any = None, build_model: Any = None) -> TrialContext:
+    """Resolve a space's data, model builder and objective, and check that its losses fit the data.
+
+    Raises `ConfigError` before any training if the objective, a loss or the builder does not fit.
+    """
+    dataset = as_dataset(space.data if data is None else data, args=dict(space.data_args))
+    builder = resolve_builder(space.model if build_model is None else build_model)
+    objective = space.resolve_objective(dataset.task)
+    where = f"{space.source}: " if space.source else ""
+    for i, name in enumerate(space.losses):
+        factory = get_factory(name)
+        if dataset.task not in factory.tasks:
+            raise ConfigError(
+                f"{where}loss.choices[{i}]: {name!r} is for {', '.join(factory.tasks)} data, but "
+                f"{dataset.name!r} is {dataset.task}."
+            )
+    return TrialContext(space=space, data=dataset, objective=objective, build_model=builder)
+
+
+def make_optimizer(space: SearchSpace, params: Mapping[str, Any]) -> keras.optimizers.Optimizer:
+    config = {k[len("optimizer."):]: v for k, v in params.items() if k.startswith("optimizer.")}
+    config.setdefault("learning_rate", 1e-3)
+    for key, value in config.items():
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or not value >= 0:
+            raise ConfigError(f"optimizer: `optimizer.{key}` must be a number >= 0, but got {describe(value)}.")
+    try:
+        return keras.optimizers.get({"class_name": space.optimizer, "config": config})
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"optimizer: {space.optimizer} does not take {sorted(config)} ({exc}).") from None
+
+
+def flatten_learned(values: Mapping[str, np.ndarray]) -> dict[str, float]:
+    """``{"alpha": [a]}`` -> ``{"alpha": a}``; several dimensions -> ``alpha.0``, ``alpha.1``, ..."""
+    out: dict[str, float] = {}
+    for name, array in values.items():
+        flat = np.asarray(array, dtype="float64").ravel()
+        if flat.size == 1:
+            out[name] = float(flat[0])
+        else:
+            out.update({f"{name}.{i}": float(v) for i, v in enumerate(flat)})
+    return out
+
+
+class EpochReporter(keras.callbacks.Callback):
+    """The one callback of a trial: per epoch, gathers metrics and learned loss parameters, checks that
+    the loss is finite, records the history and hands the metrics to every reporter."""
+
+    def __init__(self, reporters: Sequence[Reporter] = ()):
+        super().__init__()
+        self.reporters = list(reporters)
+        self.history: dict[str, list[float]] = {}
+
+    def on_epoch_end(self, epoch: int, logs: Mapping[str, Any] | None = None) -> None:
+        metrics = {k: float(v) for k, v in (logs or {}).items() if np.ndim(v) == 0}
+        metrics.update(flatten_learned(learned_values(self.model)))
+        for key, value in metrics.items():
+            self.history.setdefault(key, []).append(value)
+        loss = metrics.get("loss")
+        for reporter in self.reporters:
+            reporter(epoch, metrics)
+        if loss is not None and not math.isfinite(loss):
+            raise TrialFailed(f"the training loss is {loss} at epoch {epoch}")
+
+
+def build_trial_model(ctx: TrialContext, params: Mapping[str, Any]) -> tuple[keras.Model, keras.losses.Loss]:
+    """The trial's loss and its compiled model (the loss attached when it needs the model)."""
+    loss = build_loss(params)
+    model = ctx.build_model(params, ctx.data)
+    if not isinstance(model, keras.Model):
+        raise ConfigError(f"model: the builder must return a keras.Model, but returned {type(model).__name__}.")
+    model = attach(model, loss)
+    model.compile(
+        optimizer=make_optimizer(ctx.space, params),
+        loss=loss,
+        metrics=TASK_METRICS[ctx.data.task](),
+        jit_compile=ctx.space.training.jit_compile,
+    )
+    return model, loss
+
+
+def run_trial(ctx: TrialContext, params: Mapping[str, Any], *, seed: int,
+              reporters: Sequence[Reporter] = ()) -> TrialOutcome:
+    """Train one model with the trial's loss and return its objective (the best epoch's value).
+
+    Raises `TrialFailed` if the loss becomes non-finite or the objective metric is missing; any exception a
+    reporter raises (a backend's prune signal) propagates unchanged.
+    """
+    keras.backend.clear_session()
+    keras.utils.set_random_seed(seed)
+    model, loss = build_trial_model(ctx, params)
+    training = ctx.space.training
+    reporter = EpochReporter(reporters)
+    callbacks: list[keras.callbacks.Callback] = [reporter]
+    mode = "min" if ctx.objective.direction == "minimize" else "max"
+    if training.early_stopping:
+        callbacks.append(keras.callbacks.EarlyStopping(
+            monitor=ctx.objective.metric, mode=mode, patience=training.early_stopping, restore_best_weights=True))
+    data = ctx.data
+    model.fit(
+        data.x_train, data.y_train, validation_data=(data.x_val, data.y_val), epochs=training.epochs,
+        batch_size=training.batch_size, callbacks=callbacks, verbose=training.verbose,
+    )
+    history = reporter.history
+    series = history.get(ctx.objective.metric)
+    if not series:
+        raise TrialFailed(f"the objective metric {ctx.objective.metric!r} was not logged; logged metrics: "
+                          f"{', '.join(sorted(history))}")
+    finite = [v for v in series if math.isfinite(v)]
+    if not finite:
+        raise TrialFailed(f"the objective metric {ctx.objective.metric!r} was never finite")
+    value = min(finite) if mode == "min" else max(finite)
+    learned_names = set(flatten_learned(learned_values(model)))
+    learned = {k: v for k, v in history.items() if k in learned_names}
+    return TrialOutcome(
+        value=float(value), history=history, loss_config=loss_config(params, loss), learned=learned,
+        epochs=len(series),
+    )
+
+
+def loss_config(params: Mapping[str, Any], loss: keras.losses.Loss | None = None) -> dict[str, Any]:
+    """The loss config artifact: the flat loss params and the Keras serialization of the loss."""
+    loss = build_loss(params) if loss is None else loss
+    flat = {k: v for k, v in params.items() if k == "loss" or k.startswith("loss.")}
+    return {"params": _jsonable(flat), "keras": _jsonable(keras.saving.serialize_keras_object(loss))}
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    return value
