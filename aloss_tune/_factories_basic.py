@@ -1,10 +1,183 @@
-"""Factories of the basic loss family (baselines, Huber, weighted, class-weighted, focal, Poly-1, dynamic alpha)."""
+"""Factories of the basic loss family: baselines, Huber, weighted, class-weighted, focal, Poly-1, dynamic alpha.
+
+Every factory declares each parameter's valid domain and default search range. Ranges that must not
+produce invalid combinations are kept apart (``confidence_bce``'s ``clip_min`` range lies below its
+``clip_max`` range). Parameters that depend on the model rather than on the search (``from_logits``, the
+``mode`` of Poly-1, the base of ``dynamic_alpha``, class weights) have no default search range.
+
+``dynamic_alpha`` exposes the parameters of every registered alpha formula as flat keys of its own
+(``loss.alpha_value``, ``loss.temperature``, ``loss.power``, ``loss.strength``, and those of formulas that
+users register with `aloss_tune.losses.register_alpha_formula`). Only the parameters of the chosen formula
+reach the loss; the others are ignored, so a space can search the formula and all parameters at once.
+"""
 
 from __future__ import annotations
 
+from typing import Any
+
 import keras
 
-from aloss_tune.factories import LossFactory, register_loss_factory
+from aloss_tune.distributions import Categorical, Float
+from aloss_tune.factories import LossFactory, ParamSpec, register_loss_factory
+from aloss_tune.losses._base import FINITE_NON_NEGATIVE, FINITE_POSITIVE, UNIT, check_bool
+from aloss_tune.losses.classic import POLY1_EPSILON, POLY1_MODES, FocalCrossentropy, Huber, Poly1Crossentropy
+from aloss_tune.losses.dynamic import (
+    BASES,
+    AlphaFormula,
+    DynamicAlpha,
+    add_registration_listener,
+    get_alpha_formula,
+    list_alpha_formulas,
+)
+from aloss_tune.losses.weighted import ClassBCE, ClassCCE, ConfidenceBCE, ErrorWeightedMSE
 
-register_loss_factory(LossFactory("mse", lambda: keras.losses.MeanSquaredError(), tasks=("regression",),
-                                  description="mean squared error (baseline)"))
+REGRESSION = ("regression",)
+BINARY = ("binary",)
+MULTICLASS = ("multiclass",)
+
+
+def _from_logits(doc: str = "y_pred holds logits (no final sigmoid/softmax)") -> ParamSpec:
+    return ParamSpec("from_logits", bool, False, None, None, doc=doc)
+
+
+def _bce(from_logits: bool) -> keras.losses.Loss:
+    return keras.losses.BinaryCrossentropy(from_logits=check_bool("bce", "from_logits", from_logits))
+
+
+def _cce(from_logits: bool) -> keras.losses.Loss:
+    return keras.losses.CategoricalCrossentropy(from_logits=check_bool("cce", "from_logits", from_logits))
+
+
+BASELINES = (
+    LossFactory("mse", lambda: keras.losses.MeanSquaredError(), tasks=REGRESSION,
+                description="mean squared error (Keras's own; the no-special-loss baseline)"),
+    LossFactory("mae", lambda: keras.losses.MeanAbsoluteError(), tasks=REGRESSION,
+                description="mean absolute error (Keras's own; the no-special-loss baseline)"),
+    LossFactory("bce", _bce, (_from_logits(),), tasks=BINARY,
+                description="binary cross-entropy (Keras's own; the no-special-loss baseline)"),
+    LossFactory("cce", _cce, (_from_logits(),), tasks=MULTICLASS,
+                description="categorical cross-entropy, one-hot labels (Keras's own; the baseline)"),
+)
+
+FAMILY = (
+    LossFactory(
+        "huber", Huber,
+        (ParamSpec("delta", float, 1.0, FINITE_POSITIVE, Float(0.05, 5.0, log=True), relative=True,
+                   doc="residual where the loss turns from quadratic to linear"),),
+        tasks=REGRESSION, description="Huber loss: quadratic for small residuals, linear for large ones",
+    ),
+    LossFactory(
+        "confidence_bce", ConfidenceBCE,
+        (
+            ParamSpec("clip_min", float, 1.0, FINITE_POSITIVE, Float(1.0, 3.0, log=True),
+                      doc="smallest weight 1/p_t (below 1 acts like 1)"),
+            ParamSpec("clip_max", float, 10.0, FINITE_POSITIVE, Float(3.0, 100.0, log=True),
+                      doc="largest weight 1/p_t, >= clip_min"),
+            _from_logits(),
+        ),
+        tasks=BINARY, description="binary cross-entropy weighted by clip(1/p_t): unsure elements weigh more",
+    ),
+    LossFactory(
+        "error_mse", ErrorWeightedMSE,
+        (
+            ParamSpec("clip_min", float, 0.0, FINITE_NON_NEGATIVE, None, relative=True,
+                      doc="lower clip of |error| in the weight 1 + clip(|error|)"),
+            ParamSpec("clip_max", float, 5.0, FINITE_NON_NEGATIVE, Float(0.1, 10.0, log=True), relative=True,
+                      doc="upper clip of |error| in the weight, >= clip_min"),
+        ),
+        tasks=REGRESSION, description="squared error weighted per element by 1 + clip(|error|)",
+    ),
+    LossFactory(
+        "class_bce", ClassBCE,
+        (
+            ParamSpec("pos_weight", float, 1.0, FINITE_POSITIVE, Float(0.5, 50.0, log=True),
+                      doc="weight of the positive class"),
+            ParamSpec("neg_weight", float, 1.0, FINITE_POSITIVE, None,
+                      doc="weight of the negative class (only the ratio to pos_weight matters)"),
+            _from_logits(),
+        ),
+        tasks=BINARY, description="binary cross-entropy with a weight per class",
+    ),
+    LossFactory(
+        "class_cce", ClassCCE,
+        (
+            ParamSpec("class_weights", list, None, None, None,
+                      doc="one weight > 0 per class; null for all ones"),
+            _from_logits(),
+        ),
+        tasks=MULTICLASS, description="categorical cross-entropy with a weight per class, one-hot labels",
+    ),
+    LossFactory(
+        "focal", FocalCrossentropy,
+        (
+            ParamSpec("gamma", float, 2.0, FINITE_NON_NEGATIVE, Float(0.0, 5.0),
+                      doc="focusing parameter: how much easy examples are down-weighted"),
+            ParamSpec("alpha", float, 0.25, UNIT, Float(0.05, 0.95), doc="weight of class 1 (class 0: 1 - alpha)"),
+            _from_logits(),
+        ),
+        tasks=BINARY, description="binary focal cross-entropy with class balancing (Lin et al. 2017)",
+    ),
+    LossFactory(
+        "poly1", Poly1Crossentropy,
+        (
+            ParamSpec("epsilon", float, 1.0, POLY1_EPSILON, Float(-1.0, 5.0),
+                      doc="coefficient of the added (1 - p_t) term"),
+            _from_logits(),
+            ParamSpec("mode", str, "binary", POLY1_MODES, None,
+                      doc="binary: sigmoid per output; categorical: softmax, one-hot labels"),
+        ),
+        tasks=("binary", "multiclass"), description="Poly-1: cross-entropy + epsilon * (1 - p_t) (Leng et al. 2022)",
+    ),
+)
+
+# Default search ranges of the built-in alpha formulas' parameters (a user formula brings its own).
+FORMULA_SEARCH = {
+    "alpha_value": Float(0.1, 10.0, log=True),
+    "temperature": Float(0.1, 10.0, log=True),
+    "power": Float(0.0, 2.0),
+    "strength": Float(0.0, 4.0),
+}
+DYNAMIC_OWN = ("base", "alpha_formula", "alpha_gradient", "from_logits")
+
+
+def _formula_specs() -> list[ParamSpec]:
+    specs: dict[str, ParamSpec] = {}
+    for name in list_alpha_formulas():
+        for key, param in get_alpha_formula(name).params.items():
+            search = param.search if param.search is not None else FORMULA_SEARCH.get(key)
+            doc = f"({name}) {param.doc}".strip()
+            specs.setdefault(key, ParamSpec(key, float, param.default, param.domain, search, doc=doc))
+    return list(specs.values())
+
+
+def _build_dynamic_alpha(**params: Any) -> keras.losses.Loss:
+    own = {key: params.pop(key) for key in DYNAMIC_OWN}
+    formula = get_alpha_formula(own["alpha_formula"])
+    formula_params = {key: params[key] for key in formula.params}
+    return DynamicAlpha(formula_params=formula_params, **own)
+
+
+def dynamic_alpha_factory() -> LossFactory:
+    """The ``dynamic_alpha`` factory for the alpha formulas registered now."""
+    names = tuple(list_alpha_formulas())
+    return LossFactory(
+        "dynamic_alpha", _build_dynamic_alpha,
+        (
+            ParamSpec("base", str, "mse", BASES, None, doc="the scaled loss: mse, mae (regression), bce, cce"),
+            ParamSpec("alpha_formula", str, "sigmoid_snr", names, Categorical(names),
+                      doc="name of the formula computing alpha from the batch's errors"),
+            ParamSpec("alpha_gradient", bool, False, None, None, doc="let the gradient flow through alpha"),
+            _from_logits("y_pred holds logits (bce and cce bases only)"),
+            *_formula_specs(),
+        ),
+        description="a base loss scaled by alpha, computed from the batch's error statistics by a named formula",
+    )
+
+
+def _refresh_dynamic_alpha(formula: AlphaFormula) -> None:
+    register_loss_factory(dynamic_alpha_factory(), overwrite=True)
+
+
+for _factory in (*BASELINES, *FAMILY, dynamic_alpha_factory()):
+    register_loss_factory(_factory)
+add_registration_listener(_refresh_dynamic_alpha)
