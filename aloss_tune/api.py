@@ -153,7 +153,8 @@ def _artifacts_hook(ctx: Any) -> Callable[[Any], Path | None]:
             from aloss_tune import report
         except ImportError:
             return None
-        return report.study_artifacts_dir(study, ctx)
+        write = getattr(report, "study_artifacts_dir", None)
+        return None if write is None else write(study, ctx)
 
     return hook
 

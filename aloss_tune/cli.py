@@ -252,11 +252,12 @@ def build_parser() -> argparse.ArgumentParser:
     for add in COMMANDS:
         add(sub)
     try:
-        from aloss_tune import report  # noqa: F401
+        from aloss_tune import report
     except ImportError:
         pass
     else:
-        report.add_cli(sub)
+        if hasattr(report, "add_cli"):
+            report.add_cli(sub)
     return parser
 
 
@@ -269,7 +270,10 @@ def _version() -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    if not debug:
+        from aloss_tune._quiet import import_keras_quietly
+
+        import_keras_quietly()
     logging.basicConfig(level=logging.WARNING, format="aloss-tune: %(message)s")
     try:
         args = build_parser().parse_args(argv)

@@ -1,0 +1,24 @@
+"""What a user's own code looks like: a model builder and a data function, addressed as module:function."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+
+
+def tiny_regression(n: int = 160, seed: int = 0):
+    """A small linear problem with a few outliers: (x_train, y_train, x_val, y_val)."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, 4)).astype("float32")
+    y = (x @ np.array([1.0, -2.0, 0.5, 0.0]) + 0.1 * rng.normal(size=n)).astype("float32")
+    y[: n // 10] += 20.0
+    cut = int(0.75 * n)
+    return x[:cut], y[:cut], x[cut:], y[cut:]
+
+
+def build(params):
+    """A one-hidden-layer model; ``model.mode == "fail"`` fails on purpose (to test failed trials)."""
+    if params.get("model.mode") == "fail":
+        raise RuntimeError("deliberate failure for testing")
+    units = int(params.get("model.units", 8))
+    return keras.Sequential([keras.Input((4,)), keras.layers.Dense(units, activation="relu"), keras.layers.Dense(1)])

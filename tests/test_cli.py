@@ -1,0 +1,205 @@
+"""The main job through the real entry point: tune, resume, best; bad input exits 2 with one line."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import optuna
+import pytest
+import yaml
+
+from aloss_tune.cli import main
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+
+SPACE = {
+    "study": "e2e",
+    "data": "helpers.user_side:tiny_regression",
+    "model": {"builder": "helpers.user_side:build",
+              "params": {"units": 8, "mode": {"type": "categorical", "choices": ["ok", "fail"]}}},
+    "objective": {"metric": "val_mae", "direction": "minimize"},
+    "training": {"epochs": 3, "batch_size": 64},
+    "loss": {"choices": ["mse", "huber"], "params": {"huber": {"delta": 1.0}}},
+    "search": {"sampler": "grid", "pruner": "none", "n_trials": 4, "seed": 3},
+}
+
+
+def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(HERE), "TF_CPP_MIN_LOG_LEVEL": "3"}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    exe = Path(sys.executable).parent / "aloss-tune"
+    return subprocess.run([str(exe), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    """One tiny study through the CLI (4 grid trials, 2 of them failing on purpose), then a resume."""
+    tmp = tmp_path_factory.mktemp("e2e")
+    space = tmp / "space.yaml"
+    space.write_text(yaml.safe_dump(SPACE))
+    stores = ["--storage", f"sqlite:///{tmp / 'optuna.db'}", "--tracking-uri", f"sqlite:///{tmp / 'mlflow.db'}"]
+    first = cli("tune", str(space), *stores, cwd=tmp)
+    second = cli("tune", str(space), *stores, "--n-trials", "1", cwd=tmp)
+    return {"tmp": tmp, "space": space, "stores": stores, "first": first, "second": second}
+
+
+def mlflow_runs(tmp: Path):
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{tmp / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("e2e")
+    return client, client.search_runs([exp.experiment_id], max_results=1000)
+
+
+def test_tune_runs_the_study_and_reports(study):
+    first = study["first"]
+    assert first.returncode == 0, first.stderr[-2000:]
+    assert "study 'e2e' (optuna): 2 complete, 0 pruned, 2 failed" in first.stdout
+    assert "best trial" in first.stdout and "loss:" in first.stdout
+
+
+def test_optuna_storage_holds_the_study(study):
+    loaded = optuna.load_study(study_name="e2e", storage=f"sqlite:///{study['tmp'] / 'optuna.db'}")
+    trials = loaded.get_trials()
+    assert len(trials) == 5  # 4, then one more on resume
+    assert len({t.number for t in trials}) == 5
+    failed = [t for t in trials if t.state == optuna.trial.TrialState.FAIL]
+    assert failed and all("deliberate failure" in t.user_attrs["aloss_tune.error"] for t in failed)
+    done = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert all(t.user_attrs["aloss_tune.params"]["loss"] in ("mse", "huber") for t in done)
+
+
+def test_mlflow_layout(study):
+    client, runs = mlflow_runs(study["tmp"])
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    assert len(parents) == 1, "a resumed study reuses its parent run"
+    parent = parents[0]
+    assert parent.data.tags["aloss_tune.study"] == "e2e"
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    assert sorted(r.info.run_name for r in children) == [f"trial-{i}" for i in range(5)]
+    loaded = optuna.load_study(study_name="e2e", storage=f"sqlite:///{study['tmp'] / 'optuna.db'}")
+    for trial in loaded.get_trials():
+        run = next(r for r in children if r.info.run_name == f"trial-{trial.number}")
+        params = trial.user_attrs["aloss_tune.params"]
+        for key, value in params.items():
+            assert run.data.params[key] == str(value)
+        assert run.data.params["seed"] == str(3 + trial.number)
+        assert run.data.params["backend"] == "optuna"
+        if trial.state == optuna.trial.TrialState.COMPLETE:
+            assert run.info.status == "FINISHED"
+            history = client.get_metric_history(run.info.run_id, "val_mae")
+            assert [m.step for m in history] == [0, 1, 2]
+            assert [m.value for m in history] == pytest.approx(trial.user_attrs["aloss_tune.history"]["val_mae"])
+            assert run.data.metrics["objective"] == pytest.approx(trial.value)
+            artifacts = [a.path for a in client.list_artifacts(run.info.run_id)]
+            assert "loss_config.json" in artifacts
+        else:
+            assert run.info.status == "FAILED"
+            assert "deliberate failure" in run.data.tags["aloss_tune.error"]
+            assert "error.txt" in [a.path for a in client.list_artifacts(run.info.run_id)]
+    parent_artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
+    assert {"space.yaml", "best_loss_config.json", "best_params.json"} <= parent_artifacts
+    assert parent.info.status == "FINISHED"
+
+
+def test_best_rebuilds_the_same_loss(study):
+    import aloss_tune
+
+    tmp = study["tmp"]
+    storage = f"sqlite:///{tmp / 'optuna.db'}"
+    loaded = optuna.load_study(study_name="e2e", storage=storage)
+    best = loaded.best_trial
+    expected = best.user_attrs["aloss_tune.loss_config"]["keras"]["config"]
+
+    out = cli("best", "e2e", "--storage", storage, cwd=tmp)
+    assert out.returncode == 0, out.stderr[-2000:]
+    exported = json.loads(out.stdout)
+    assert exported["trial"] == best.number
+    assert aloss_tune.load_loss(exported).get_config() == expected
+
+    out = cli("best", "e2e", "--storage", storage, "--format", "python", cwd=tmp)
+    assert out.returncode == 0, out.stderr[-2000:]
+    code = out.stdout.replace('model.compile(optimizer="adam", loss=loss)', "")
+    namespace: dict = {}
+    exec(code, namespace)  # the snippet a user pastes
+    assert namespace["loss"].get_config() == expected
+
+    assert aloss_tune.load_best_loss("e2e", storage=storage).get_config() == expected
+    client, runs = mlflow_runs(tmp)
+    run = next(r for r in runs if r.info.run_name == f"trial-{best.number}")
+    uri = f"sqlite:///{tmp / 'mlflow.db'}"
+    assert aloss_tune.load_loss(f"runs:/{run.info.run_id}", tracking_uri=uri).get_config() == expected
+    parent = next(r for r in runs if "mlflow.parentRunId" not in r.data.tags)
+    assert aloss_tune.load_loss(f"runs:/{parent.info.run_id}", tracking_uri=uri).get_config() == expected
+
+
+def test_entry_point_usage_error_is_one_line(tmp_path):
+    out = cli("tune", str(tmp_path / "nope.yaml"), cwd=tmp_path)
+    assert out.returncode == 2
+    assert out.stderr.strip().count("\n") == 0 and "Traceback" not in out.stderr
+    assert "nope.yaml: cannot read the space file" in out.stderr
+    assert not list(tmp_path.iterdir())
+
+
+def _write(tmp: Path, raw) -> str:
+    path = tmp / "space.yaml"
+    path.write_text(raw if isinstance(raw, str) else yaml.safe_dump(raw))
+    return str(path)
+
+
+def _space(**changes):
+    raw = json.loads(json.dumps(SPACE))
+    raw.update(changes)
+    return raw
+
+
+BAD = [
+    ("syntax", lambda t: ["tune", _write(t, "study: s\nloss: [mse\n")], r"space\.yaml: invalid YAML at line 3"),
+    ("unknown loss", lambda t: ["tune", _write(t, _space(loss=["mse", "nope"]))], r"loss\.choices\[1\]: .*'nope'"),
+    ("unknown key", lambda t: ["tune", _write(t, _space(trainig={"epochs": 2}))], r"trainig: unknown key"),
+    ("low > high", lambda t: ["tune", _write(t, _space(loss={"choices": ["huber"], "params": {"huber": {
+        "delta": {"type": "float", "low": 2.0, "high": 1.0}}}}))], r"loss\.params\.huber\.delta\.low: `low <= high`"),
+    ("step with log", lambda t: ["tune", _write(t, _space(loss={"choices": ["huber"], "params": {"huber": {
+        "delta": {"type": "float", "low": 0.1, "high": 1.0, "log": True, "step": 0.1}}}}))],
+     r"loss\.params\.huber\.delta\.step: `step` and `log` cannot be used together"),
+    ("val_loss", lambda t: ["tune", _write(t, _space(objective={"metric": "val_loss"}))],
+     r"objective\.metric: 'val_loss' cannot rank trials whose loss varies"),
+    ("bad import", lambda t: ["tune", _write(t, _space(model={"builder": "helpers.user_side:nope"}))],
+     r"model: module 'helpers\.user_side' has no attribute 'nope'"),
+    ("bad module", lambda t: ["tune", _write(t, _space(data="no_such_module_xyz:load"))],
+     r"data: cannot import module 'no_such_module_xyz'"),
+    ("loss for another task", lambda t: ["tune", _write(t, _space(loss=["mse", "bce"], search={"n_trials": 1}))],
+     r"loss\.choices\[1\]: 'bce' is for binary data"),
+    ("unreachable storage", lambda t: ["tune", _write(t, _space()), "--storage",
+                                       "postgresql+psycopg2://alice:s3cret@127.0.0.1:9/optuna"],
+     r"cannot open the Optuna storage postgresql\+psycopg2://alice:\*\*\*@127\.0\.0\.1:9/optuna"),
+    ("unreachable tracking", lambda t: ["tune", _write(t, _space()), "--tracking-uri", "http://127.0.0.1:9"],
+     r"cannot reach the MLflow tracking server http://127\.0\.0\.1:9"),
+    ("bad flag", lambda t: ["tune", _write(t, _space()), "--n-trials", "0"], r"--n-trials: must be an integer >= 1"),
+    ("retries without heartbeat", lambda t: ["tune", _write(t, _space()), "--retries", "2"],
+     r"--retries needs --heartbeat"),
+    ("unknown study", lambda t: ["best", "nope", "--storage", f"sqlite:///{t / 'empty.db'}"],
+     r"no study named 'nope'"),
+]
+
+
+@pytest.mark.parametrize("case, argv, message", BAD, ids=[b[0] for b in BAD])
+def test_bad_input_exits_2_with_one_line_and_writes_nothing(case, argv, message, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(HERE))
+    args = argv(tmp_path)
+    code = main(args)
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert err.startswith("aloss-tune: error: ") and err.count("\n") == 1, err
+    assert __import__("re").search(message, err), err
+    assert "s3cret" not in err
+    written = {p.name for p in tmp_path.iterdir()} - {"space.yaml"}
+    if case == "unknown study":
+        written.discard("empty.db")  # opening a storage to look for the study creates an empty one
+    assert not written, f"bad input must not write a store, but wrote {written}"

@@ -1,0 +1,180 @@
+"""Search spaces: loading, validation with key paths, conditional sampling, scale-aware defaults."""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+
+import pytest
+
+from aloss_tune.distributions import Categorical, Float, Int
+from aloss_tune.errors import ConfigError
+from aloss_tune.space import FixedSuggester, SearchSpace
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+class Recorder:
+    """A suggester that returns each distribution's low end (or first choice) and records the calls."""
+
+    def __init__(self, choose: dict | None = None):
+        self.calls: list[tuple[str, object, tuple]] = []
+        self.scope: tuple = ()
+        self.choose = choose or {}
+
+    def suggest(self, name, dist):
+        self.calls.append((name, dist, self.scope))
+        if name in self.choose:
+            return self.choose[name]
+        return dist.choices[0] if isinstance(dist, Categorical) else dist.low
+
+    @contextlib.contextmanager
+    def conditional(self, parent, value):
+        old, self.scope = self.scope, self.scope + ((parent, value),)
+        yield
+        self.scope = old
+
+
+def test_three_line_space_is_valid_and_uses_factory_defaults():
+    space = SearchSpace.from_dict({"study": "s", "data": "contaminated_regression", "loss": ["mse", "huber"]})
+    assert space.losses == ("mse", "huber")
+    assert space.objective is None  # resolved from the data's task
+    assert space.search_params() == {
+        "loss": Categorical(("mse", "huber")),
+        "loss.huber.delta": Float(0.05, 5.0, log=True),
+    }
+    assert space.resolve_objective("regression").metric == "val_mae"
+    assert space.resolve_objective("binary").metric == "val_pr_auc"
+
+
+@pytest.mark.parametrize("name", ["robust_regression.yaml", "imbalanced_classification.yaml", "quickstart.yaml"])
+def test_shipped_spaces_load(name):
+    space = SearchSpace.from_yaml(REPO / "search_spaces" / name)
+    assert space.study
+    assert space.search_params()
+
+
+def test_relative_default_ranges_follow_the_target_spread():
+    space = SearchSpace.from_dict({"study": "s", "loss": ["huber"]})
+    base = space.search_params()["loss.huber.delta"]
+    scaled = space.search_params(target_scale=40.0)["loss.huber.delta"]
+    assert scaled.low == pytest.approx(base.low * 40.0) and scaled.high == pytest.approx(base.high * 40.0)
+    assert scaled.log
+    # A user's explicit range is absolute and left alone.
+    space = SearchSpace.from_dict({"study": "s", "loss": {"choices": ["huber"], "params": {
+        "huber": {"delta": {"type": "float", "low": 1.0, "high": 2.0}}}}})
+    assert space.search_params(target_scale=40.0)["loss.huber.delta"] == Float(1.0, 2.0)
+
+
+def test_conditional_sampling_only_asks_for_the_chosen_loss_params():
+    space = SearchSpace.from_dict({
+        "study": "s", "loss": {"choices": ["mse", "huber", "error_mse"], "penalty": {"l2": 1e-4}},
+        "model": {"builder": "mlp", "params": {"units": {"type": "int", "low": 8, "high": 64, "log": True},
+                                                "layers": 2}},
+    })
+    rec = Recorder(choose={"loss": "huber"})
+    params = space.sample(rec)
+    asked = {name: scope for name, _, scope in rec.calls}
+    assert set(asked) == {"loss", "loss.huber.delta", "model.units"}
+    assert asked["loss.huber.delta"] == (("loss", "huber"),)
+    assert asked["model.units"] == ()
+    assert params == {"loss": "huber", "loss.delta": 0.05, "loss.l2": 1e-4, "model.units": 8, "model.layers": 2}
+    rec = Recorder(choose={"loss": "mse"})
+    assert space.sample(rec) == {"loss": "mse", "loss.l2": 1e-4, "model.units": 8, "model.layers": 2}
+
+
+def test_fixed_suggester_replays_and_checks_ranges():
+    space = SearchSpace.from_dict({"study": "s", "loss": ["huber"]})
+    assert space.sample(FixedSuggester({"loss.huber.delta": 0.5})) == {"loss": "huber", "loss.delta": 0.5}
+    with pytest.raises(ConfigError, match=r"loss\.huber\.delta.*log-uniform \[0\.05, 5\].*7"):
+        space.sample(FixedSuggester({"loss.huber.delta": 7.0}))
+
+
+def test_bare_values_fix_parameters_and_are_validated():
+    space = SearchSpace.from_dict({"study": "s", "loss": {"choices": ["huber"], "params": {"huber": {"delta": 2.5}}}})
+    assert space.search_params() == {}
+    assert space.sample(Recorder()) == {"loss": "huber", "loss.delta": 2.5}
+
+
+def test_to_dict_round_trips():
+    space = SearchSpace.from_yaml(REPO / "search_spaces" / "robust_regression.yaml")
+    again = SearchSpace.from_dict(space.to_dict())
+    assert again.search_params() == space.search_params()
+    assert again.training == space.training and again.search == space.search
+
+
+BAD_SPACES = [
+    ({"loss": ["mse"]}, r"study: must be a non-empty name"),
+    ({"study": "s", "loss": ["nope"]}, r"loss\.choices\[0\]: .*must be one of .*huber.*but got loss='nope'"),
+    ({"study": "s", "losss": ["mse"]}, r"losss: unknown key; allowed keys: study, "),
+    ({"study": "s", "loss": {"choices": ["huber"], "params": {"huber": {"delta": {"type": "float", "low": 3, "high": 1}}}}},
+     r"loss\.params\.huber\.delta\.low: `low <= high` must hold, but got \(low=3\.0, high=1\.0\)"),
+    ({"study": "s", "loss": {"choices": ["huber"], "params": {"huber": {"delta": {"type": "float", "low": 0.1, "high": 1, "log": True, "step": 0.1}}}}},
+     r"loss\.params\.huber\.delta\.step: `step` and `log` cannot be used together"),
+    ({"study": "s", "loss": {"choices": ["huber"], "params": {"huber": {"delta": {"type": "float", "low": -1, "high": 1}}}}},
+     r"loss\.params\.huber\.delta\.low: `delta` must be > 0.*but got low=-1"),
+    ({"study": "s", "loss": {"choices": ["huber"], "params": {"huber": {"delta": -2.0}}}},
+     r"loss\.params\.huber\.delta.*`delta` must be > 0.*-2"),
+    ({"study": "s", "loss": {"choices": ["huber"], "params": {"huber": {"gamma": 1.0}}}},
+     r"loss\.params\.huber\.gamma: unknown key; allowed keys: delta"),
+    ({"study": "s", "loss": {"choices": ["mse"], "params": {"huber": {"delta": 1.0}}}},
+     r"loss\.params\.huber: 'huber' is not among loss\.choices"),
+    ({"study": "s", "loss": ["mse", "huber"], "objective": {"metric": "val_loss"}},
+     r"objective\.metric: 'val_loss' cannot rank trials whose loss varies.*val_mae"),
+    ({"study": "s", "loss": ["mse"], "training": {"epochs": 0}}, r"training\.epochs: must be an integer >= 1, but got 0"),
+    ({"study": "s", "loss": ["mse"], "search": {"sampler": "bogus"}}, r"search\.sampler: must be one of tpe, random, cmaes, grid"),
+    ({"study": "s", "loss": ["mse", "huber"], "search": {"sampler": "grid"}}, r"grid needs a finite grid.*loss\.huber\.delta"),
+    ({"study": "s", "loss": {"choices": ["error_mse"], "params": {"error_mse": {"clip_min": 3.0, "clip_max": 1.0}}}},
+     r"loss\.params\.error_mse: .*clip_min"),
+    ({"study": "s", "loss": {"choices": ["mse"], "penalty": {"l2": {"type": "float", "low": -1, "high": 1}}}},
+     r"loss\.penalty\.l2\.low: `l2` must be >= 0"),
+    ({"study": "s", "loss": ["mse"], "model": {"builder": "mlp", "params": {"units": {"type": "int", "low": 8.5, "high": 9}}}},
+     r"model\.params\.units\.low: `low` must be an integer, but got low=8\.5"),
+    ([1, 2], r"a search space must be a mapping"),
+]
+
+
+@pytest.mark.parametrize("raw, message", BAD_SPACES)
+def test_bad_spaces_name_the_key(raw, message):
+    with pytest.raises(ConfigError, match=message):
+        SearchSpace.from_dict(raw, source="space.yaml")
+
+
+def test_yaml_errors_name_file_and_line(tmp_path):
+    path = tmp_path / "broken.yaml"
+    path.write_text("study: s\nloss: [mse\n")
+    with pytest.raises(ConfigError, match=r"broken\.yaml: invalid YAML at line \d+"):
+        SearchSpace.from_yaml(path)
+    with pytest.raises(ConfigError, match=r"missing\.yaml: cannot read"):
+        SearchSpace.from_yaml(tmp_path / "missing.yaml")
+
+
+def test_yaml_is_loaded_safely(tmp_path):
+    path = tmp_path / "evil.yaml"
+    path.write_text("study: !!python/object/apply:os.system ['echo pwned']\nloss: [mse]\n")
+    with pytest.raises(ConfigError, match="invalid YAML"):
+        SearchSpace.from_yaml(path)
+
+
+def test_val_loss_is_allowed_when_the_loss_is_fixed():
+    space = SearchSpace.from_dict({"study": "s", "loss": {"choices": ["huber"], "params": {"huber": {"delta": 1.0}}},
+                                   "objective": "val_loss"})
+    assert space.resolve_objective("regression").metric == "val_loss"
+
+
+def test_objective_direction_must_match_the_metric():
+    space = SearchSpace.from_dict({"study": "s", "loss": ["mse"], "objective": {"metric": "val_mae",
+                                                                                 "direction": "maximize"}})
+    with pytest.raises(ConfigError, match=r"objective\.direction: val_mae must be minimized"):
+        space.resolve_objective("regression")
+    space = SearchSpace.from_dict({"study": "s", "loss": ["bce"], "objective": "val_mae"})
+    with pytest.raises(ConfigError, match=r"objective\.metric: 'val_mae' is not computed for binary data"):
+        space.resolve_objective("binary")
+
+
+def test_int_and_categorical_model_params():
+    space = SearchSpace.from_dict({"study": "s", "loss": ["mse"], "model": {"builder": "mlp", "params": {
+        "units": {"type": "int", "low": 8, "high": 64, "step": 8},
+        "activation": {"type": "categorical", "choices": ["relu", "gelu"]}}}})
+    assert space.search_params() == {"model.units": Int(8, 64, step=8),
+                                     "model.activation": Categorical(("relu", "gelu"))}
