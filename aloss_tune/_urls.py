@@ -29,6 +29,7 @@ def redact_url(url: str | None) -> str | None:
 def redact_text(text: str, *urls: str | None) -> str:
     """``text`` with every password of ``urls`` (and of any URL in it) replaced by ``***``."""
     out = _USERINFO.sub(lambda m: f"{m.group('scheme')}{m.group('user')}:***@", text)
+    out = re.sub(r"(?i)(password=)[^&\s'\"]*", r"\1***", out)
     for url in urls:
         if not url:
             continue

@@ -1,0 +1,158 @@
+"""MLflow tracking against a real SQLite store: statuses, partial curves of pruned trials, settings, secrets."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import optuna
+import pytest
+from mlflow.tracking import MlflowClient
+
+from aloss_tune._urls import redact_text, redact_url
+from aloss_tune.api import tune
+from aloss_tune.errors import ConfigError, UsageError
+from aloss_tune.tracking import StudyTracker, TrackingSettings, check_tracking_uri, load_settings
+
+
+def tiny_data(n=120, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, 3)).astype("float32")
+    y = (x.sum(axis=1) + 0.1 * rng.normal(size=n)).astype("float32")
+    return x[:90], y[:90], x[90:], y[90:]
+
+
+def space(**search):
+    return {
+        "study": "track",
+        "model": {"builder": "mlp", "params": {"units": 4, "layers": 1}},
+        "training": {"epochs": 4, "batch_size": 32},
+        "loss": {"choices": ["mse", "huber"]},
+        "search": {"sampler": "random", "pruner": "none", "n_trials": 2, "seed": 1, **search},
+    }
+
+
+def test_pruned_trial_is_killed_with_its_params_and_partial_curve(stores, monkeypatch):
+    # Prune every trial after its second epoch: the run must keep params and the two epochs it had.
+    monkeypatch.setattr(optuna.trial.Trial, "should_prune", lambda self: len(self.storage.get_trial(
+        self._trial_id).intermediate_values) >= 2)
+    result = tune(space(), data=tiny_data(), **stores)
+    assert result.counts == {"complete": 0, "pruned": 2, "failed": 0}
+    client = MlflowClient(stores["tracking_uri"])
+    runs = client.search_runs([client.get_experiment_by_name("track").experiment_id])
+    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    assert len(children) == 2
+    for run in children:
+        assert run.info.status == "KILLED"
+        assert run.data.tags["aloss_tune.state"] == "pruned"
+        assert run.data.params["loss"] in ("mse", "huber")
+        assert [m.step for m in client.get_metric_history(run.info.run_id, "val_mae")] == [0, 1]
+
+
+def test_non_finite_loss_fails_the_trial_with_its_reason(stores):
+    x, y, xv, yv = tiny_data()
+    y = y.copy()
+    y[0] = np.inf  # the training loss becomes inf at the first epoch
+    result = tune(space(n_trials=1), data=(x, y, xv, yv), **stores)
+    assert result.counts["failed"] == 1
+    trial = result.study.trials[0]
+    assert "the training loss is" in trial.user_attrs["aloss_tune.error"]
+    client = MlflowClient(stores["tracking_uri"])
+    run = client.get_run(trial.user_attrs["aloss_tune.mlflow_run_id"])
+    assert run.info.status == "FAILED" and "TrialFailed" in run.data.tags["aloss_tune.error"]
+
+
+def test_adaptive_loss_logs_learned_alpha_and_scale_each_epoch(stores):
+    pytest.importorskip("aloss_tune.losses.adaptive")
+    from aloss_tune.factories import list_losses
+
+    if "adaptive_barron" not in list_losses():
+        pytest.skip("adaptive_barron is not registered")
+    raw = space(n_trials=1)
+    raw["loss"] = ["adaptive_barron"]
+    result = tune(raw, data=tiny_data(), **stores)
+    trial = result.study.trials[0]
+    assert trial.state == optuna.trial.TrialState.COMPLETE, trial.user_attrs.get("aloss_tune.error")
+    history = trial.user_attrs["aloss_tune.history"]
+    assert len(history["alpha"]) == 4 and len(history["scale"]) == 4
+    client = MlflowClient(stores["tracking_uri"])
+    run_id = trial.user_attrs["aloss_tune.mlflow_run_id"]
+    logged = [m.value for m in client.get_metric_history(run_id, "alpha")]
+    assert logged == pytest.approx(history["alpha"])
+    assert all(0.0 < a < 2.0 for a in logged)
+
+
+def test_settings_precedence(tmp_path, monkeypatch):
+    cfg = tmp_path / "mlflow.yaml"
+    cfg.write_text("tracking_uri: sqlite:///from_file.db\nexperiment: exp\ntags: {team: ml}\n")
+    assert load_settings(cfg) == TrackingSettings("sqlite:///from_file.db", "exp", {"team": "ml"}, True)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:///from_env.db")
+    assert load_settings(cfg).tracking_uri == "sqlite:///from_env.db"
+    assert load_settings(cfg, tracking_uri="sqlite:///flag.db").tracking_uri == "sqlite:///flag.db"
+    cfg.write_text("tracking_url: x\n")
+    with pytest.raises(ConfigError, match=r"mlflow\.yaml: tracking_url: unknown key; allowed keys: tracking_uri"):
+        load_settings(cfg)
+
+
+def test_unreachable_tracking_is_detected_before_training(tmp_path):
+    with pytest.raises(UsageError, match=r"cannot reach the MLflow tracking server http://u:\*\*\*@127\.0\.0\.1:9"):
+        check_tracking_uri("http://u:pw@127.0.0.1:9", timeout=2)
+    with pytest.raises(UsageError, match="does not exist"):
+        check_tracking_uri(f"sqlite:///{tmp_path}/no/such/dir/mlflow.db")
+
+
+@pytest.mark.parametrize("url, shown", [
+    ("postgresql+psycopg2://alice:s3cret@db:5432/optuna", "postgresql+psycopg2://alice:***@db:5432/optuna"),
+    ("http://bob:p%40ss@mlflow:5000", "http://bob:***@mlflow:5000"),
+    ("sqlite:///aloss_tune.db", "sqlite:///aloss_tune.db"),
+    ("postgresql://db/optuna?user=a&password=s3cret", "postgresql://db/optuna?user=a&password=***"),
+])
+def test_urls_are_redacted(url, shown):
+    assert redact_url(url) == shown
+    assert "s3cret" not in redact_text(f"could not connect to {url}", url)
+
+
+def test_storage_password_never_reaches_mlflow(stores, tmp_path):
+    storage = stores["storage"]
+    settings = TrackingSettings(tracking_uri=stores["tracking_uri"])
+    tracker = StudyTracker(settings, "secret", backend="optuna", space={"study": "secret"},
+                           storage="postgresql://alice:s3cret@db/optuna")
+    run_id = tracker.open()
+    trial = tracker.start_trial(0, {"loss": "mse"}, seed=0)
+    trial.finish("failed", error="OperationalError: postgresql://alice:s3cret@db/optuna refused")
+    tracker.close()
+    client = MlflowClient(stores["tracking_uri"])
+    parent = client.get_run(run_id)
+    assert parent.data.params["storage"] == "postgresql://alice:***@db/optuna"
+    child = client.get_run(trial.run_id)
+    assert "s3cret" not in child.data.tags["aloss_tune.error"]
+    local = client.download_artifacts(trial.run_id, "error.txt", str(tmp_path))
+    from pathlib import Path
+
+    assert "s3cret" not in Path(local).read_text()
+    assert storage  # the fixture's own store is untouched by this test
+
+
+def test_a_second_worker_reuses_the_parent_run(stores):
+    settings = TrackingSettings(tracking_uri=stores["tracking_uri"])
+    first = StudyTracker(settings, "shared", backend="optuna").open()
+    second = StudyTracker(settings, "shared", backend="optuna").open()
+    assert first == second
+
+
+def test_tracking_failure_mid_study_does_not_stop_training(stores, monkeypatch):
+    import mlflow.tracking
+
+    calls = {"n": 0}
+    original = mlflow.tracking.MlflowClient.log_batch
+
+    def flaky(self, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] > 3:  # the server "goes away" after the first few calls
+            raise ConnectionError("server went away")
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(mlflow.tracking.MlflowClient, "log_batch", flaky)
+    result = tune(space(n_trials=2), data=tiny_data(), **stores)
+    assert result.counts == {"complete": 2, "pruned": 0, "failed": 0}
+    assert all(math.isfinite(t.value) for t in result.study.trials)
