@@ -89,11 +89,15 @@ def tune(
         overrides["study"] = study_name
     if overrides:
         spec = _validated(spec, overrides)
+    if data is not None:
+        spec = spec.with_overrides(data=data)
+    if build_model is not None:
+        spec = spec.with_overrides(model=build_model)
     backend_name = spec.search.backend
 
     from aloss_tune.runner import prepare
 
-    ctx = prepare(spec, data=data, build_model=build_model)
+    ctx = prepare(spec)
 
     settings = None
     if tracking:

@@ -238,8 +238,8 @@ class SearchSpace:
         def dump(group: Mapping[str, ParamValue]) -> dict[str, Any]:
             return {k: (v.to_dict() if isinstance(v, (Float, Int, Categorical)) else v) for k, v in group.items()}
 
-        data = self.data if isinstance(self.data, str) else getattr(self.data, "__name__", "<python object>")
-        model = self.model if isinstance(self.model, str) else getattr(self.model, "__name__", "<python object>")
+        data = self.data if isinstance(self.data, str) else _python_name(self.data, "data")
+        model = self.model if isinstance(self.model, str) else _python_name(self.model, "model")
         out: dict[str, Any] = {
             "study": self.study,
             "data": {"name": data, "args": dict(self.data_args)} if self.data_args else data,
@@ -294,6 +294,14 @@ class SearchSpace:
                 f"but got direction={self.objective.direction!r}."
             )
         return self.objective
+
+
+def _python_name(obj: Any, what: str) -> str:
+    """How a Python object given to the API shows in logs: ``module:qualname`` or a description."""
+    name = getattr(obj, "__qualname__", None)
+    if name is not None:
+        return f"{getattr(obj, '__module__', '?')}:{name}"
+    return f"<{what} given from Python: {type(obj).__name__}>"
 
 
 def _draw(suggester: Suggester, name: str, value: ParamValue) -> Any:

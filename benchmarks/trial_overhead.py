@@ -1,0 +1,99 @@
+"""What aloss-tune adds to a study's wall time, against a hand-written bare Optuna loop.
+
+Both train the same MLP on the same data (the built-in contaminated regression set) for the same epochs
+with the same seeds and loss (MSE). aloss-tune runs with everything on: SQLite Optuna storage, MLflow
+tracking on SQLite (params at start, one batch of metrics per epoch, loss config, parent run, statuses),
+the reporting callback and a median pruner (with ``n_startup_trials`` above the trial count, so it is
+consulted every epoch but prunes nothing and both sides train the same number of epochs). The bare loop
+uses an in-memory study and ``model.fit`` with no callbacks. Runs alternate (ours, bare, ours, bare, ...)
+so background load hits both alike; the figure is the ratio of the medians.
+
+    python benchmarks/trial_overhead.py [--trials 6] [--epochs 20] [--repeats 3]
+
+Target: overhead <= 3% of wall time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import tempfile
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import keras  # noqa: E402
+import optuna  # noqa: E402
+
+import aloss_tune  # noqa: E402
+from aloss_tune.datasets import contaminated_regression  # noqa: E402
+from aloss_tune.models import mlp  # noqa: E402
+
+UNITS, LAYERS, BATCH = 32, 2, 32
+
+
+def space(trials: int, epochs: int) -> dict:
+    return {
+        "study": "overhead",
+        "data": "contaminated_regression",
+        "model": {"builder": "mlp", "params": {"units": UNITS, "layers": LAYERS,
+                                               "dropout": {"type": "float", "low": 0.0, "high": 0.2}}},
+        "optimizer": {"name": "adam", "learning_rate": 1e-3},
+        "objective": {"metric": "val_mae", "direction": "minimize"},
+        "training": {"epochs": epochs, "batch_size": BATCH},
+        "loss": ["mse"],
+        "search": {"sampler": "random", "pruner": {"name": "median", "n_startup_trials": trials + 1},
+                   "n_trials": trials, "seed": 0},
+    }
+
+
+def ours(trials: int, epochs: int, folder: str, run: int) -> float:
+    start = time.perf_counter()
+    aloss_tune.tune(space(trials, epochs), storage=f"sqlite:///{folder}/optuna{run}.db",
+                    tracking_uri=f"sqlite:///{folder}/mlflow{run}.db", study_name=f"overhead{run}")
+    return time.perf_counter() - start
+
+
+def bare(trials: int, epochs: int) -> float:
+    data = contaminated_regression()
+    start = time.perf_counter()
+
+    def objective(trial: optuna.Trial) -> float:
+        keras.backend.clear_session()
+        keras.utils.set_random_seed(trial.number)
+        dropout = trial.suggest_float("dropout", 0.0, 0.2)
+        model = mlp({"model.units": UNITS, "model.layers": LAYERS, "model.dropout": dropout}, data)
+        model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="mse", metrics=["mae"])
+        history = model.fit(data.x_train, data.y_train, validation_data=(data.x_val, data.y_val),
+                            epochs=epochs, batch_size=BATCH, verbose=0)
+        return min(history.history["val_mae"])
+
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    study.optimize(objective, n_trials=trials)
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--trials", type=int, default=6)
+    parser.add_argument("--epochs", type=int, default=20)
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    bare(1, 1)  # warm up TensorFlow once for both
+    a, b = [], []
+    with tempfile.TemporaryDirectory() as folder:
+        for run in range(args.repeats):
+            a.append(ours(args.trials, args.epochs, folder, run))
+            b.append(bare(args.trials, args.epochs))
+            print(f"run {run}: aloss-tune {a[-1]:.2f} s, bare optuna {b[-1]:.2f} s")
+    ma, mb = statistics.median(a), statistics.median(b)
+    print(f"\n{args.trials} trials x {args.epochs} epochs, median of {args.repeats}:")
+    print(f"  aloss-tune (tracking + pruning)  {ma:8.2f} s")
+    print(f"  bare Optuna loop                 {mb:8.2f} s")
+    print(f"  overhead                         {100 * (ma / mb - 1):+7.1f} %  (target <= 3 %)")
+
+
+if __name__ == "__main__":
+    main()
