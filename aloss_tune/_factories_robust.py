@@ -1,3 +1,78 @@
-"""Factories of Barron's general (`barron`) and adaptive (`adaptive_barron`) robust losses."""
+"""Factories of Barron's general (`barron`) and adaptive (`adaptive_barron`) robust losses.
+
+``barron`` searches the shape over ``[-4, 2]`` (from Geman-McClure-like and beyond up to L2) and the scale
+log-uniformly, relative to the target's robust spread. ``adaptive_barron`` learns both during ``fit``; what a
+search can tune are the bounds it learns them within and where it starts. Its default ranges never produce an
+invalid combination: ``alpha_lo`` ranges below ``alpha_hi`` (they may meet at 1, which fixes alpha),
+``alpha_init`` defaults to the midpoint of the bounds, and ``scale_init`` ranges above ``scale_lo``'s default.
+``alpha_init`` and ``scale_lo`` have no default range (a space may still search them).
+"""
 
 from __future__ import annotations
+
+from typing import Any
+
+from aloss_tune.distributions import Float
+from aloss_tune.factories import LossFactory, ParamSpec, register_loss_factory
+from aloss_tune.losses._base import FINITE_NON_NEGATIVE, FINITE_POSITIVE, Interval
+from aloss_tune.losses.adaptive import AdaptiveRobustLoss
+from aloss_tune.losses.robust import RobustLoss
+
+REGRESSION = ("regression",)
+
+
+def _barron(alpha: float, scale: float) -> RobustLoss:
+    return RobustLoss(alpha=alpha, scale=scale)
+
+
+def _adaptive_barron(
+    alpha_lo: float, alpha_hi: float, alpha_init: Any, scale_lo: float, scale_init: float, shared: bool
+) -> AdaptiveRobustLoss:
+    return AdaptiveRobustLoss(
+        shared=shared,
+        alpha_lo=alpha_lo,
+        alpha_hi=alpha_hi,
+        alpha_init=alpha_init,
+        scale_lo=scale_lo,
+        scale_init=scale_init,
+    )
+
+
+register_loss_factory(
+    LossFactory(
+        "barron",
+        _barron,
+        (
+            ParamSpec("alpha", float, 1.0, Interval(), Float(-4.0, 2.0),
+                      doc="shape: 2 L2, 1 pseudo-Huber, 0 Cauchy, -2 Geman-McClure, -inf Welsch"),
+            ParamSpec("scale", float, 1.0, FINITE_POSITIVE, Float(0.01, 10.0, log=True), relative=True,
+                      doc="residual size below which the loss is quadratic"),
+        ),
+        tasks=REGRESSION,
+        description="Barron's general robust loss with a fixed shape alpha and scale",
+    )
+)
+
+register_loss_factory(
+    LossFactory(
+        "adaptive_barron",
+        _adaptive_barron,
+        (
+            ParamSpec("alpha_lo", float, 0.001, FINITE_NON_NEGATIVE, Float(0.001, 1.0),
+                      doc="lower bound of the learned alpha (>= 0)"),
+            ParamSpec("alpha_hi", float, 1.999, FINITE_NON_NEGATIVE, Float(1.0, 3.0),
+                      doc="upper bound of the learned alpha; equal bounds fix alpha"),
+            ParamSpec("alpha_init", float, None, FINITE_NON_NEGATIVE, None,
+                      doc="initial alpha, strictly between the bounds (default: their midpoint)"),
+            ParamSpec("scale_lo", float, 1e-5, FINITE_POSITIVE, None, relative=True,
+                      doc="lower bound of the learned scale"),
+            ParamSpec("scale_init", float, 1.0, FINITE_POSITIVE, Float(0.1, 10.0, log=True), relative=True,
+                      doc="initial scale (>= scale_lo); equal to scale_lo fixes the scale"),
+            ParamSpec("shared", bool, False, None, None,
+                      doc="one alpha and scale for all output dimensions instead of one pair each"),
+        ),
+        tasks=REGRESSION,
+        description="Barron's adaptive loss: the NLL with alpha and scale learned during fit (needs attach)",
+        adaptive=True,
+    )
+)
