@@ -288,16 +288,29 @@ class TrialRun:
         self.run_id = run_id
         self.number = number
         self.finished = False
+        self._pending: list[Any] = []
 
     def log_epoch(self, epoch: int, metrics: Mapping[str, float]) -> None:
-        """All of one epoch's metrics in one batch, at ``step=epoch``."""
+        """All of one epoch's metrics in one batch, at ``step=epoch``.
+
+        Sent asynchronously (MLflow's background queue), so training never waits on the tracking store;
+        `finish` waits for every pending batch before it ends the run.
+        """
         if self.run_id is None:
             return
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
         batch = [Metric(k, float(v), now, int(epoch)) for k, v in metrics.items()]
-        self.tracker.guard(self.tracker.client.log_batch, self.run_id, metrics=batch)
+        operation = self.tracker.guard(self.tracker.client.log_batch, self.run_id, metrics=batch, synchronous=False)
+        if operation is not None:
+            self._pending.append(operation)
+
+    def flush(self) -> None:
+        """Wait until every epoch batch is stored."""
+        pending, self._pending = self._pending, []
+        for operation in pending:
+            self.tracker.guard(operation.wait)
 
     def finish(self, state: str, *, objective: float | None = None, loss_config: Mapping[str, Any] | None = None,
                error: str | None = None) -> None:
@@ -305,6 +318,7 @@ class TrialRun:
         if self.run_id is None or self.finished:
             return
         self.finished = True
+        self.flush()
         self.tracker.guard(self._finish, state, objective, loss_config, error)
 
     def _finish(self, state: str, objective: float | None, loss_config: Mapping[str, Any] | None,
