@@ -1,4 +1,6 @@
-"""Factories of the basic loss family: baselines, Huber, weighted, class-weighted, focal, Poly-1, dynamic alpha.
+"""Factories of the basic loss family.
+
+Baselines, Huber, weighted, class-weighted, focal, Poly-1 and dynamic alpha.
 
 Every factory declares each parameter's valid domain and default search range. Ranges that must not
 produce invalid combinations are kept apart (``confidence_bce``'s ``clip_min`` range lies below its
@@ -49,84 +51,184 @@ def _cce(from_logits: bool) -> keras.losses.Loss:
 
 
 BASELINES = (
-    LossFactory("mse", lambda: keras.losses.MeanSquaredError(), tasks=REGRESSION,
-                description="mean squared error (Keras's own; the no-special-loss baseline)"),
-    LossFactory("mae", lambda: keras.losses.MeanAbsoluteError(), tasks=REGRESSION,
-                description="mean absolute error (Keras's own; the no-special-loss baseline)"),
-    LossFactory("bce", _bce, (_from_logits(),), tasks=BINARY,
-                description="binary cross-entropy (Keras's own; the no-special-loss baseline)"),
-    LossFactory("cce", _cce, (_from_logits(),), tasks=MULTICLASS,
-                description="categorical cross-entropy, one-hot labels (Keras's own; the baseline)"),
+    LossFactory(
+        "mse",
+        lambda: keras.losses.MeanSquaredError(),
+        tasks=REGRESSION,
+        description="mean squared error (Keras's own; the no-special-loss baseline)",
+    ),
+    LossFactory(
+        "mae",
+        lambda: keras.losses.MeanAbsoluteError(),
+        tasks=REGRESSION,
+        description="mean absolute error (Keras's own; the no-special-loss baseline)",
+    ),
+    LossFactory(
+        "bce",
+        _bce,
+        (_from_logits(),),
+        tasks=BINARY,
+        description="binary cross-entropy (Keras's own; the no-special-loss baseline)",
+    ),
+    LossFactory(
+        "cce",
+        _cce,
+        (_from_logits(),),
+        tasks=MULTICLASS,
+        description="categorical cross-entropy, one-hot labels (Keras's own; the baseline)",
+    ),
 )
 
 FAMILY = (
     LossFactory(
-        "huber", Huber,
-        (ParamSpec("delta", float, 1.0, FINITE_POSITIVE, Float(0.05, 5.0, log=True), relative=True,
-                   doc="residual where the loss turns from quadratic to linear"),),
-        tasks=REGRESSION, description="Huber loss: quadratic for small residuals, linear for large ones",
+        "huber",
+        Huber,
+        (
+            ParamSpec(
+                "delta",
+                float,
+                1.0,
+                FINITE_POSITIVE,
+                Float(0.05, 5.0, log=True),
+                relative=True,
+                doc="residual where the loss turns from quadratic to linear",
+            ),
+        ),
+        tasks=REGRESSION,
+        description="Huber loss: quadratic for small residuals, linear for large ones",
     ),
     LossFactory(
-        "confidence_bce", ConfidenceBCE,
+        "confidence_bce",
+        ConfidenceBCE,
         (
-            ParamSpec("clip_min", float, 1.0, FINITE_POSITIVE, Float(1.0, 3.0, log=True),
-                      doc="smallest weight 1/p_t (below 1 acts like 1)"),
-            ParamSpec("clip_max", float, 10.0, FINITE_POSITIVE, Float(3.0, 100.0, log=True),
-                      doc="largest weight 1/p_t, >= clip_min"),
+            ParamSpec(
+                "clip_min",
+                float,
+                1.0,
+                FINITE_POSITIVE,
+                Float(1.0, 3.0, log=True),
+                doc="smallest weight 1/p_t (below 1 acts like 1)",
+            ),
+            ParamSpec(
+                "clip_max",
+                float,
+                10.0,
+                FINITE_POSITIVE,
+                Float(3.0, 100.0, log=True),
+                doc="largest weight 1/p_t, >= clip_min",
+            ),
             _from_logits(),
         ),
-        tasks=BINARY, description="binary cross-entropy weighted by clip(1/p_t): unsure elements weigh more",
+        tasks=BINARY,
+        description="binary cross-entropy weighted by clip(1/p_t): unsure elements weigh more",
     ),
     LossFactory(
-        "error_mse", ErrorWeightedMSE,
+        "error_mse",
+        ErrorWeightedMSE,
         (
-            ParamSpec("clip_min", float, 0.0, FINITE_NON_NEGATIVE, None, relative=True,
-                      doc="lower clip of |error| in the weight 1 + clip(|error|)"),
-            ParamSpec("clip_max", float, 5.0, FINITE_NON_NEGATIVE, Float(0.1, 10.0, log=True), relative=True,
-                      doc="upper clip of |error| in the weight, >= clip_min"),
+            ParamSpec(
+                "clip_min",
+                float,
+                0.0,
+                FINITE_NON_NEGATIVE,
+                None,
+                relative=True,
+                doc="lower clip of |error| in the weight 1 + clip(|error|)",
+            ),
+            ParamSpec(
+                "clip_max",
+                float,
+                5.0,
+                FINITE_NON_NEGATIVE,
+                Float(0.1, 10.0, log=True),
+                relative=True,
+                doc="upper clip of |error| in the weight, >= clip_min",
+            ),
         ),
-        tasks=REGRESSION, description="squared error weighted per element by 1 + clip(|error|)",
+        tasks=REGRESSION,
+        description="squared error weighted per element by 1 + clip(|error|)",
     ),
     LossFactory(
-        "class_bce", ClassBCE,
+        "class_bce",
+        ClassBCE,
         (
-            ParamSpec("pos_weight", float, 1.0, FINITE_POSITIVE, Float(0.5, 50.0, log=True),
-                      doc="weight of the positive class"),
-            ParamSpec("neg_weight", float, 1.0, FINITE_POSITIVE, None,
-                      doc="weight of the negative class (only the ratio to pos_weight matters)"),
+            ParamSpec(
+                "pos_weight",
+                float,
+                1.0,
+                FINITE_POSITIVE,
+                Float(0.5, 50.0, log=True),
+                doc="weight of the positive class",
+            ),
+            ParamSpec(
+                "neg_weight",
+                float,
+                1.0,
+                FINITE_POSITIVE,
+                None,
+                doc="weight of the negative class (only the ratio to pos_weight matters)",
+            ),
             _from_logits(),
         ),
-        tasks=BINARY, description="binary cross-entropy with a weight per class",
+        tasks=BINARY,
+        description="binary cross-entropy with a weight per class",
     ),
     LossFactory(
-        "class_cce", ClassCCE,
+        "class_cce",
+        ClassCCE,
         (
-            ParamSpec("class_weights", list, None, None, None,
-                      doc="one weight > 0 per class; null for all ones"),
+            ParamSpec(
+                "class_weights", list, None, None, None, doc="one weight > 0 per class; null for all ones"
+            ),
             _from_logits(),
         ),
-        tasks=MULTICLASS, description="categorical cross-entropy with a weight per class, one-hot labels",
+        tasks=MULTICLASS,
+        description="categorical cross-entropy with a weight per class, one-hot labels",
     ),
     LossFactory(
-        "focal", FocalCrossentropy,
+        "focal",
+        FocalCrossentropy,
         (
-            ParamSpec("gamma", float, 2.0, FINITE_NON_NEGATIVE, Float(0.0, 5.0),
-                      doc="focusing parameter: how much easy examples are down-weighted"),
-            ParamSpec("alpha", float, 0.25, UNIT, Float(0.05, 0.95), doc="weight of class 1 (class 0: 1 - alpha)"),
+            ParamSpec(
+                "gamma",
+                float,
+                2.0,
+                FINITE_NON_NEGATIVE,
+                Float(0.0, 5.0),
+                doc="focusing parameter: how much easy examples are down-weighted",
+            ),
+            ParamSpec(
+                "alpha", float, 0.25, UNIT, Float(0.05, 0.95), doc="weight of class 1 (class 0: 1 - alpha)"
+            ),
             _from_logits(),
         ),
-        tasks=BINARY, description="binary focal cross-entropy with class balancing (Lin et al. 2017)",
+        tasks=BINARY,
+        description="binary focal cross-entropy with class balancing (Lin et al. 2017)",
     ),
     LossFactory(
-        "poly1", Poly1Crossentropy,
+        "poly1",
+        Poly1Crossentropy,
         (
-            ParamSpec("epsilon", float, 1.0, POLY1_EPSILON, Float(-1.0, 5.0),
-                      doc="coefficient of the added (1 - p_t) term"),
+            ParamSpec(
+                "epsilon",
+                float,
+                1.0,
+                POLY1_EPSILON,
+                Float(-1.0, 5.0),
+                doc="coefficient of the added (1 - p_t) term",
+            ),
             _from_logits(),
-            ParamSpec("mode", str, "binary", POLY1_MODES, None,
-                      doc="binary: sigmoid per output; categorical: softmax, one-hot labels"),
+            ParamSpec(
+                "mode",
+                str,
+                "binary",
+                POLY1_MODES,
+                None,
+                doc="binary: sigmoid per output; categorical: softmax, one-hot labels",
+            ),
         ),
-        tasks=("binary", "multiclass"), description="Poly-1: cross-entropy + epsilon * (1 - p_t) (Leng et al. 2022)",
+        tasks=("binary", "multiclass"),
+        description="Poly-1: cross-entropy + epsilon * (1 - p_t) (Leng et al. 2022)",
     ),
 )
 
@@ -161,16 +263,25 @@ def dynamic_alpha_factory() -> LossFactory:
     """The ``dynamic_alpha`` factory for the alpha formulas registered now."""
     names = tuple(list_alpha_formulas())
     return LossFactory(
-        "dynamic_alpha", _build_dynamic_alpha,
+        "dynamic_alpha",
+        _build_dynamic_alpha,
         (
-            ParamSpec("base", str, "mse", BASES, None, doc="the scaled loss: mse, mae (regression), bce, cce"),
-            ParamSpec("alpha_formula", str, "sigmoid_snr", names, Categorical(names),
-                      doc="name of the formula computing alpha from the batch's errors"),
+            ParamSpec(
+                "base", str, "mse", BASES, None, doc="the scaled loss: mse, mae (regression), bce, cce"
+            ),
+            ParamSpec(
+                "alpha_formula",
+                str,
+                "sigmoid_snr",
+                names,
+                Categorical(names),
+                doc="name of the formula computing alpha from the batch's errors",
+            ),
             ParamSpec("alpha_gradient", bool, False, None, None, doc="let the gradient flow through alpha"),
             _from_logits("y_pred holds logits (bce and cce bases only)"),
             *_formula_specs(),
         ),
-        description="a base loss scaled by alpha, computed from the batch's error statistics by a named formula",
+        description="a base loss scaled by alpha, a named formula of the batch's error statistics",
     )
 
 

@@ -11,7 +11,8 @@ from __future__ import annotations
 import math
 import subprocess
 import sys
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import keras
 import numpy as np
@@ -23,7 +24,17 @@ from aloss_tune.errors import ConfigError
 from aloss_tune.factories import LossFactory, ParamSpec, build_loss, get_factory, register_loss_factory
 
 FAMILY = (
-    "mse", "mae", "bce", "cce", "huber", "confidence_bce", "error_mse", "class_bce", "class_cce", "focal", "poly1",
+    "mse",
+    "mae",
+    "bce",
+    "cce",
+    "huber",
+    "confidence_bce",
+    "error_mse",
+    "class_bce",
+    "class_cce",
+    "focal",
+    "poly1",
     "dynamic_alpha",
 )
 
@@ -38,18 +49,36 @@ CASES: dict[str, dict[str, Any]] = {
     "confidence_bce": {"loss": "confidence_bce", "loss.clip_min": 1.5, "loss.clip_max": 5.0},
     "confidence_bce_logits": {"loss": "confidence_bce", "loss.from_logits": True},
     "error_mse": {"loss": "error_mse", "loss.clip_min": 0.2, "loss.clip_max": 3.0},
-    "class_bce": {"loss": "class_bce", "loss.pos_weight": 4.0, "loss.neg_weight": 0.5, "loss.from_logits": True},
+    "class_bce": {
+        "loss": "class_bce",
+        "loss.pos_weight": 4.0,
+        "loss.neg_weight": 0.5,
+        "loss.from_logits": True,
+    },
     "class_cce": {"loss": "class_cce", "loss.class_weights": [1.0, 3.0, 0.5]},
-    "class_cce_logits": {"loss": "class_cce", "loss.class_weights": [2.0, 1.0, 1.0], "loss.from_logits": True},
+    "class_cce_logits": {
+        "loss": "class_cce",
+        "loss.class_weights": [2.0, 1.0, 1.0],
+        "loss.from_logits": True,
+    },
     "focal": {"loss": "focal", "loss.gamma": 0.5, "loss.alpha": 0.7},
     "focal_logits": {"loss": "focal", "loss.gamma": 3.0, "loss.from_logits": True},
     "poly1": {"loss": "poly1", "loss.epsilon": 2.0, "loss.from_logits": True},
     "poly1_categorical": {"loss": "poly1", "loss.epsilon": -1.0, "loss.mode": "categorical"},
     "dynamic_alpha": {"loss": "dynamic_alpha", "loss.alpha_formula": "sigmoid_snr", "loss.temperature": 0.5},
-    "dynamic_alpha_rms": {"loss": "dynamic_alpha", "loss.alpha_formula": "inverse_rms", "loss.power": 2.0,
-                          "loss.alpha_gradient": True},
-    "dynamic_alpha_cce": {"loss": "dynamic_alpha", "loss.base": "cce", "loss.from_logits": True,
-                          "loss.alpha_formula": "outlier_damping", "loss.strength": 3.0},
+    "dynamic_alpha_rms": {
+        "loss": "dynamic_alpha",
+        "loss.alpha_formula": "inverse_rms",
+        "loss.power": 2.0,
+        "loss.alpha_gradient": True,
+    },
+    "dynamic_alpha_cce": {
+        "loss": "dynamic_alpha",
+        "loss.base": "cce",
+        "loss.from_logits": True,
+        "loss.alpha_formula": "outlier_damping",
+        "loss.strength": 3.0,
+    },
 }
 
 
@@ -86,7 +115,9 @@ def extremes(task: str, from_logits: bool) -> list[tuple[np.ndarray, np.ndarray]
     big = 1e4 if from_logits else 1.0
     small = -1e4 if from_logits else 0.0
     if task == "binary":
-        return [(np.array([0.0, 1.0, 0.0, 1.0], "float32"), np.array([[small], [big], [big], [small]], "float32"))]
+        return [
+            (np.array([0.0, 1.0, 0.0, 1.0], "float32"), np.array([[small], [big], [big], [small]], "float32"))
+        ]
     y = np.eye(3, dtype="float32")[[0, 1, 2, 0]]
     pred = np.full((4, 3), small, dtype="float32")
     pred[[0, 1, 2, 3], [0, 1, 1, 2]] = big  # two right, two wrong, all certain
@@ -122,9 +153,17 @@ def test_family_is_registered_with_tasks():
     names = aloss_tune.list_losses()
     assert set(FAMILY) <= set(names)
     expected_tasks = {
-        "mse": ("regression",), "mae": ("regression",), "huber": ("regression",), "error_mse": ("regression",),
-        "bce": ("binary",), "confidence_bce": ("binary",), "class_bce": ("binary",), "focal": ("binary",),
-        "cce": ("multiclass",), "class_cce": ("multiclass",), "poly1": ("binary", "multiclass"),
+        "mse": ("regression",),
+        "mae": ("regression",),
+        "huber": ("regression",),
+        "error_mse": ("regression",),
+        "bce": ("binary",),
+        "confidence_bce": ("binary",),
+        "class_bce": ("binary",),
+        "focal": ("binary",),
+        "cce": ("multiclass",),
+        "class_cce": ("multiclass",),
+        "poly1": ("binary", "multiclass"),
         "dynamic_alpha": ("regression", "binary", "multiclass"),
     }
     for name, tasks in expected_tasks.items():
@@ -156,7 +195,12 @@ def test_default_search_ranges():
     assert get_factory("class_cce").param("class_weights").search is None
     space = get_factory("dynamic_alpha").search_space()
     assert set(space) == {"alpha_formula", "alpha_value", "temperature", "power", "strength"}
-    assert set(space["alpha_formula"].choices) >= {"constant", "sigmoid_snr", "inverse_rms", "outlier_damping"}
+    assert set(space["alpha_formula"].choices) >= {
+        "constant",
+        "sigmoid_snr",
+        "inverse_rms",
+        "outlier_damping",
+    }
 
 
 def test_get_factory_unknown_lists_known_names():
@@ -182,8 +226,10 @@ def test_build_loss_round_trips_every_hyperparameter(case):
     for key, value in params.items():
         if key == "loss":
             continue
-        short = key[len("loss."):]
-        stored = config["formula_params"][short] if short in config.get("formula_params", {}) else config[short]
+        short = key[len("loss.") :]
+        stored = (
+            config["formula_params"][short] if short in config.get("formula_params", {}) else config[short]
+        )
         assert stored == value, (case, key)
     rebuilt = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(loss))
     assert type(rebuilt) is type(loss) and rebuilt.get_config() == config
@@ -204,9 +250,15 @@ INVALID = [
     ({"loss": "bce", "loss.from_logits": 1}, ["`from_logits`", "1", "true or false"]),
     ({"loss": "cce", "loss.from_logits": "yes"}, ["`from_logits`", "'yes'"]),
     ({"loss": "confidence_bce", "loss.clip_min": 0.0}, ["`clip_min`", "0.0", "> 0"]),
-    ({"loss": "confidence_bce", "loss.clip_min": 5.0, "loss.clip_max": 2.0}, ["`clip_min <= clip_max`", "clip_min=5", "clip_max=2"]),
+    (
+        {"loss": "confidence_bce", "loss.clip_min": 5.0, "loss.clip_max": 2.0},
+        ["`clip_min <= clip_max`", "clip_min=5", "clip_max=2"],
+    ),
     ({"loss": "error_mse", "loss.clip_max": -1.0}, ["`clip_max`", "-1.0", ">= 0"]),
-    ({"loss": "error_mse", "loss.clip_min": 3.0, "loss.clip_max": 1.0}, ["`clip_min <= clip_max`", "clip_min=3"]),
+    (
+        {"loss": "error_mse", "loss.clip_min": 3.0, "loss.clip_max": 1.0},
+        ["`clip_min <= clip_max`", "clip_min=3"],
+    ),
     ({"loss": "class_bce", "loss.pos_weight": -2.0}, ["`pos_weight`", "-2.0"]),
     ({"loss": "class_bce", "loss.neg_weight": math.nan}, ["`neg_weight`", "nan"]),
     ({"loss": "class_cce", "loss.class_weights": []}, ["`class_weights`", "[]"]),
@@ -217,9 +269,18 @@ INVALID = [
     ({"loss": "poly1", "loss.epsilon": -1.5}, ["`epsilon`", "-1.5", ">= -1"]),
     ({"loss": "poly1", "loss.mode": "softmax"}, ["`mode`", "'softmax'", "binary, categorical"]),
     ({"loss": "dynamic_alpha", "loss.base": "huber"}, ["`base`", "'huber'", "mse, mae, bce, cce"]),
-    ({"loss": "dynamic_alpha", "loss.alpha_formula": "sigmoid(mean(e))"}, ["`alpha_formula`", "sigmoid_snr", "constant"]),
-    ({"loss": "dynamic_alpha", "loss.alpha_formula": "constant", "loss.alpha_value": -1.0}, ["`alpha_value`", "-1.0"]),
-    ({"loss": "dynamic_alpha", "loss.alpha_formula": "inverse_rms", "loss.power": 2.5}, ["`power`", "2.5", "[0, 2]"]),
+    (
+        {"loss": "dynamic_alpha", "loss.alpha_formula": "sigmoid(mean(e))"},
+        ["`alpha_formula`", "sigmoid_snr", "constant"],
+    ),
+    (
+        {"loss": "dynamic_alpha", "loss.alpha_formula": "constant", "loss.alpha_value": -1.0},
+        ["`alpha_value`", "-1.0"],
+    ),
+    (
+        {"loss": "dynamic_alpha", "loss.alpha_formula": "inverse_rms", "loss.power": 2.5},
+        ["`power`", "2.5", "[0, 2]"],
+    ),
     ({"loss": "dynamic_alpha", "loss.from_logits": True}, ["`from_logits`", "bce and cce"]),
     ({"loss": "dynamic_alpha", "loss.alpha_gradient": "no"}, ["`alpha_gradient`", "'no'"]),
     ({"loss": "huber", "loss.l1": -1e-3}, ["`loss.l1`", "-0.001"]),
@@ -272,7 +333,9 @@ def test_sample_weight_zero_uniform_and_per_sample(case):
     n = len(y)
     np.testing.assert_allclose(float(loss(y, p)), per.mean(), rtol=1e-5)
     assert float(loss(y, p, sample_weight=np.zeros(n, "float32"))) == 0.0
-    np.testing.assert_allclose(float(loss(y, p, sample_weight=np.full(n, 2.0, "float32"))), 2 * per.mean(), rtol=1e-5)
+    np.testing.assert_allclose(
+        float(loss(y, p, sample_weight=np.full(n, 2.0, "float32"))), 2 * per.mean(), rtol=1e-5
+    )
     weights = np.linspace(0.0, 2.0, n).astype("float32")
     np.testing.assert_allclose(float(loss(y, p, sample_weight=weights)), (per * weights).sum() / n, rtol=1e-5)
 
@@ -312,8 +375,16 @@ def mixed_float16():
 # One configuration per loss of ours (and per Poly-1 mode); the baselines are Keras's own losses. A
 # jit-compiled fit costs about a second each.
 JIT_CASES = [
-    "huber", "confidence_bce_logits", "error_mse", "class_bce", "class_cce", "focal_logits", "poly1",
-    "poly1_categorical", "dynamic_alpha", "dynamic_alpha_cce",
+    "huber",
+    "confidence_bce_logits",
+    "error_mse",
+    "class_bce",
+    "class_cce",
+    "focal_logits",
+    "poly1",
+    "poly1_categorical",
+    "dynamic_alpha",
+    "dynamic_alpha_cce",
 ]
 
 

@@ -7,12 +7,11 @@ reduction.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import keras
 from keras import ops
-
-import math
 
 from aloss_tune.losses._base import (
     FINITE_NON_NEGATIVE,
@@ -33,7 +32,14 @@ from aloss_tune.losses._prob import (
     check_one_hot_rank,
 )
 
-__all__ = ["Huber", "FocalCrossentropy", "Poly1Crossentropy", "huber", "focal_crossentropy", "poly1_crossentropy"]
+__all__ = [
+    "Huber",
+    "FocalCrossentropy",
+    "Poly1Crossentropy",
+    "huber",
+    "focal_crossentropy",
+    "poly1_crossentropy",
+]
 
 POLY1_EPSILON = Interval(-1.0, math.inf, high_open=True)
 POLY1_MODES = ("binary", "categorical")

@@ -4,11 +4,18 @@
 batch's errors and a few declared, validated parameters. Formula strings are never evaluated. Users add
 their own with `register_alpha_formula`::
 
-    @register_alpha_formula("capped_rms", params={"cap": FormulaParam(10.0, FINITE_POSITIVE, "largest alpha")})
+    from aloss_tune.losses import FormulaParam, Interval, register_alpha_formula
+
+    cap = FormulaParam(10.0, Interval(1.0, 1e3), "largest alpha")
+
+    @register_alpha_formula("capped_rms", params={"cap": cap}, doc="alpha = min(1 / RMS(e), cap)")
     def capped_rms(errors, cap):
         return ops.minimum(1.0 / ops.sqrt(ops.mean(ops.square(errors)) + 1e-7), cap)
 
     loss = DynamicAlpha(base="mse", alpha_formula="capped_rms", formula_params={"cap": 5.0})
+    loss = build_loss({"loss": "dynamic_alpha", "loss.alpha_formula": "capped_rms", "loss.cap": 5.0})
+
+A formula's parameters are flat keys ``loss.<param>`` of the ``dynamic_alpha`` factory.
 
 Whether alpha passes gradient is the option ``alpha_gradient``. It is off by default: alpha is then a
 per-batch step-size factor, and the gradient of every sample is ``alpha`` times the base loss's. With the
@@ -19,8 +26,9 @@ rarely what anyone wants.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import keras
 from keras import ops
@@ -58,7 +66,18 @@ BASES = ("mse", "mae", "bce", "cce")
 # Keywords of DynamicAlpha, of keras.losses.Loss and of the weight penalty: a formula parameter may not
 # take one of these names, because formula parameters share the flat ``loss.<name>`` namespace.
 RESERVED_NAMES = frozenset(
-    {"base", "alpha_formula", "formula_params", "alpha_gradient", "from_logits", "name", "reduction", "dtype", "l1", "l2"}
+    {
+        "base",
+        "alpha_formula",
+        "formula_params",
+        "alpha_gradient",
+        "from_logits",
+        "name",
+        "reduction",
+        "dtype",
+        "l1",
+        "l2",
+    }
 )
 
 
@@ -110,7 +129,8 @@ class AlphaFormula:
                 f"its parameters are: {allowed}."
             )
         return {
-            key: spec.domain.check(owner, key, given.get(key, spec.default)) for key, spec in self.params.items()
+            key: spec.domain.check(owner, key, given.get(key, spec.default))
+            for key, spec in self.params.items()
         }
 
 
@@ -142,7 +162,8 @@ def register_alpha_formula(
     """
     if not isinstance(name, str) or not name or not name.replace("_", "").isalnum():
         raise ConfigError(
-            f"register_alpha_formula: `name` must be letters, digits and underscores, but got name={describe(name)}."
+            "register_alpha_formula: `name` must be letters, digits and underscores, "
+            f"but got name={describe(name)}."
         )
     declared = dict(params or {})
     for key, spec in declared.items():
@@ -192,7 +213,8 @@ def get_alpha_formula(name: str, owner: str = "dynamic_alpha") -> AlphaFormula:
     """The formula registered as ``name``; `ConfigError` listing the known ones otherwise."""
     if not isinstance(name, str) or name not in _FORMULAS:
         raise ConfigError(
-            f"{owner}: `alpha_formula` must be one of {', '.join(_FORMULAS)}, but got alpha_formula={describe(name)}."
+            f"{owner}: `alpha_formula` must be one of {', '.join(_FORMULAS)}, "
+            f"but got alpha_formula={describe(name)}."
         )
     return _FORMULAS[name]
 
@@ -219,7 +241,11 @@ def constant(errors: Any, alpha_value: float) -> Any:
 
 @register_alpha_formula(
     "sigmoid_snr",
-    params={"temperature": FormulaParam(1.0, FINITE_POSITIVE, "divides the signal-to-noise ratio before the sigmoid")},
+    params={
+        "temperature": FormulaParam(
+            1.0, FINITE_POSITIVE, "divides the signal-to-noise ratio before the sigmoid"
+        )
+    },
 )
 def sigmoid_snr(errors: Any, temperature: float) -> Any:
     """alpha = sigmoid(mean(e) / (temperature * (std(e) + eps))), in (0, 1): the batch's error bias.
@@ -371,7 +397,13 @@ class DynamicAlpha(Loss):
 
     def call(self, y_true: Any, y_pred: Any) -> Any:
         return dynamic_alpha(
-            y_true, y_pred, self.base, self.alpha_formula, self.formula_params, self.alpha_gradient, self.from_logits
+            y_true,
+            y_pred,
+            self.base,
+            self.alpha_formula,
+            self.formula_params,
+            self.alpha_gradient,
+            self.from_logits,
         )
 
     def _params(self) -> dict[str, Any]:
@@ -382,4 +414,3 @@ class DynamicAlpha(Loss):
             "alpha_gradient": self.alpha_gradient,
             "from_logits": self.from_logits,
         }
-

@@ -10,7 +10,8 @@ loss that Lin et al. define; see `aloss_tune.losses.FocalCrossentropy`.)
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import keras
 import numpy as np
@@ -41,7 +42,8 @@ __all__ = [
 def _check_clip_pair(owner: str, clip_min: float, clip_max: float) -> None:
     if clip_min > clip_max:
         raise ConfigError(
-            f"{owner}: `clip_min <= clip_max` must hold, but got (clip_min={clip_min:g}, clip_max={clip_max:g})."
+            f"{owner}: `clip_min <= clip_max` must hold, "
+            f"but got (clip_min={clip_min:g}, clip_max={clip_max:g})."
         )
 
 
@@ -95,7 +97,9 @@ class ConfidenceBCE(Loss):
         >>> model.compile(optimizer="adam", loss=loss)
     """
 
-    def __init__(self, clip_min: float = 1.0, clip_max: float = 10.0, from_logits: bool = False, **kwargs: Any):
+    def __init__(
+        self, clip_min: float = 1.0, clip_max: float = 10.0, from_logits: bool = False, **kwargs: Any
+    ):
         kwargs.setdefault("name", "confidence_bce")
         super().__init__(**kwargs)
         self.clip_min = FINITE_POSITIVE.check("confidence_bce", "clip_min", clip_min)
@@ -142,7 +146,8 @@ class ErrorWeightedMSE(Loss):
     is stopped (see the module docstring).
 
     Formula:
-        ``loss = mean(stop_gradient(1 + clip(|e|, clip_min, clip_max)) * e^2, axis=-1)``, ``e = y_true - y_pred``
+        ``e = y_true - y_pred``
+        ``loss = mean(stop_gradient(1 + clip(|e|, clip_min, clip_max)) * e^2, axis=-1)``
 
     Args:
         clip_min: lower clip of ``|e|``, >= 0, in target units.
@@ -208,7 +213,9 @@ class ClassBCE(Loss):
         >>> model.compile(optimizer="adam", loss=loss)
     """
 
-    def __init__(self, pos_weight: float = 1.0, neg_weight: float = 1.0, from_logits: bool = False, **kwargs: Any):
+    def __init__(
+        self, pos_weight: float = 1.0, neg_weight: float = 1.0, from_logits: bool = False, **kwargs: Any
+    ):
         kwargs.setdefault("name", "class_bce")
         super().__init__(**kwargs)
         self.pos_weight = FINITE_POSITIVE.check("class_bce", "pos_weight", pos_weight)
@@ -228,7 +235,11 @@ def check_class_weights(owner: str, class_weights: Any) -> list[float] | None:
         return None
     if isinstance(class_weights, np.ndarray):
         class_weights = class_weights.tolist()
-    if isinstance(class_weights, (str, bytes)) or not isinstance(class_weights, Sequence) or not class_weights:
+    if (
+        isinstance(class_weights, (str, bytes))
+        or not isinstance(class_weights, Sequence)
+        or not class_weights
+    ):
         raise ConfigError(
             f"{owner}: `class_weights` must be a non-empty list of numbers > 0 (one per class) or null, "
             f"but got class_weights={describe(class_weights)}."
@@ -236,7 +247,9 @@ def check_class_weights(owner: str, class_weights: Any) -> list[float] | None:
     return [FINITE_POSITIVE.check(owner, f"class_weights[{i}]", w) for i, w in enumerate(class_weights)]
 
 
-def class_cce(y_true: Any, y_pred: Any, class_weights: Sequence[float] | None = None, from_logits: bool = False) -> Any:
+def class_cce(
+    y_true: Any, y_pred: Any, class_weights: Sequence[float] | None = None, from_logits: bool = False
+) -> Any:
     """Class-weighted categorical cross-entropy, one value per sample.
 
     Formula:
@@ -287,7 +300,9 @@ class ClassCCE(Loss):
         >>> model.compile(optimizer="adam", loss=loss)  # one-hot labels, Dense(3) output
     """
 
-    def __init__(self, class_weights: Sequence[float] | None = None, from_logits: bool = False, **kwargs: Any):
+    def __init__(
+        self, class_weights: Sequence[float] | None = None, from_logits: bool = False, **kwargs: Any
+    ):
         kwargs.setdefault("name", "class_cce")
         super().__init__(**kwargs)
         self.class_weights = check_class_weights("class_cce", class_weights)

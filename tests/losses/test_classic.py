@@ -104,7 +104,8 @@ def test_focal_gradient_finite_at_certain_predictions(gamma, grad):
     y = np.array([[0.0, 1.0, 0.0, 1.0]], dtype="float32")
     for y_pred, from_logits in [([[0.0, 1.0, 1.0, 0.0]], False), ([[-1e4, 1e4, 1e4, -1e4]], True)]:
         value, g = grad(
-            lambda p: focal_crossentropy(y, p, gamma, 0.25, from_logits), np.array(y_pred, dtype="float32")
+            lambda p, fl=from_logits: focal_crossentropy(y, p, gamma, 0.25, fl),
+            np.array(y_pred, dtype="float32"),
         )
         assert np.isfinite(value) and np.all(np.isfinite(g))
 

@@ -95,7 +95,9 @@ def test_alpha_ignores_sample_weight_but_keras_applies_it(rng):
     weights = rng.uniform(0, 2, size=8).astype("float32")
     loss = DynamicAlpha(base="mse", alpha_formula="sigmoid_snr")
     per = np.asarray(dynamic_alpha(y, y_pred, "mse", "sigmoid_snr"))
-    np.testing.assert_allclose(float(loss(y, y_pred, sample_weight=weights)), (per * weights).mean(), rtol=1e-5)
+    np.testing.assert_allclose(
+        float(loss(y, y_pred, sample_weight=weights)), (per * weights).mean(), rtol=1e-5
+    )
 
 
 def test_alpha_gradient_is_stopped_by_default(grad, rng):
@@ -157,10 +159,16 @@ def test_config_holds_every_formula_parameter_and_round_trips():
     ("kwargs", "texts"),
     [
         ({"base": "huber"}, ["`base`", "mse, mae, bce, cce", "'huber'"]),
-        ({"alpha_formula": "mean(e)/std(e)"}, ["`alpha_formula`", "sigmoid_snr", "constant", "'mean(e)/std(e)'"]),
+        (
+            {"alpha_formula": "mean(e)/std(e)"},
+            ["`alpha_formula`", "sigmoid_snr", "constant", "'mean(e)/std(e)'"],
+        ),
         ({"alpha_formula": "constant", "formula_params": {"alpha_value": 0.0}}, ["`alpha_value`", "> 0"]),
         ({"alpha_formula": "inverse_rms", "formula_params": {"power": 3.0}}, ["`power`", "[0, 2]", "3.0"]),
-        ({"alpha_formula": "sigmoid_snr", "formula_params": {"temperature": math.nan}}, ["`temperature`", "nan"]),
+        (
+            {"alpha_formula": "sigmoid_snr", "formula_params": {"temperature": math.nan}},
+            ["`temperature`", "nan"],
+        ),
         ({"alpha_formula": "sigmoid_snr", "formula_params": {"power": 1.0}}, ["`power`", "temperature"]),
         ({"formula_params": [1.0]}, ["`formula_params`"]),
         ({"base": "mse", "from_logits": True}, ["`from_logits`", "bce and cce"]),
@@ -192,7 +200,8 @@ def clean_registry():
 
 def test_user_formula_through_class_and_flat_params(clean_registry, rng, values):
     @register_alpha_formula(
-        "capped_inverse_mae", params={"cap": FormulaParam(4.0, Interval(0.0, math.inf, low_open=True), "largest alpha")}
+        "capped_inverse_mae",
+        params={"cap": FormulaParam(4.0, Interval(0.0, math.inf, low_open=True), "largest alpha")},
     )
     def capped_inverse_mae(errors, cap):
         """alpha = min(1 / mean|e|, cap)."""
@@ -208,12 +217,20 @@ def test_user_formula_through_class_and_flat_params(clean_registry, rng, values)
     np.testing.assert_allclose(values(loss, y, y_pred), expected, rtol=1e-5)
 
     flat = aloss_tune.build_loss(
-        {"loss": "dynamic_alpha", "loss.alpha_formula": "capped_inverse_mae", "loss.cap": 2.0, "loss.power": 0.5}
+        {
+            "loss": "dynamic_alpha",
+            "loss.alpha_formula": "capped_inverse_mae",
+            "loss.cap": 2.0,
+            "loss.power": 0.5,
+        }
     )
     assert flat.get_config()["formula_params"] == {"cap": 2.0}  # power belongs to another formula: ignored
     np.testing.assert_allclose(values(flat, y, y_pred), expected, rtol=1e-5)
     spec = get_factory("dynamic_alpha").param("cap")
-    assert spec.default == 4.0 and "capped_inverse_mae" in get_factory("dynamic_alpha").param("alpha_formula").domain
+    assert (
+        spec.default == 4.0
+        and "capped_inverse_mae" in get_factory("dynamic_alpha").param("alpha_formula").domain
+    )
 
 
 def test_registration_errors(clean_registry):

@@ -65,9 +65,11 @@ def test_one_training_step_moves_kernels_by_the_penalty_gradient_only():
     model.compile(optimizer=keras.optimizers.SGD(lr), loss=loss)
     model.fit(np.zeros((8, 3), "float32"), np.zeros((8, 2), "float32"), epochs=1, batch_size=8, verbose=0)
     after = [np.asarray(v) for v in base.trainable_variables]
-    for old, new in zip(before, after):
+    for old, new in zip(before, after, strict=True):
         if old.ndim >= 2:
-            np.testing.assert_allclose(new, old - lr * (l1 * np.sign(old) + 2 * l2 * old), rtol=1e-5, atol=1e-7)
+            np.testing.assert_allclose(
+                new, old - lr * (l1 * np.sign(old) + 2 * l2 * old), rtol=1e-5, atol=1e-7
+            )
         else:
             np.testing.assert_array_equal(new, old)
     assert len(penalized_weights(base)) == 2
@@ -82,7 +84,9 @@ def test_evaluate_reports_data_loss_plus_penalty():
     reported = model.evaluate(x, y, verbose=0, batch_size=32)
     data = float(Huber(delta=1.0)(y, base.predict(x, verbose=0)))
     kernel = np.asarray(base.layers[-1].kernel, np.float64)
-    np.testing.assert_allclose(reported, data + 0.01 * np.abs(kernel).sum() + 0.1 * (kernel**2).sum(), rtol=1e-5)
+    np.testing.assert_allclose(
+        reported, data + 0.01 * np.abs(kernel).sum() + 0.1 * (kernel**2).sum(), rtol=1e-5
+    )
 
 
 def test_penalized_loss_without_attach_raises_a_clear_error():

@@ -25,7 +25,12 @@ CASES: dict[str, dict[str, Any]] = {
     "bce": {"loss": "bce", "loss.from_logits": True},
     "cce": {"loss": "cce", "loss.from_logits": True},
     "huber": {"loss": "huber", "loss.delta": 0.7},
-    "confidence_bce": {"loss": "confidence_bce", "loss.clip_min": 1.5, "loss.clip_max": 6.0, "loss.from_logits": True},
+    "confidence_bce": {
+        "loss": "confidence_bce",
+        "loss.clip_min": 1.5,
+        "loss.clip_max": 6.0,
+        "loss.from_logits": True,
+    },
     "error_mse": {"loss": "error_mse", "loss.clip_min": 0.1, "loss.clip_max": 2.0},
     "class_bce": {"loss": "class_bce", "loss.pos_weight": 3.0, "loss.neg_weight": 0.5},
     "class_cce": {"loss": "class_cce", "loss.class_weights": [1.0, 2.0, 0.5], "loss.from_logits": True},
@@ -34,8 +39,12 @@ CASES: dict[str, dict[str, Any]] = {
     "poly1_categorical": {"loss": "poly1", "loss.epsilon": -0.5, "loss.mode": "categorical"},
     "dynamic_alpha": {"loss": "dynamic_alpha", "loss.alpha_formula": "inverse_rms", "loss.power": 0.5},
     "dynamic_alpha_bce": {
-        "loss": "dynamic_alpha", "loss.base": "bce", "loss.from_logits": True,
-        "loss.alpha_formula": "outlier_damping", "loss.strength": 2.0, "loss.alpha_gradient": True,
+        "loss": "dynamic_alpha",
+        "loss.base": "bce",
+        "loss.from_logits": True,
+        "loss.alpha_formula": "outlier_damping",
+        "loss.strength": 2.0,
+        "loss.alpha_gradient": True,
     },
     "penalized_huber": {"loss": "huber", "loss.delta": 0.5, "loss.l1": 1e-3, "loss.l2": 1e-2},
 }
@@ -65,8 +74,10 @@ print("RESULT" + json.dumps(out))
 def _task(params: dict[str, Any]) -> str:
     if params.get("loss.mode") == "categorical" or params["loss"] in ("cce", "class_cce"):
         return "multiclass"
-    if params["loss"] in ("mse", "mae", "huber", "error_mse") or params.get("loss.base", "mse") in ("mse", "mae") and (
-        params["loss"] == "dynamic_alpha"
+    if (
+        params["loss"] in ("mse", "mae", "huber", "error_mse")
+        or params.get("loss.base", "mse") in ("mse", "mae")
+        and (params["loss"] == "dynamic_alpha")
     ):
         return "regression"
     return "binary"
@@ -76,7 +87,11 @@ def _model(task: str, from_logits: bool) -> keras.Model:
     units = 3 if task == "multiclass" else 1
     activation = None if task == "regression" or from_logits else ("softmax" if units == 3 else "sigmoid")
     return keras.Sequential(
-        [keras.Input((4,)), keras.layers.Dense(5, activation="tanh"), keras.layers.Dense(units, activation=activation)]
+        [
+            keras.Input((4,)),
+            keras.layers.Dense(5, activation="tanh"),
+            keras.layers.Dense(units, activation=activation),
+        ]
     )
 
 
@@ -114,13 +129,15 @@ def test_every_loss_reloads_in_a_fresh_process(tmp_path: Path):
     )
     assert done.returncode == 0, done.stderr[-3000:]
     line = next(line for line in done.stdout.splitlines() if line.startswith("RESULT"))
-    loaded = json.loads(line[len("RESULT"):])
+    loaded = json.loads(line[len("RESULT") :])
 
     assert set(loaded) == set(CASES)
     assert expected["penalized_huber"]["model_class"] == "LossModel"
     for case in CASES:
         assert loaded[case]["model_class"] == expected[case]["model_class"], case
         assert loaded[case]["loss"] == expected[case]["loss"], case
-        np.testing.assert_allclose(loaded[case]["evaluation"], expected[case]["evaluation"], rtol=1e-6, err_msg=case)
+        np.testing.assert_allclose(
+            loaded[case]["evaluation"], expected[case]["evaluation"], rtol=1e-6, err_msg=case
+        )
     penalized = loaded["penalized_huber"]["loss"]["config"]
     assert (penalized["l1"], penalized["l2"], penalized["loss"]["config"]["delta"]) == (1e-3, 1e-2, 0.5)

@@ -79,13 +79,17 @@ def test_error_mse_matches_numpy(clip_min, clip_max, rng, tol, values):
     y_pred = (y + 2 * rng.normal(size=(16, 4))).astype("float32")
     e = y.astype(np.float64) - y_pred
     expected = ((1 + np.clip(np.abs(e), clip_min, clip_max)) * e**2).mean(axis=-1)
-    np.testing.assert_allclose(values(ErrorWeightedMSE(clip_min=clip_min, clip_max=clip_max), y, y_pred), expected, **tol)
+    np.testing.assert_allclose(
+        values(ErrorWeightedMSE(clip_min=clip_min, clip_max=clip_max), y, y_pred), expected, **tol
+    )
 
 
 def test_error_mse_weights_each_element_not_the_averaged_mse():
     # One sample, errors 0 and 3: per element (1 + 0) * 0 + (1 + 3) * 9 = 36, mean 18. Weighting an
     # already averaged MSE (the seed's mistake) would give (1 + 1.5) * 4.5 = 11.25.
-    out = np.asarray(error_weighted_mse(np.zeros((1, 2), "float32"), np.array([[0.0, 3.0]], "float32"), 0.0, 5.0))
+    out = np.asarray(
+        error_weighted_mse(np.zeros((1, 2), "float32"), np.array([[0.0, 3.0]], "float32"), 0.0, 5.0)
+    )
     np.testing.assert_allclose(out, [18.0], rtol=1e-6)
 
 
@@ -178,11 +182,20 @@ def test_class_cce_accepts_numpy_weights_and_stores_a_list():
 def test_weighted_configs_are_exact_and_round_trip():
     cases = {
         ConfidenceBCE(clip_min=2.0, clip_max=4.0, from_logits=True): {
-            "clip_min": 2.0, "clip_max": 4.0, "from_logits": True},
+            "clip_min": 2.0,
+            "clip_max": 4.0,
+            "from_logits": True,
+        },
         ErrorWeightedMSE(clip_min=0.5, clip_max=1.5): {"clip_min": 0.5, "clip_max": 1.5},
         ClassBCE(pos_weight=3.0, neg_weight=0.5, from_logits=True): {
-            "pos_weight": 3.0, "neg_weight": 0.5, "from_logits": True},
-        ClassCCE(class_weights=[1.0, 2.5], from_logits=True): {"class_weights": [1.0, 2.5], "from_logits": True},
+            "pos_weight": 3.0,
+            "neg_weight": 0.5,
+            "from_logits": True,
+        },
+        ClassCCE(class_weights=[1.0, 2.5], from_logits=True): {
+            "class_weights": [1.0, 2.5],
+            "from_logits": True,
+        },
     }
     for loss, params in cases.items():
         config = loss.get_config()
