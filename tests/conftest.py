@@ -16,9 +16,22 @@ if str(HERE) not in sys.path:  # tests/helpers/ holds importable user-side build
     sys.path.insert(0, str(HERE))
 
 
+@pytest.fixture(scope="session")
+def mlflow_db_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An empty, fully migrated MLflow SQLite store, made once (migrations take seconds each time)."""
+    from mlflow.tracking import MlflowClient
+
+    path = tmp_path_factory.mktemp("mlflow_template") / "mlflow.db"
+    MlflowClient(f"sqlite:///{path}").search_experiments()
+    return path
+
+
 @pytest.fixture
-def stores(tmp_path: Path) -> dict[str, str]:
-    """A fresh Optuna storage URL and MLflow tracking URI in ``tmp_path``."""
+def stores(tmp_path: Path, mlflow_db_template: Path) -> dict[str, str]:
+    """A fresh Optuna storage URL and MLflow tracking URI (a copy of the empty template) in ``tmp_path``."""
+    import shutil
+
+    shutil.copyfile(mlflow_db_template, tmp_path / "mlflow.db")
     return {
         "storage": f"sqlite:///{tmp_path / 'optuna.db'}",
         "tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}",
