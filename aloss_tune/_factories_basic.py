@@ -247,6 +247,10 @@ def _formula_specs() -> list[ParamSpec]:
     for name in list_alpha_formulas():
         for key, param in get_alpha_formula(name).params.items():
             search = param.search if param.search is not None else FORMULA_SEARCH.get(key)
+            if isinstance(search, Float) and not (
+                param.domain.contains(search.low) and param.domain.contains(search.high)
+            ):
+                search = None  # a re-declared formula narrowed the domain: no default range fits it
             doc = f"({name}) {param.doc}".strip()
             specs.setdefault(key, ParamSpec(key, float, param.default, param.domain, search, doc=doc))
     return list(specs.values())

@@ -87,8 +87,7 @@ class Huber(Loss):
 
     Example:
         >>> loss = Huber(delta=0.5)
-        >>> float(loss([[0.0, 1.0]], [[0.2, 3.0]]))  # (0.02 + 0.875) / 2
-        0.4475
+        >>> loss([[0.0, 1.0]], [[0.2, 3.0]])  # mean(0.5 * 0.2**2, 0.5 * 2.0 - 0.5 * 0.5**2) = 0.4475
 
     References:
         Huber, "Robust Estimation of a Location Parameter", Annals of Mathematical Statistics, 1964.
