@@ -1,19 +1,31 @@
 """aloss-tune: searchable, trackable, reloadable Keras losses.
 
-Everything is imported on first use (PEP 562), so ``import aloss_tune`` is instant and pulls in neither
-Keras nor optuna nor mlflow until a name that needs them is touched::
+``import aloss_tune`` registers every loss class with Keras (so ``keras.saving.load_model`` finds them with
+no ``custom_objects``); search, tracking and best-loss helpers load on first use (PEP 562), so the import
+pulls in neither optuna nor keras_tuner nor mlflow::
 
     import aloss_tune
     loss = aloss_tune.build_loss({"loss": "huber", "loss.delta": 1.5})
     loss = aloss_tune.load_best_loss("robust_regression")
+
+If Keras is not imported yet, it is imported with TensorFlow's native start-up lines (written straight to
+file descriptor 2) silenced; set ``ALOSS_TUNE_VERBOSE_IMPORT=1`` to see them.
 """
 
 from __future__ import annotations
 
 import importlib
+import os
 from typing import Any
 
 from aloss_tune.errors import AlossTuneError, ConfigError, TrialFailed, UsageError
+
+if not os.environ.get("ALOSS_TUNE_VERBOSE_IMPORT"):
+    from aloss_tune._quiet import import_keras_quietly
+
+    import_keras_quietly()
+
+import aloss_tune.losses  # noqa: E402,F401  (registers the loss classes for deserialization)
 
 __version__ = "0.1.0"
 

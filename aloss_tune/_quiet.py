@@ -1,8 +1,9 @@
-"""Import Keras without TensorFlow's native start-up chatter on stderr (for the CLI only).
+"""Import Keras without TensorFlow's native start-up chatter on stderr.
 
 TensorFlow's C++ runtime writes log lines straight to file descriptor 2 when it loads, even with
-``TF_CPP_MIN_LOG_LEVEL=3``. A command-line error must be one readable line, so the CLI imports Keras with
-descriptor 2 pointed at /dev/null; Python exceptions raised by the import are still shown.
+``TF_CPP_MIN_LOG_LEVEL=3``. A command-line error must be one readable line, so the package imports Keras
+(if nobody has yet) with descriptor 2 pointed at /dev/null; Python exceptions raised by the import are
+still raised.
 """
 
 from __future__ import annotations
