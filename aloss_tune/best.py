@@ -96,12 +96,16 @@ def _config_from_run(uri: str, tracking_uri: str | None) -> dict[str, Any]:
 
 
 def best_trial_summary(study_name: str, storage: str | None = None, *, backend: str = "optuna",
-                       directory: str | None = None) -> dict[str, Any]:
-    """``{number, value, params, loss_config}`` of a study's best finished trial."""
+                       directory: str | None = None, tracking_uri: str | None = None) -> dict[str, Any]:
+    """``{number, value, params, loss_config}`` of a study's best finished trial.
+
+    A KerasTuner study (``backend="keras-tuner"``) is read from its project under ``directory`` (default
+    ``kt_projects``), or, when that project is not there, from its MLflow parent run at ``tracking_uri``.
+    """
     if backend == "keras-tuner":
         from aloss_tune.backends import keras_tuner as kt_backend
 
-        return kt_backend.best_summary(study_name, directory=directory)
+        return kt_backend.best_summary(study_name, directory=directory, tracking_uri=tracking_uri)
     import optuna
 
     from aloss_tune.backends.optuna import best_summary, open_storage, StorageOptions
@@ -130,7 +134,8 @@ def load_best_loss(study_name: str, storage: str | None = None, **kwargs: Any) -
     Args:
         study_name: the study (the ``study:`` of its space).
         storage: the Optuna storage URL (default ``$ALOSS_TUNE_STORAGE`` or ``sqlite:///aloss_tune.db``).
-        backend: ``optuna`` (default) or ``keras-tuner``; ``directory``: KerasTuner's project root.
+        backend: ``optuna`` (default) or ``keras-tuner``; ``directory``: KerasTuner's project root;
+            ``tracking_uri``: where to find a KerasTuner study whose project directory is not at hand.
 
     Losses with learned parameters or a weight penalty must be applied with
     ``model = aloss_tune.attach(model, loss)`` before ``compile``.

@@ -117,6 +117,10 @@ def _print_result(result: Any) -> None:
         uri = result.tracking_uri
         hint = f"mlflow ui --backend-store-uri {uri}" if not uri.startswith("http") else uri
         print(f"review: {hint}")
+    if result.backend == "keras-tuner":  # storage is the KerasTuner project root
+        print(f"reuse:  aloss-tune best {result.study_name} --backend keras-tuner" + (
+            f" --directory {result.storage}" if result.storage and result.storage != "kt_projects" else ""))
+        return
     print(f"reuse:  aloss-tune best {result.study_name}" + (
         f" --storage {result.storage}" if result.storage and result.storage != "sqlite:///aloss_tune.db" else ""))
 
@@ -128,7 +132,8 @@ def _add_best(sub: Any) -> None:
     p.add_argument("--storage", help="Optuna storage URL (default: $ALOSS_TUNE_STORAGE or sqlite:///aloss_tune.db)")
     p.add_argument("--backend", choices=("optuna", "keras-tuner"), default="optuna")
     p.add_argument("--directory", help="KerasTuner project root (default: kt_projects)")
-    p.add_argument("--tracking-uri", help="MLflow tracking URI, for runs:/ sources")
+    p.add_argument("--tracking-uri", help="MLflow tracking URI, for runs:/ sources and for a KerasTuner study "
+                                          "whose project directory is not at hand")
     p.add_argument("--format", choices=("json", "python"), default="json",
                    help="json: the loss config (params + Keras serialization); python: a snippet")
     p.add_argument("--output", "-o", help="write to this file instead of stdout")
@@ -146,7 +151,8 @@ def _best(args: argparse.Namespace) -> int:
         config = {"keras": keras.saving.serialize_keras_object(loss)}
         params = None
     else:
-        summary = best_trial_summary(args.study, args.storage, backend=args.backend, directory=args.directory)
+        summary = best_trial_summary(args.study, args.storage, backend=args.backend, directory=args.directory,
+                                     tracking_uri=args.tracking_uri)
         params = summary["params"]
         config = summary.get("loss_config") or loss_config(params)
         config = {**config, "trial": summary["number"], "value": summary["value"]}

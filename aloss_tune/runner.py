@@ -160,8 +160,20 @@ def build_trial_model(ctx: TrialContext, params: Mapping[str, Any]) -> tuple[ker
 
 
 def run_trial(ctx: TrialContext, params: Mapping[str, Any], *, seed: int,
-              reporters: Sequence[Reporter] = ()) -> TrialOutcome:
+              reporters: Sequence[Reporter] = (), epochs: int | None = None, initial_epoch: int = 0,
+              callbacks: Sequence[keras.callbacks.Callback] = ()) -> TrialOutcome:
     """Train one model with the trial's loss and return its objective (the best epoch's value).
+
+    Args:
+        ctx: the study's resolved context.
+        params: the trial's flat params dict.
+        seed: seeds Keras (weights, dropout, shuffling).
+        reporters: called as ``report(epoch, metrics)`` after each epoch.
+        epochs: train until this epoch (Keras's ``fit(epochs=...)``); default ``training.epochs`` of the space.
+            A search backend with its own schedule (KerasTuner's Hyperband) sets it.
+        initial_epoch: the epoch to start at, when a backend continues an earlier trial's model (its weights
+            restored by one of ``callbacks``); epochs are numbered from it in reports and history.
+        callbacks: extra Keras callbacks, run after the reporting callback (checkpoints, weight restoring).
 
     Raises `TrialFailed` if the loss becomes non-finite or the objective metric is missing; any exception a
     reporter raises (a backend's prune signal) propagates unchanged.
@@ -171,15 +183,16 @@ def run_trial(ctx: TrialContext, params: Mapping[str, Any], *, seed: int,
     model, loss = build_trial_model(ctx, params)
     training = ctx.space.training
     reporter = EpochReporter(reporters)
-    callbacks: list[keras.callbacks.Callback] = [reporter]
+    fit_callbacks: list[keras.callbacks.Callback] = [reporter, *callbacks]
     mode = "min" if ctx.objective.direction == "minimize" else "max"
     if training.early_stopping:
-        callbacks.append(keras.callbacks.EarlyStopping(
+        fit_callbacks.append(keras.callbacks.EarlyStopping(
             monitor=ctx.objective.metric, mode=mode, patience=training.early_stopping, restore_best_weights=True))
     data = ctx.data
     model.fit(
-        data.x_train, data.y_train, validation_data=(data.x_val, data.y_val), epochs=training.epochs,
-        batch_size=training.batch_size, callbacks=callbacks, verbose=training.verbose,
+        data.x_train, data.y_train, validation_data=(data.x_val, data.y_val),
+        epochs=training.epochs if epochs is None else epochs, initial_epoch=initial_epoch,
+        batch_size=training.batch_size, callbacks=fit_callbacks, verbose=training.verbose,
     )
     history = reporter.history
     series = history.get(ctx.objective.metric)

@@ -1,0 +1,460 @@
+"""The KerasTuner backend: the space as a HyperModel, and studies run end to end through the CLI.
+
+The end-to-end tests run the real ``aloss-tune`` entry point in subprocesses on tiny budgets (2-3 epochs,
+2-4 trials of a small MLP) and read the results back from a real MLflow SQLite store with `MlflowClient`,
+from the KerasTuner project directory, and through ``aloss-tune best``. All studies share one MLflow store
+(created once, so that the distributed processes never race to create its tables).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import keras
+import keras_tuner as kt
+import pytest
+import yaml
+from mlflow.tracking import MlflowClient
+
+import aloss_tune
+from aloss_tune.backends import keras_tuner as kt_backend
+from aloss_tune.distributions import Categorical, Float
+from aloss_tune.errors import UsageError
+from aloss_tune.runner import prepare
+from aloss_tune.space import SearchSpace
+
+HERE = Path(__file__).parent
+ALOSS_TUNE = str(Path(sys.executable).with_name("aloss-tune"))
+
+pytestmark = pytest.mark.filterwarnings(
+    "ignore::sklearn.exceptions.ConvergenceWarning",  # KerasTuner's Bayesian oracle (scikit-learn GP)
+)
+
+
+def base_space(study: str, **changes: Any) -> dict[str, Any]:
+    """A tiny regression study: 2 epochs of a small MLP on the built-in contaminated data."""
+    space: dict[str, Any] = {
+        "study": study,
+        "data": "contaminated_regression",
+        "model": {
+            "builder": "kt_test_models:counting_mlp",
+            "params": {"units": {"type": "int", "low": 4, "high": 16, "log": True}},
+        },
+        "optimizer": {"name": "adam",
+                      "learning_rate": {"type": "float", "low": 1.0e-3, "high": 3.0e-2, "log": True}},
+        "objective": {"metric": "val_mae", "direction": "minimize"},
+        "training": {"epochs": 2, "batch_size": 64},
+        "loss": {"choices": ["mse", "huber"],
+                 "penalty": {"l2": {"type": "float", "low": 1.0e-6, "high": 1.0e-3, "log": True}}},
+        "search": {"tuner": "random", "n_trials": 3, "seed": 1},
+    }
+    for key, value in changes.items():
+        space[key] = {**space[key], **value} if isinstance(value, dict) and key != "loss" else value
+    return space
+
+
+# ------------------------------------------------------------------------------------------- fixtures
+class Store:
+    """One MLflow store and KerasTuner project root for the module's studies, and a CLI runner."""
+
+    def __init__(self, root: Path, mlflow_db: Path):
+        self.root = root
+        shutil.copyfile(mlflow_db, root / "mlflow.db")  # tables made before any worker starts
+        self.uri = f"sqlite:///{root / 'mlflow.db'}"
+        self.projects = root / "kt"
+        self.client = MlflowClient(self.uri)
+
+    def write_space(self, space: dict[str, Any]) -> Path:
+        path = self.root / f"{space['study']}.yaml"
+        path.write_text(yaml.safe_dump(space, sort_keys=False), encoding="utf-8")
+        return path
+
+    def env(self, **extra: str) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items()
+               if not k.startswith(("KERASTUNER_", "ALOSS_TEST_", "MLFLOW_TRACKING_URI"))}
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(HERE), env.get("PYTHONPATH")]))
+        env.update(extra)
+        return env
+
+    def tune_args(self, space: Path, *extra: str) -> list[str]:
+        return [ALOSS_TUNE, "tune", str(space), "--backend", "keras-tuner", "--tracking-uri", self.uri,
+                "--directory", str(self.projects), "--quiet", *extra]
+
+    def run(self, args: list[str], *, timeout: float = 300, **env: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(args, capture_output=True, text=True, env=self.env(**env), cwd=self.root,
+                              timeout=timeout)
+
+    def runs(self, study: str) -> tuple[Any, list[Any]]:
+        """The study's parent run and its child runs, oldest first."""
+        experiment = self.client.get_experiment_by_name(study)
+        assert experiment is not None, f"no MLflow experiment {study!r}"
+        runs = self.client.search_runs([experiment.experiment_id], max_results=1000,
+                                       order_by=["attributes.start_time ASC"])
+        parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+        assert len(parents) == 1, [r.info.run_name for r in parents]
+        children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id]
+        assert len(children) == len(runs) - 1
+        return parents[0], children
+
+    def history(self, run: Any, metric: str) -> list[tuple[int, float]]:
+        return [(m.step, m.value) for m in self.client.get_metric_history(run.info.run_id, metric)]
+
+    def artifact(self, run: Any, name: str) -> str:
+        folder = self.root / "downloads" / run.info.run_id
+        local = self.client.download_artifacts(run.info.run_id, name, str(folder))
+        return Path(local).read_text(encoding="utf-8")
+
+
+def ok(result: subprocess.CompletedProcess[str]) -> str:
+    assert result.returncode == 0, f"exit {result.returncode}\n{result.stdout}\n{result.stderr[-4000:]}"
+    return result.stdout
+
+
+def logged_params(run: Any) -> set[str]:
+    return set(run.data.params) - {"seed", "backend"}
+
+
+def expected_keys(space: dict[str, Any], loss: str) -> set[str]:
+    spec = SearchSpace.from_dict(space)
+    keys = {"loss", *(f"loss.{k}" for k in spec.loss_space(loss)), *(f"loss.{k}" for k in spec.penalty)}
+    keys |= {f"model.{k}" for k in spec.model_params}
+    return keys | {f"optimizer.{k}" for k in spec.optimizer_params}
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory, mlflow_db_template: Path) -> Store:
+    return Store(tmp_path_factory.mktemp("kt_store"), mlflow_db_template)
+
+
+@pytest.fixture(scope="module")
+def random_study(store: Store) -> dict[str, Any]:
+    """A random search of 3 trials, interrupted (Ctrl-C) while building its third model, then resumed."""
+    space = base_space("kt_random")
+    path = store.write_space(space)
+    builds = store.root / "kt_random.builds"
+    first = store.run(store.tune_args(path), ALOSS_TEST_BUILDS=str(builds), ALOSS_TEST_INTERRUPT_AT="3")
+    project = store.projects / "kt_random"
+    records_after_first = {p.parent.name: p.read_text() for p in project.glob("trial_*/aloss_tune.json")}
+    builds_after_first = builds.read_text().splitlines()
+    second = store.run(store.tune_args(path), ALOSS_TEST_BUILDS=str(builds))
+    return {"space": space, "path": path, "first": first, "second": second, "project": project,
+            "records_after_first": records_after_first, "builds_after_first": builds_after_first,
+            "builds": builds.read_text().splitlines()}
+
+
+# --------------------------------------------------------------------------------- the space as hp
+def test_declared_space_is_conditional_with_log_sampling_and_no_step() -> None:
+    space = SearchSpace.from_dict(base_space(
+        "declare", model={"params": {"units": {"type": "int", "low": 4, "high": 16, "log": True},
+                                     "dropout": {"type": "float", "low": 0.0, "high": 0.3, "step": 0.1}}}))
+    hp = kt.HyperParameters()
+    kt_backend.SpaceHyperModel(space, target_scale=2.0).declare_hyperparameters(hp)
+    declared = {p.name: p for p in hp.space}
+    assert set(declared) == set(space.search_params(target_scale=2.0))
+    assert declared["loss"].values == ["mse", "huber"]
+    delta = declared["loss.huber.delta"]
+    assert [(c.name, c.values) for c in delta.conditions] == [("loss", ["huber"])]
+    assert delta.sampling == "log" and delta.step is None
+    assert delta.min_value == space.loss_space("huber", 2.0)["delta"].low  # relative range, scaled
+    for name in ("loss.l2", "optimizer.learning_rate", "model.units"):
+        assert declared[name].sampling == "log" and declared[name].step is None, name
+        assert not declared[name].conditions
+    assert declared["model.dropout"].values == [0.0, 0.1, 0.2, 0.3]  # Optuna's grid, top value included
+
+
+def test_params_of_a_trial_have_only_the_chosen_losses_keys() -> None:
+    space = SearchSpace.from_dict(base_space("params"))
+    model = kt_backend.SpaceHyperModel(space)
+    hp = kt.HyperParameters()
+    model.declare_hyperparameters(hp)
+    for loss in ("mse", "huber"):
+        values = hp.copy()
+        values.values = {"loss": loss}
+        values.ensure_active_values()  # what the oracle does: values only for active parameters
+        params = model.params(values)
+        assert set(params) == expected_keys(base_space("params"), loss)
+        assert ("loss.huber.delta" in values.values) == (loss == "huber")
+
+
+def test_a_single_loss_needs_no_choice_and_no_scope() -> None:
+    space = SearchSpace.from_dict(base_space("single", loss={"choices": ["huber"]}))
+    hp = kt.HyperParameters()
+    kt_backend.SpaceHyperModel(space).declare_hyperparameters(hp)
+    names = {p.name: p for p in hp.space}
+    assert "loss" not in names and not names["loss.huber.delta"].conditions
+    assert kt_backend.SpaceHyperModel(space).params(hp)["loss"] == "huber"
+
+
+def test_categoricals_kerastuner_cannot_hold_round_trip_as_labels() -> None:
+    dist = Categorical([True, False, None, 1, "a"])
+    labels = kt_backend.choice_labels(dist)
+    assert labels == ["true", "false", "null", "1", '"a"']
+    hp = kt.HyperParameters()
+    suggester = kt_backend.KerasTunerSuggester(hp)
+    for label, value in zip(labels, dist.choices):
+        hp.values["x"] = label
+        got = suggester.suggest("x", dist)
+        assert got == value and type(got) is type(value)
+    assert kt_backend.choice_labels(Categorical(["relu", "tanh"])) == ["relu", "tanh"]
+    assert kt_backend.float_grid(Float(0.0, 0.3, step=0.1)) == [0.0, 0.1, 0.2, 0.3]
+
+
+def test_a_project_resumes_only_with_the_same_tuner_and_ranges(tmp_path: Path) -> None:
+    space = SearchSpace.from_dict(base_space("resume_check", model={"builder": "mlp"}))
+    ctx = prepare(space)
+    kt_backend.make_tuner(space, ctx, directory=tmp_path)
+    kt_backend.make_tuner(space, ctx, directory=tmp_path)  # same space: resumes
+    with pytest.raises(UsageError, match="another tuner"):
+        kt_backend.make_tuner(space.with_overrides(tuner="hyperband"), ctx, directory=tmp_path)
+    other = SearchSpace.from_dict(base_space("resume_check", model={"builder": "mlp"},
+                                             loss={"choices": ["mse", "mae"]}))
+    with pytest.raises(UsageError, match="another searched ranges"):
+        kt_backend.make_tuner(other, prepare(other), directory=tmp_path)
+
+
+def test_distributed_echo_filter_drops_only_bare_loss_names() -> None:
+    out = io.StringIO()
+    sink = kt_backend._DropLines(out, {"huber", "mse"})
+    sink.write("huber\nmse\nbest: huber\n")
+    sink.write("hub")
+    sink.write("er\npartial")
+    sink.write_pending()
+    assert out.getvalue() == "best: huber\npartial"
+
+
+def test_python_api_averages_executions_and_keras_tuner_reloads_the_best_model(
+        tmp_path: Path, stores: dict[str, str]) -> None:
+    space = base_space("kt_api", model={"builder": "mlp"}, training={"epochs": 1},
+                       loss={"choices": ["adaptive_barron"]},
+                       search={"n_trials": 1, "executions_per_trial": 2})
+    uri = stores["tracking_uri"]
+    result = aloss_tune.tune(space, backend="keras-tuner", tracking_uri=uri, directory=tmp_path)
+    assert result.backend == "keras-tuner" and result.counts == {"complete": 1, "failed": 0}
+    assert result.best_params["loss"] == "adaptive_barron"
+    assert isinstance(result.best_loss, keras.losses.Loss)
+
+    record = json.loads((tmp_path / "kt_api" / "trial_0" / "aloss_tune.json").read_text())
+    first, second = record["execution_values"]
+    assert first != second and result.best_value == pytest.approx((first + second) / 2)
+    client = MlflowClient(uri)
+    (run,) = client.search_runs([client.get_experiment_by_name("kt_api").experiment_id],
+                                filter_string="tags.`aloss_tune.trial` = '0'")
+    assert run.data.metrics["objective"] == pytest.approx(result.best_value)
+    assert run.data.metrics["val_mae"] == pytest.approx(first)  # the first execution under plain names
+    assert run.data.metrics["execution_1/val_mae"] == pytest.approx(second)
+
+    tuner = result.study
+    model = tuner.get_best_models(1)[0]  # rebuilt by the HyperModel, best-epoch weights restored
+    assert aloss_tune.learned_values(model).keys() == {"alpha", "scale"}
+    best_hp = tuner.get_best_hyperparameters(1)[0].values
+    assert best_hp["loss.adaptive_barron.scale_init"] == result.best_params["loss.scale_init"]
+    assert best_hp["optimizer.learning_rate"] == result.best_params["optimizer.learning_rate"]
+
+
+def broken_builder(params: dict[str, Any]) -> keras.Model:
+    """A user's model builder with a bug: every trial fails."""
+    raise RuntimeError("deliberate failure in the model builder")
+
+
+def test_a_worker_stops_after_five_failed_trials_in_a_row(tmp_path: Path,
+                                                         caplog: pytest.LogCaptureFixture) -> None:
+    space = base_space("kt_failing", training={"epochs": 1}, search={"n_trials": 8})
+    result = aloss_tune.tune(space, backend="keras-tuner", build_model=broken_builder, tracking=False,
+                             directory=tmp_path)
+    assert result.counts == {"complete": 0, "failed": 5} and result.best_trial is None
+    assert "5 trials failed in a row" in caplog.text
+    record = json.loads((tmp_path / "kt_failing" / "trial_4" / "aloss_tune.json").read_text())
+    assert record["state"] == "failed"
+    assert record["error"] == "RuntimeError: deliberate failure in the model builder"
+    with pytest.raises(UsageError, match="no finished trial"):
+        kt_backend.best_summary("kt_failing", directory=tmp_path)
+
+
+# ------------------------------------------------------------------------------------- end to end
+@pytest.mark.slow
+def test_random_search_logs_parent_children_params_histories_and_statuses(
+        store: Store, random_study: dict[str, Any]) -> None:
+    assert random_study["first"].returncode == 130, random_study["first"].stderr[-3000:]
+    out = ok(random_study["second"])
+    assert "study 'kt_random' (keras-tuner): 3 complete, 0 failed" in out
+    assert f"aloss-tune best kt_random --backend keras-tuner --directory {store.projects}" in out
+    parent, children = store.runs("kt_random")
+    assert parent.info.status == "FINISHED" and parent.data.tags["aloss_tune.backend"] == "keras-tuner"
+    assert parent.data.tags["aloss_tune.best_trial"] in {"0", "1", "2"}
+    finished = [c for c in children if c.info.status == "FINISHED"]
+    assert sorted(c.info.run_name for c in finished) == ["trial-0", "trial-1", "trial-2"]
+    for child in finished:
+        loss = child.data.params["loss"]
+        assert logged_params(child) == expected_keys(random_study["space"], loss)
+        assert child.data.params["backend"] == "keras-tuner"
+        assert child.data.params["seed"] == str(1 + int(child.data.tags["aloss_tune.trial"]))
+        assert [step for step, _ in store.history(child, "val_mae")] == [0, 1]
+        assert [step for step, _ in store.history(child, "loss")] == [0, 1]
+        best_epoch = min(v for _, v in store.history(child, "val_mae"))
+        assert best_epoch == pytest.approx(child.data.metrics["objective"])
+        config = json.loads(store.artifact(child, "loss_config.json"))
+        assert config["params"]["loss"] == loss and config["keras"]["class_name"]
+
+
+@pytest.mark.slow
+def test_an_interrupted_search_resumes_without_redoing_finished_trials(store: Store,
+                                                                       random_study: dict[str, Any]) -> None:
+    # Build 3 was interrupted; the resumed search built one model, for that trial only.
+    assert len(random_study["builds_after_first"]) == 3
+    assert len(random_study["builds"]) == 4
+    project = random_study["project"]
+    for name, text in random_study["records_after_first"].items():
+        if name != "trial_2":
+            assert (project / name / "aloss_tune.json").read_text() == text  # finished trials untouched
+    _, children = store.runs("kt_random")
+    by_name: dict[str, list[Any]] = {}
+    for child in children:
+        by_name.setdefault(child.info.run_name, []).append(child)
+    assert {k: len(v) for k, v in by_name.items()} == {"trial-0": 1, "trial-1": 1, "trial-2": 2}
+    interrupted, retried = by_name["trial-2"]
+    assert interrupted.info.status == "FAILED" and retried.info.status == "FINISHED"
+    assert store.artifact(interrupted, "error.txt").startswith("interrupted")
+    assert interrupted.data.params == retried.data.params  # the same trial, retried
+    assert retried.data.tags["aloss_tune.retry_of"] == "2"
+    assert "aloss_tune.retry_of" not in interrupted.data.tags
+    statuses = {json.loads(p.read_text())["status"] for p in project.glob("trial_*/trial.json")}
+    assert statuses == {"COMPLETED"}
+
+
+def cli_main(*args: str) -> str:
+    """The CLI's own entry function, in this process (saves a subprocess start where one is not the point)."""
+    from aloss_tune.cli import main
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        code = main(list(args))
+    assert code == 0, out.getvalue()
+    return out.getvalue()
+
+
+@pytest.mark.slow
+def test_same_yaml_on_optuna_logs_the_same_params_keys(store: Store, random_study: dict[str, Any],
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.syspath_prepend(str(HERE))  # the space's builder is kt_test_models:counting_mlp
+    cli_main("tune", str(random_study["path"]), "--backend", "optuna", "--study", "kt_random_optuna",
+             "--n-trials", "2", "--quiet", "--storage", f"sqlite:///{store.root / 'optuna.db'}",
+             "--tracking-uri", store.uri)
+    _, optuna_children = store.runs("kt_random_optuna")
+    _, kt_children = store.runs("kt_random")
+    keys: dict[str, dict[str, set[str]]] = {"optuna": {}, "keras-tuner": {}}
+    for child in [*optuna_children, *kt_children]:
+        loss = child.data.params["loss"]
+        assert logged_params(child) == expected_keys(random_study["space"], loss)
+        keys[child.data.params["backend"]].setdefault(loss, set()).update(child.data.params)
+    for loss in set(keys["optuna"]) & set(keys["keras-tuner"]):
+        assert keys["optuna"][loss] == keys["keras-tuner"][loss]
+    assert {c.info.status for c in optuna_children} == {"FINISHED"}
+
+
+@pytest.mark.slow
+def test_bayesian_failed_trial_is_visible_and_the_best_loss_reloads_exactly(store: Store) -> None:
+    space = base_space("kt_bayes", loss={"choices": ["adaptive_barron"]},
+                       search={"tuner": "bayesian", "n_trials": 3, "seed": 0})
+    path = store.write_space(space)
+    out = ok(store.run(store.tune_args(path), ALOSS_TEST_BUILDS=str(store.root / "bayes.builds"),
+                       ALOSS_TEST_NAN_AT="2"))
+    assert "study 'kt_bayes' (keras-tuner): 2 complete, 1 failed" in out
+
+    parent, children = store.runs("kt_bayes")
+    states = {c.info.run_name: c.info.status for c in children}
+    assert states == {"trial-0": "FINISHED", "trial-1": "FAILED", "trial-2": "FINISHED"}
+    failed = next(c for c in children if c.info.status == "FAILED")
+    assert "the training loss is nan at epoch 0" in store.artifact(failed, "error.txt")
+    assert "TrialFailed" in failed.data.tags["aloss_tune.error"]
+    assert logged_params(failed) == expected_keys(space, "adaptive_barron")  # logged before it failed
+    assert [step for step, _ in store.history(failed, "loss")] == [0]
+    for child in children:
+        if child.info.status == "FINISHED":
+            for learned in ("alpha", "scale"):  # the adaptive loss's learned parameters, per epoch
+                assert [step for step, _ in store.history(child, learned)] == [0, 1]
+
+    best_number = int(parent.data.tags["aloss_tune.best_trial"])
+    best_run = next(c for c in children if c.info.run_name == f"trial-{best_number}")
+    logged_config = json.loads(store.artifact(best_run, "loss_config.json"))
+    shown = json.loads(cli_main("best", "kt_bayes", "--backend", "keras-tuner",
+                                "--directory", str(store.projects)))
+    assert shown["keras"] == logged_config["keras"] and shown["params"] == logged_config["params"]
+    assert shown["trial"] == best_number
+    assert shown["value"] == pytest.approx(parent.data.metrics["best_objective"])
+
+    loss = aloss_tune.load_best_loss("kt_bayes", backend="keras-tuner", directory=str(store.projects))
+    assert keras.saving.serialize_keras_object(loss) == logged_config["keras"]
+    from_mlflow = kt_backend.best_summary("kt_bayes", directory=store.root / "elsewhere",
+                                          tracking_uri=store.uri)
+    from_directory = kt_backend.best_summary("kt_bayes", directory=store.projects)
+    assert from_mlflow["number"] == from_directory["number"] == shown["trial"]
+    assert from_mlflow["params"] == from_directory["params"]
+    assert from_mlflow["loss_config"] == from_directory["loss_config"] == logged_config
+
+
+@pytest.mark.slow
+def test_hyperband_continues_its_best_trials_from_their_checkpoints(store: Store) -> None:
+    # max_epochs 3, factor 3: three 1-epoch trials, then the best continues for epochs 1-2.
+    space = base_space("kt_hyperband", model={"builder": "mlp"}, training={"epochs": 3},
+                       search={"tuner": "hyperband", "n_trials": 4, "seed": 0})
+    out = ok(store.run(store.tune_args(store.write_space(space))))
+    assert "study 'kt_hyperband' (keras-tuner): 4 complete, 0 failed" in out
+    _, children = store.runs("kt_hyperband")
+    runs = {c.info.run_name: c for c in children}
+    assert sorted(runs) == ["trial-0", "trial-1", "trial-2", "trial-3"]
+    assert {c.info.status for c in children} == {"FINISHED"}  # no pruning in Hyperband
+    for name in ("trial-0", "trial-1", "trial-2"):
+        assert [s for s, _ in store.history(runs[name], "val_mae")] == [0]
+    assert [s for s, _ in store.history(runs["trial-3"], "val_mae")] == [1, 2]
+    record = json.loads((store.projects / "kt_hyperband" / "trial_3" / "aloss_tune.json").read_text())
+    source = record["schedule"]["continues"]
+    assert record["schedule"] == {"epochs": 3, "initial_epoch": 1, "continues": source}
+    assert runs["trial-3"].data.params == {**runs[f"trial-{int(source)}"].data.params,
+                                            "seed": runs["trial-3"].data.params["seed"]}
+    best_first_round = min(runs[n].data.metrics["objective"] for n in ("trial-0", "trial-1", "trial-2"))
+    assert runs[f"trial-{int(source)}"].data.metrics["objective"] == best_first_round
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.mark.slow
+def test_distributed_chief_and_worker_on_one_machine(store: Store) -> None:
+    space = base_space("kt_dist", model={"builder": "mlp"}, search={"tuner": "random", "n_trials": 2})
+    args = store.tune_args(store.write_space(space))
+    distributed = {"KERASTUNER_ORACLE_IP": "127.0.0.1", "KERASTUNER_ORACLE_PORT": str(_free_port())}
+    chief = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=store.root,
+                             env=store.env(KERASTUNER_TUNER_ID="chief", **distributed))
+    try:
+        worker = store.run(args, timeout=300, KERASTUNER_TUNER_ID="tuner0", **distributed)
+        chief_out, chief_err = chief.communicate(timeout=120)
+    finally:
+        if chief.poll() is None:
+            chief.kill()
+            chief.communicate()
+    assert chief.returncode == 0, chief_err[-3000:]
+    worker_out = ok(worker)
+    assert "study 'kt_dist' (keras-tuner): 2 complete, 0 failed" in chief_out
+    assert "2 complete, 0 failed" in worker_out  # the trials this worker ran
+    for text in (chief_out, worker_out):  # KerasTuner's stray print of condition values is filtered
+        assert not {"mse", "huber"} & set(text.splitlines())
+    parent, children = store.runs("kt_dist")
+    assert sorted((c.info.run_name, c.info.status) for c in children) == [
+        ("trial-0", "FINISHED"), ("trial-1", "FINISHED")]
+    assert parent.data.tags["aloss_tune.best_trial"] in {"0", "1"}  # logged by the chief
+    project = store.projects / "kt_dist"
+    assert (project / "chief.json").exists() and (project / "tuner0.json").exists()
+    best = kt_backend.best_summary("kt_dist", directory=store.projects)
+    assert best["number"] == int(parent.data.tags["aloss_tune.best_trial"])
