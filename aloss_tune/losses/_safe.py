@@ -2,8 +2,9 @@
 
 Everything here is written so that *both* the value and the gradient stay finite for every finite input:
 
-* `expm1_sat` is ``expm1`` continued by its tangent line beyond ``exp(cap)`` with ``cap`` half the log of the
-  dtype's largest number, so ``exp`` can never overflow (in value or in gradient);
+* `expm1_sat` is ``expm1`` saturating smoothly beyond a cap (by default half the log of the dtype's
+  largest number), so ``exp`` can never overflow, in value or in gradient;
+* `expm1` has the derivative ``exp(u)`` on every backend (JAX's own cancels to 0 for ``u < log(eps)``);
 * `exprel_series` is the Taylor polynomial of ``expm1(u) / u``, which removes the ``1 / alpha`` of Barron's
   formula analytically near ``alpha = 0`` (no division by zero, the right derivative there);
 * every ``where`` gets inputs that are safe in *both* branches, because both branches are differentiated
@@ -55,22 +56,49 @@ def max_float(dtype: str) -> float:
 
 
 def exp_cap(dtype: str) -> float:
-    """``log(sqrt(max))``: past this argument `expm1_sat` grows linearly (44.4 for float32, 354.9 for float64)."""
+    """``log(sqrt(max))`` of ``dtype`` (44.4 for float32, 354.9 for float64): where results start to saturate."""
     return 0.5 * math.log(max_float(dtype))
 
 
-def expm1_sat(u: Any, dtype: str) -> Any:
-    """``expm1(u)``, continued linearly (value and slope matched, so C1) for ``u > cap``.
+@ops.custom_gradient
+def expm1(u: Any) -> Any:
+    """``expm1(u)`` whose derivative is computed as ``exp(u)``.
+
+    JAX differentiates ``expm1`` as ``expm1(u) + 1``, which cancels to exactly 0 once ``exp(u)`` drops below
+    the dtype's epsilon (``u < -16.6`` in float32): the small but non-zero gradients of bounded losses
+    (``alpha < 0``) at large residuals would vanish. TensorFlow already uses ``exp(u)``.
+    """
+
+    def grad(*args: Any, upstream: Any = None) -> Any:
+        if upstream is None:
+            (upstream,) = args
+        return upstream * ops.exp(u)
+
+    return ops.expm1(u), grad
+
+
+def expm1_sat(u: Any, cap: Any) -> Any:
+    """``expm1(u)``, saturating smoothly (C1: value and slope matched) for ``u > cap``.
 
     Formula:
-        ``expm1(min(u, cap)) + exp(cap) * max(u - cap, 0)`` with ``cap = log(sqrt(max_float))``.
+        ``expm1(u)`` for ``u <= cap``, else ``exp(cap) * (1 + cap - cap^2 / u) - 1``
 
-    Exact for ``u <= cap``; beyond, both the value (about ``sqrt(max) * (u - cap)``) and the derivative
-    (``exp(cap) = sqrt(max)``, about 1.8e19 in float32) stay finite, so neither the loss nor the gradients
-    overflow to ``inf`` or ``NaN`` for realistic inputs.
+    Exact up to the cap; beyond, the value rises towards ``(1 + cap) * exp(cap)`` with slope
+    ``exp(cap) * (cap / u)^2``, so the value, the derivative and the derivative times ``u`` all stay
+    bounded: no ``inf`` and no ``NaN`` in any chain rule downstream. The two pieces are selected with
+    ``where`` (not added) so that below the cap the large constant ``exp(cap)`` never meets a cotangent,
+    which could be large itself. ``cap`` (> 0) may be a number or a tensor broadcastable to ``u``; a caller
+    multiplying the result by ``k`` passes ``exp_cap(dtype) - log(k)``, so that saturation starts where the
+    *product* reaches ``sqrt(max_float)``.
     """
-    cap = exp_cap(dtype)
-    return ops.expm1(ops.minimum(u, cap)) + math.exp(cap) * ops.maximum(u - cap, 0.0)
+    if isinstance(cap, float):
+        grow, grow_m1 = math.exp(cap), math.expm1(cap)
+    else:
+        grow, grow_m1 = ops.exp(cap), ops.expm1(cap)
+    top = ops.maximum(u, cap)
+    # The ratio is formed first so that neither it nor its derivative can overflow.
+    saturated = grow_m1 + (grow * cap) * ((top - cap) / top)
+    return ops.where(u > cap, saturated, expm1(ops.minimum(u, cap)))
 
 
 def exprel_series(u: Any, dtype: str) -> Any:

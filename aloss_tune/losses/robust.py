@@ -22,10 +22,11 @@ Numerical notes (each fixes a measured defect of the reference implementation):
   positive) value at distance ``EPS_ALPHA2``.
 * ``alpha = +-inf``: the limits are selected with ``where`` from branches whose inputs are all finite, so no
   NaN reaches the gradient; ``d rho / d alpha = 0`` there (the limit of the derivative).
-* Overflow: ``exp`` is continued linearly past ``sqrt(max_float)`` (`expm1_sat`), so for ``alpha > 2`` values
-  and gradients stay finite instead of overflowing (the value saturates near ``1.8e19`` per unit of
-  exponent in float32). Below that point results are exact. ``z = (x / scale)^2`` itself overflows for
-  ``|x / scale| > sqrt(max_float)`` (1.8e19 in float32): such inputs are out of range.
+* Overflow: for ``alpha > 2`` the exponential saturates smoothly (`expm1_sat`, C1) from the point where
+  ``rho`` reaches ``sqrt(max_float)`` (1.8e19 in float32, 1.3e154 in float64) towards about ``45 * 1.8e19``
+  (float32), so values and gradients stay finite instead of overflowing to ``inf`` and ``NaN``; below that
+  point results are exact. ``z = (x / scale)^2`` itself overflows for ``|x / scale| > sqrt(max_float)``:
+  such inputs are out of range.
 * Precision: float64 inputs are computed in float64; 16-bit inputs in float32.
 """
 
@@ -41,6 +42,8 @@ from aloss_tune.losses._base import FINITE_POSITIVE, PACKAGE, Interval, Loss, al
 from aloss_tune.losses._safe import (
     EPS_ALPHA2,
     compute_dtype,
+    exp_cap,
+    expm1,
     exprel_series,
     exprel_threshold,
     expm1_sat,
@@ -52,10 +55,12 @@ __all__ = ["RobustLoss", "general_loss"]
 
 #: Any shape parameter, the infinities included (NaN excluded).
 ANY_ALPHA = Interval()
+#: Within this distance of 2 the loss is computed as ``(z + (b + z) * expm1((alpha - 2) / 2 * L)) / alpha``.
+NEAR_TWO = 0.2
 
 
 def _check_scale(scale: Any, owner: str) -> Any:
-    if is_scalar(scale):
+    if _is_number_like(scale):
         return FINITE_POSITIVE.check(owner, "scale", scale)
     return scale
 
@@ -98,13 +103,18 @@ def general_loss(x: Any, alpha: Any, scale: Any = 1.0) -> Any:
     dtype = compute_dtype(x)
     x = ops.cast(x, dtype)
     scale = _check_scale(scale, "general_loss")
-    if is_scalar(scale):
+    if _is_number_like(scale):
         z = ops.square(x / scale)
     else:
         z = ops.square(x / ops.cast(scale, dtype))
-    if is_scalar(alpha):
+    if _is_number_like(alpha):
         return _rho_fixed(z, ANY_ALPHA.check("general_loss", "alpha", alpha), dtype)
     return _rho_tensor(z, ops.cast(alpha, dtype), dtype)
+
+
+def _is_number_like(value: Any) -> bool:
+    """A scalar known when tracing, or something that can only be a (bad) scalar: validated, not cast."""
+    return is_scalar(value) or value is None or isinstance(value, (str, bytes, bool))
 
 
 def _log1p_ratio(z: Any, b: Any, dtype: str) -> Any:
@@ -123,41 +133,64 @@ def _rho_fixed(z: Any, alpha: float, dtype: str) -> Any:
     if alpha == -2.0:
         return 2.0 * z / (z + 4.0)
     if alpha == -math.inf:
-        return -ops.expm1(-0.5 * z)
+        return -expm1(-0.5 * z)
     if alpha == math.inf:
-        return expm1_sat(0.5 * z, dtype)
+        return expm1_sat(0.5 * z, exp_cap(dtype))
     b = abs(alpha - 2.0)
     log_term = _log1p_ratio(z, b, dtype) if b < 1.0 else ops.log1p(z / b)
-    # |u| = |alpha| * log_term / 2 stays below the series threshold for every representable z:
-    # evaluate exprel by its series alone (no 1 / alpha, no underflow of alpha / 2).
+    if b < NEAR_TWO:
+        # (z + (b + z) * expm1((alpha - 2) / 2 * L)) / alpha: the exponent is small (|.| < 0.1 * L), nothing
+        # cancels and nothing overflows for z below the largest float.
+        return (z + (z + b) * ops.expm1((0.5 * (alpha - 2.0)) * log_term)) / alpha
     if abs(alpha) < _tiny_alpha(dtype):
+        # |u| = |alpha| * L / 2 is within the exprel series' range for every representable z: no 1 / alpha.
         return (0.5 * b) * log_term * exprel_series((0.5 * alpha) * log_term, dtype)
     u = (0.5 * alpha) * log_term
-    return (b / alpha) * (expm1_sat(u, dtype) if alpha > 2.0 else ops.expm1(u))
+    factor = b / alpha
+    if alpha < 0.0:  # u < 0: the gradient exp(u) may be tiny, keep it exact
+        return factor * expm1(u)
+    if alpha < 2.0:  # 0 < u < log1p(z / b): no overflow possible
+        return factor * ops.expm1(u)
+    return factor * expm1_sat(u, exp_cap(dtype) - math.log(factor))
 
 
 def _rho_tensor(z: Any, alpha: Any, dtype: str) -> Any:
     """``rho`` for a tensor ``alpha``: exact and differentiable (in ``x``, ``alpha`` and ``scale``) everywhere.
 
-    ``alpha``-only quantities are computed on ``alpha``'s own (usually small) shape and broadcast once.
+    Three forms share one ``log1p`` and one ``expm1`` per element; the choice between them depends on ``alpha``
+    alone, so the masks and coefficients are computed on ``alpha``'s own (usually small) shape:
+
+    * ``|alpha - 2| < NEAR_TWO``: ``(z + (b + z) * expm1((alpha - 2) / 2 * L)) / alpha`` (exact at 2, no
+      amplified rounding from a large exponent);
+    * ``|alpha| < tiny``: ``(b / 2) * L * exprel(alpha / 2 * L)`` by its series (no ``1 / alpha``);
+    * otherwise ``(b / alpha) * expm1(alpha / 2 * L)``, whose gradient has no cancellation even where it
+      is exponentially small (Welsch-like tails); ``alpha = +-inf`` takes its limit ``+-expm1(+-z / 2)``.
     """
     is_inf = ops.isinf(alpha)
     finite_alpha = ops.where(is_inf, 1.0, alpha)  # a safe stand-in where alpha is infinite
-    b = ops.maximum(ops.abs(finite_alpha - 2.0), EPS_ALPHA2)
-    # Where |alpha| < tiny, |u| stays below the series threshold for every representable z: rho is the
-    # series form 0.5 * b * L * exprel(u), free of 1 / alpha. Elsewhere (b / alpha) * expm1(u), whose
-    # gradient has no cancellation even where it is exponentially small (Welsch-like tails).
+    delta = finite_alpha - 2.0
+    b = ops.maximum(ops.abs(delta), EPS_ALPHA2)
     tiny = _tiny_alpha(dtype)
     is_tiny = ops.abs(finite_alpha) < tiny
+    near_two = ops.abs(delta) < NEAR_TWO
     safe_alpha = ops.where(is_tiny, tiny, finite_alpha)
     factor = ops.where(is_inf, ops.sign(alpha), b / safe_alpha)
-    half_alpha = 0.5 * finite_alpha
+    # The exponent per unit of L, and where to saturate: where |factor| * exp(.) reaches sqrt(max_float)
+    # (not exp(.) alone: factor is about 1e-10 next to alpha = 2).
+    coef = 0.5 * ops.where(near_two, delta, finite_alpha)
+    cap = ops.where(near_two, exp_cap(dtype), exp_cap(dtype) - ops.log(ops.abs(factor)))
+    # Both general forms as rho = ((z + b) * g1 + g2) * e + z * g1, with the per-alpha weights
+    # (g1, g2) = (1 / alpha, 0) near 2 and (0, b / alpha) elsewhere: no element-wise select, and no
+    # unused branch whose overflow could turn a zero cotangent into NaN.
+    inv_alpha_near = ops.where(near_two, 1.0 / safe_alpha, 0.0)
+    factor_far = ops.where(near_two, 0.0, factor)
     log_term = _log1p_ratio(z, b, dtype)
     # alpha -> +-inf: (alpha / 2) * log1p(z / b) -> +-z / 2 (and the factor b / alpha -> +-1).
-    u = ops.where(is_inf, (0.5 * ops.sign(alpha)) * z, half_alpha * log_term)
-    u_tiny = ops.where(is_tiny, u, 0.0)
-    series = (0.5 * b) * log_term * exprel_series(u_tiny, dtype)
-    return ops.where(is_tiny, series, factor * expm1_sat(u, dtype))
+    exponent = ops.where(is_inf, (0.5 * ops.sign(alpha)) * z, coef * log_term)
+    e = expm1_sat(exponent, cap)
+    general = ((z + b) * inv_alpha_near + factor_far) * e + z * inv_alpha_near
+    series = (0.5 * b) * log_term * exprel_series(ops.where(is_tiny, exponent, 0.0), dtype)
+    return ops.where(is_tiny, series, general)
 
 
 def _tiny_alpha(dtype: str) -> float:
