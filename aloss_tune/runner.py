@@ -178,6 +178,21 @@ def run_trial(ctx: TrialContext, params: Mapping[str, Any], *, seed: int,
     Raises `TrialFailed` if the loss becomes non-finite or the objective metric is missing; any exception a
     reporter raises (a backend's prune signal) propagates unchanged.
     """
+    return train(ctx, params, seed=seed, reporters=reporters, epochs=epochs, initial_epoch=initial_epoch,
+                 callbacks=callbacks)[1]
+
+
+def train(ctx: TrialContext, params: Mapping[str, Any], *, seed: int,
+          reporters: Sequence[Reporter] = (), epochs: int | None = None, initial_epoch: int = 0,
+          callbacks: Sequence[keras.callbacks.Callback] = ()) -> tuple[keras.Model, TrialOutcome]:
+    """`run_trial`, also returning the trained model (with early stopping, its best epoch's weights).
+
+    With a trial's params and seed (``seed + trial number``) this retrains that trial's model, e.g. to
+    evaluate a study's best trial on held-out test data::
+
+        model, outcome = train(ctx, best_params, seed=best_seed)
+        predictions = model.predict(ctx.data.x_test)
+    """
     keras.backend.clear_session()
     keras.utils.set_random_seed(seed)
     model, loss = build_trial_model(ctx, params)
@@ -205,10 +220,11 @@ def run_trial(ctx: TrialContext, params: Mapping[str, Any], *, seed: int,
     value = min(finite) if mode == "min" else max(finite)
     learned_names = set(flatten_learned(learned_values(model)))
     learned = {k: v for k, v in history.items() if k in learned_names}
-    return TrialOutcome(
+    outcome = TrialOutcome(
         value=float(value), history=history, loss_config=loss_config(params, loss), learned=learned,
         epochs=len(series),
     )
+    return model, outcome
 
 
 def loss_config(params: Mapping[str, Any], loss: keras.losses.Loss | None = None) -> dict[str, Any]:

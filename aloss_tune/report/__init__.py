@@ -1,0 +1,17 @@
+"""Study reports: figures, a trials table and a one-page summary, for MLflow and for people without it.
+
+::
+
+    aloss-tune report robust_regression --format html --out report/
+
+    from aloss_tune import report
+    report.write_report("robust_regression", "report/", storage="sqlite:///aloss_tune.db")
+
+A study writes the same artifacts on its MLflow parent run when it ends (`study_artifacts_dir`). Importing
+this package is cheap: optuna, matplotlib and Keras load only when a report is written.
+"""
+
+from aloss_tune.report._artifacts import load_study, study_artifacts_dir, write_artifacts, write_report
+from aloss_tune.report._cli import add_cli
+
+__all__ = ["add_cli", "load_study", "study_artifacts_dir", "write_artifacts", "write_report"]

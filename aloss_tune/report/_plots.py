@@ -1,0 +1,411 @@
+"""The study's figures, drawn with matplotlib's object API on the Agg canvas (headless; no pyplot state).
+
+Every figure has the same size (`FIGSIZE` at `DPI`, i.e. `PIXELS`), so the MLflow preview and the report
+page look alike. A figure that cannot say anything yet (no complete trial) is drawn as a short message
+rather than left out, so that the user sees why it is empty.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from aloss_tune.report._study import StudyData
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+
+    from aloss_tune.report._shape import Shape
+
+FIGSIZE = (9.0, 5.5)
+DPI = 100
+PIXELS = (int(FIGSIZE[0] * DPI), int(FIGSIZE[1] * DPI))
+_MAX_PARALLEL_AXES = 9
+
+
+# ----------------------------------------------------------------------------------------------- helpers
+def new_figure(ncols: int = 1, nrows: int = 1, **kwargs: Any) -> tuple[Figure, Any]:
+    """A figure of the standard size with a grid of axes, using the Agg canvas."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=FIGSIZE, dpi=DPI, layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(nrows, ncols, squeeze=False, **kwargs)
+    return fig, axes
+
+
+def save(fig: Figure, path: Path) -> Path:
+    """Write ``fig`` as a PNG of exactly `PIXELS` (no tight bounding box, which would change the size)."""
+    fig.savefig(path, dpi=DPI, format="png")
+    return path
+
+
+def message_figure(path: Path, title: str, message: str) -> Path:
+    """A figure holding only a title and a short explanation."""
+    fig, axes = new_figure()
+    ax = axes[0][0]
+    ax.set_axis_off()
+    ax.set_title(title)
+    ax.text(0.5, 0.5, message, ha="center", va="center", wrap=True, fontsize=12, transform=ax.transAxes)
+    return save(fig, path)
+
+
+def family_colors(data: StudyData) -> dict[str, Any]:
+    """One stable color per loss family, in the order of the space's choices."""
+    from matplotlib import colormaps
+
+    names = list(dict.fromkeys([*data.losses, *(t.loss for t in data.trials)]))
+    palette = colormaps["tab10"].colors
+    return {name: palette[i % len(palette)] for i, name in enumerate(names)}
+
+
+def _value_limits(values: Sequence[float], baseline: float | None, minimize: bool) -> tuple[float, float]:
+    """Axis limits for objective values that keep the good end visible when a few trials are far off."""
+    points = sorted(values)
+    if baseline is not None:
+        points_with = sorted([*points, baseline])
+    else:
+        points_with = points
+    lo, hi = points_with[0], points_with[-1]
+    if len(points) >= 5:
+        q_lo, q_hi = np.quantile(points, [0.1, 0.9])
+        span = max(q_hi - q_lo, 1e-12)
+        # Clip only the bad end, and only when it is far away: a diverged trial would flatten the rest.
+        if minimize and hi > q_hi + 3 * span:
+            hi = max(q_hi + span, baseline if baseline is not None else -math.inf)
+        if not minimize and lo < q_lo - 3 * span:
+            lo = min(q_lo - span, baseline if baseline is not None else math.inf)
+    pad = 0.06 * (hi - lo) if hi > lo else (abs(hi) * 0.05 or 1.0)
+    return lo - pad, hi + pad
+
+
+def _clip_markers(ax: Axes, xs: Sequence[float], ys: Sequence[float], limits: tuple[float, float]) -> None:
+    """Mark points outside the value axis at its edge."""
+    lo, hi = limits
+    for x, y in zip(xs, ys, strict=True):
+        if y > hi:
+            ax.plot([x], [hi], marker="^", color="0.4", markersize=7, clip_on=False)
+        elif y < lo:
+            ax.plot([x], [lo], marker="v", color="0.4", markersize=7, clip_on=False)
+
+
+def _baseline(ax: Axes, data: StudyData) -> None:
+    """The dead-trial bar: the objective of a constant prediction."""
+    if data.baseline is None:
+        return
+    what = "predict the training median" if data.task == "regression" else "a constant prediction"
+    ax.axhline(data.baseline, color="crimson", linestyle="--", linewidth=1.2, label=f"baseline: {what}")
+
+
+# ----------------------------------------------------------------------------------------------- figures
+def plot_history(data: StudyData, path: Path) -> Path:
+    """Objective of every finished trial by trial number, colored by loss family, with the best so far."""
+    done = [t for t in data.trials if t.value is not None and t.state in ("complete", "pruned")]
+    if not done:
+        return message_figure(path, f"{data.name}: optimization history", "No finished trial yet.")
+    fig, axes = new_figure()
+    ax = axes[0][0]
+    colors = family_colors(data)
+    complete = [t for t in done if t.complete]
+    limits = _value_limits([t.value for t in done], data.baseline, data.minimize)  # type: ignore[misc]
+    for name in colors:
+        rows = [t for t in complete if t.loss == name]
+        if rows:
+            ax.scatter([t.number for t in rows], [t.value for t in rows], color=colors[name], s=36,
+                       label=name, zorder=3, edgecolors="white", linewidths=0.5)
+    pruned = [t for t in done if t.state == "pruned"]
+    if pruned:
+        ax.scatter([t.number for t in pruned], [t.value for t in pruned], marker="x", color="0.55", s=30,
+                   label="pruned (last value)", zorder=2)
+    dead = [t for t in complete if t.dead]
+    if dead:
+        ax.scatter([t.number for t in dead], [t.value for t in dead], facecolors="none", edgecolors="crimson",
+                   s=110, linewidths=1.2, label="dead (no better than baseline)", zorder=4)
+    if complete:
+        numbers, best_so_far, best = [], [], None
+        for t in sorted(complete, key=lambda r: r.number):
+            if best is None or data.better(t.value, best):  # type: ignore[arg-type]
+                best = t.value
+            numbers.append(t.number)
+            best_so_far.append(best)
+        ax.step(numbers, best_so_far, where="post", color="black", linewidth=1.5, label="best so far",
+                zorder=2)
+    _baseline(ax, data)
+    _clip_markers(ax, [t.number for t in done], [t.value for t in done], limits)  # type: ignore[misc]
+    ax.set_ylim(*limits)
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("trial")
+    ax.set_ylabel(f"{data.metric} ({data.direction})")
+    ax.set_title(f"{data.name}: optimization history")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="best", fontsize=8)
+    return save(fig, path)
+
+
+def plot_importances(data: StudyData, importances: Mapping[str, float] | None, path: Path,
+                     reason: str = "") -> Path:
+    """Horizontal bars of the parameters' importances (Optuna's default evaluator, normalised to sum 1)."""
+    title = f"{data.name}: parameter importances"
+    if not importances:
+        return message_figure(path, title, reason or "Not enough complete trials to rank the parameters.")
+    fig, axes = new_figure()
+    ax = axes[0][0]
+    items = sorted(((k, v) for k, v in importances.items() if math.isfinite(v)), key=lambda kv: kv[1])[-15:]
+    if not items:
+        return message_figure(path, title, reason or "Optuna could not rank the parameters.")
+    names = [k for k, _ in items]
+    values = [float(v) for _, v in items]
+    bars = ax.barh(range(len(items)), values, color="steelblue")
+    ax.set_yticks(range(len(items)), names, fontsize=9)
+    for bar, value in zip(bars, values, strict=True):
+        ax.text(bar.get_width(), bar.get_y() + bar.get_height() / 2, f" {value:.2f}", va="center",
+                fontsize=8)
+    ax.set_xlim(0, max(values + [1e-9]) * 1.15)
+    ax.set_xlabel(f"importance for {data.metric} (sums to 1)")
+    ax.set_title(title)
+    ax.grid(axis="x", alpha=0.3)
+    return save(fig, path)
+
+
+def plot_by_family(data: StudyData, path: Path) -> Path:
+    """Box and strip plot of the complete trials' objective per loss family, best family first."""
+    title = f"{data.name}: {data.metric} by loss family"
+    families = [f for f in data.families() if f.complete]
+    if not families:
+        return message_figure(path, title, "No complete trial yet.")
+    fig, axes = new_figure()
+    ax = axes[0][0]
+    colors = family_colors(data)
+    values = [[t.value for t in data.complete if t.loss == f.loss] for f in families]
+    ax.boxplot(values, positions=range(len(families)), widths=0.5, showfliers=False,
+               medianprops={"color": "black"}, boxprops={"color": "0.4"}, whiskerprops={"color": "0.4"},
+               capprops={"color": "0.4"})
+    rng = np.random.default_rng(0)
+    flat = [v for group in values for v in group]
+    limits = _value_limits(flat, data.baseline, data.minimize)  # type: ignore[arg-type]
+    for i, family in enumerate(families):
+        rows = [t for t in data.complete if t.loss == family.loss]
+        xs = i + rng.uniform(-0.15, 0.15, size=len(rows))
+        ax.scatter(xs, [t.value for t in rows], color=colors[family.loss], s=28, zorder=3, alpha=0.85,
+                   edgecolors="white", linewidths=0.5)
+        dead = [(x, t.value) for x, t in zip(xs, rows, strict=True) if t.dead]
+        if dead:
+            ax.scatter([d[0] for d in dead], [d[1] for d in dead], marker="x", color="crimson", s=40,
+                       zorder=4)
+        _clip_markers(ax, list(xs), [t.value for t in rows], limits)  # type: ignore[misc]
+    labels = [f"{f.loss}\nn={f.complete}" + (f", dead={f.dead}" if f.dead else "") for f in families]
+    ax.set_xticks(range(len(families)), labels, fontsize=9)
+    _baseline(ax, data)
+    ax.set_ylim(*limits)
+    ax.set_ylabel(f"{data.metric} ({data.direction})")
+    ax.set_title(title)
+    ax.grid(axis="y", alpha=0.3)
+    if data.baseline is not None:
+        ax.legend(loc="best", fontsize=8)
+    return save(fig, path)
+
+
+def _axis_position(value: Any, dist: Any) -> float:
+    """A param value on [0, 1] along its distribution (log scale where the search was)."""
+    from optuna.distributions import CategoricalDistribution
+
+    if isinstance(dist, CategoricalDistribution):
+        choices = list(dist.choices)
+        return choices.index(value) / max(len(choices) - 1, 1) if value in choices else math.nan
+    low, high = float(dist.low), float(dist.high)
+    v = float(value)
+    if getattr(dist, "log", False):
+        low, high, v = math.log(low), math.log(high), math.log(v)
+    return 0.5 if high <= low else (v - low) / (high - low)
+
+
+def _axis_ticks(dist: Any) -> list[tuple[float, str]]:
+    """``(position, text)`` labels of one axis: every choice of a categorical, the bounds of a range."""
+    from optuna.distributions import CategoricalDistribution
+
+    if isinstance(dist, CategoricalDistribution):
+        choices = list(dist.choices)
+        return [(_axis_position(c, dist), str(c)) for c in choices]
+    return [(0.0, f"{dist.low:.3g}"), (1.0, f"{dist.high:.3g}")]
+
+
+def plot_parallel(data: StudyData, importances: Mapping[str, float] | None, path: Path) -> Path:
+    """Parallel coordinates: one line per complete trial through its params (most important first) and its
+    objective, colored by the objective; a trial's line skips the axes of params it did not have (those of
+    another loss family)."""
+    from matplotlib import colormaps
+    from matplotlib.colors import Normalize
+
+    title = f"{data.name}: parallel coordinates"
+    done = data.complete
+    if not done:
+        return message_figure(path, title, "No complete trial yet.")
+    dists: dict[str, Any] = {}
+    for t in done:
+        for name, dist in t.distributions.items():
+            dists.setdefault(name, dist)
+    order = sorted(dists, key=lambda n: (-(importances or {}).get(n, -1.0), n))
+    if "loss" in order:
+        order.remove("loss")
+        order.insert(0, "loss")
+    names = order[:_MAX_PARALLEL_AXES]
+    fig, axes = new_figure()
+    ax = axes[0][0]
+    values = np.array([t.value for t in done], dtype="float64")
+    lo, hi = float(values.min()), float(values.max())
+    norm = Normalize(vmin=lo, vmax=hi if hi > lo else lo + 1.0)
+    cmap = colormaps["viridis_r" if data.minimize else "viridis"]
+    n_axes = len(names) + 1
+    ranked = sorted(done, key=lambda t: t.value if not data.minimize else -t.value)  # best drawn last
+    best = data.best
+    for t in ranked:
+        ys = [_axis_position(t.search_params[n], dists[n]) if n in t.search_params else math.nan
+              for n in names]
+        ys.append(0.5 if hi <= lo else (t.value - lo) / (hi - lo))  # type: ignore[operator]
+        is_best = best is not None and t.number == best.number
+        xs = [i for i, y in enumerate(ys) if not math.isnan(y)]  # skip the axes of other families' params
+        ax.plot(xs, [ys[i] for i in xs], color="crimson" if is_best else cmap(norm(t.value)),
+                linewidth=2.6 if is_best else 1.2, alpha=1.0 if is_best else 0.75, marker="o", markersize=3,
+                zorder=3 if is_best else 2)
+    for i in range(n_axes):
+        ax.axvline(i, color="0.3", linewidth=0.8, zorder=1)
+    labels = [*names, data.metric]
+    wrapped = [label.replace(".", ".\n", 1) if len(label) > 14 else label for label in labels]
+    ax.set_xticks(range(n_axes), wrapped, fontsize=8)
+    ticks = [_axis_ticks(dists[n]) for n in names] + [[(0.0, f"{lo:.4g}"), (1.0, f"{hi:.4g}")]]
+    for i, labels_of_axis in enumerate(ticks):
+        for position, text in labels_of_axis:
+            ax.text(i - 0.03, position, text, ha="right", va="center", fontsize=7, color="0.25",
+                    bbox={"facecolor": "white", "edgecolor": "none", "alpha": 0.7, "pad": 0.5})
+    ax.set_ylim(-0.05, 1.05)
+    ax.set_yticks([])
+    ax.set_xlim(-0.6, n_axes - 0.8)
+    colorbar = fig.colorbar(_mappable(cmap, norm), ax=ax, pad=0.01)
+    colorbar.set_label(data.metric)
+    shown = f"; top {len(names)} of {len(dists)} params by importance" if len(dists) > len(names) else ""
+    best_text = f"; red: the best trial ({best.number})" if best is not None else ""
+    ax.set_title(f"{title} ({len(done)} complete trials{best_text}{shown})", fontsize=10)
+    return save(fig, path)
+
+
+def _mappable(cmap: Any, norm: Any) -> Any:
+    from matplotlib.cm import ScalarMappable
+
+    mappable = ScalarMappable(norm=norm, cmap=cmap)
+    mappable.set_array([])
+    return mappable
+
+
+def plot_loss_shape(data: StudyData, shape: Shape | None, path: Path, reason: str = "") -> Path:
+    """The best loss's rho and psi beside its references (MSE and MAE, or cross-entropy)."""
+    title = f"{data.name}: shape of the best loss"
+    if shape is None:
+        return message_figure(path, title, reason or "No complete trial yet.")
+    fig, axes = new_figure(ncols=2)
+    ax_rho, ax_psi = axes[0]
+    case_styles = {"": "-", "y=1": "-", "y=0": "--"}
+    reference_case_styles = {"y=1": ":", "y=0": "-."}
+    references = 0
+    for curve in shape.curves:
+        if curve.reference:
+            color, width = ("0.3", "0.55")[references % 2], 1.4
+            plain_style = (":", "-.")[references % 2]
+            references += 1
+        else:
+            color, width, plain_style = "crimson", 2.2, "-"
+        for case in curve.rho:
+            if not case:
+                style = plain_style
+            else:
+                style = reference_case_styles[case] if curve.reference else case_styles[case]
+            suffix = f" [{case}]" if case else ""
+            ax_rho.plot(shape.x, curve.rho[case], linestyle=style, color=color, linewidth=width,
+                        label=f"{curve.label}{suffix}")
+            ax_psi.plot(shape.x, curve.psi[case], linestyle=style, color=color, linewidth=width)
+    if shape.task == "regression":
+        for ax in (ax_rho, ax_psi):
+            for sign in (-1, 1):
+                ax.axvline(sign * shape.spread, color="0.75", linewidth=0.8, linestyle="--")
+            ax.axhline(0, color="0.75", linewidth=0.8)
+        ax_psi.set_ylim(-1.08, 1.08)
+    else:
+        # Log scale: class weights multiply a curve (a constant offset here) and focusing terms bend it.
+        for ax, series in ((ax_rho, "rho"), (ax_psi, "psi")):
+            top = max(float(np.nanmax(getattr(c, series)[k])) for c in shape.curves for k in c.rho)
+            ax.set_yscale("log")
+            ax.set_ylim(1e-3, max(top * 1.5, 1e-2))
+    ax_rho.set_xlabel(shape.x_label, fontsize=9)
+    ax_psi.set_xlabel(shape.x_label, fontsize=9)
+    ax_rho.set_ylabel(shape.rho_label, fontsize=9)
+    ax_psi.set_ylabel(shape.psi_label, fontsize=9)
+    ax_rho.set_title("rho: the loss", fontsize=10)
+    ax_psi.set_title("psi: the influence of one example", fontsize=10)
+    for ax in (ax_rho, ax_psi):
+        ax.grid(alpha=0.3)
+    ax_rho.legend(loc="best", fontsize=8)
+    subtitle = shape.curves[0].label + ("; " + "; ".join(shape.notes) if shape.notes else "")
+    fig.suptitle(f"{title}\n{subtitle}", fontsize=10)
+    return save(fig, path)
+
+
+def plot_learned(data: StudyData, path: Path) -> Path | None:
+    """Per-epoch trajectories of the learned loss parameters (alpha, scale, ...) of adaptive trials.
+
+    Returns ``None`` (and writes nothing) when no trial learned anything.
+    """
+    from matplotlib.ticker import MaxNLocator
+
+    trials = data.adaptive()
+    if not trials:
+        return None
+    groups: dict[str, list[str]] = {}
+    for t in trials:
+        for key in t.learned:
+            base = key.split(".", 1)[0]
+            groups.setdefault(base, [])
+            if key not in groups[base]:
+                groups[base].append(key)
+    bases = sorted(groups, key=lambda b: (b != "alpha", b != "scale", b))
+    fig, axes = new_figure(ncols=len(bases))
+    best = data.best
+    best_adaptive = min((t for t in trials if t.complete and t.value is not None),
+                        key=lambda t: t.value if data.minimize else -t.value, default=None)  # type: ignore
+    highlight = best.number if best is not None and best.learned else (
+        best_adaptive.number if best_adaptive is not None else None)
+    for ax, base in zip(axes[0], bases, strict=True):
+        for t in trials:
+            for key in groups[base]:
+                series = t.learned.get(key)
+                if not series:
+                    continue
+                epochs = np.arange(1, len(series) + 1)
+                if t.number == highlight:
+                    ax.plot(epochs, series, color="crimson", linewidth=2.2, marker="o", markersize=3,
+                            label=f"trial {t.number}{'' if key == base else ' ' + key}", zorder=3)
+                else:
+                    ax.plot(epochs, series, color="0.55" if t.state != "pruned" else "0.8", linewidth=1.0,
+                            alpha=0.8)
+        values = [v for t in trials for key in groups[base] for v in t.learned.get(key, ())]
+        if values and min(values) > 0 and max(values) / min(values) > 20:
+            ax.set_yscale("log")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        if base == "scale" and data.task == "regression":
+            ax.axhline(data.target_scale, color="0.5", linestyle=":", linewidth=1,
+                       label=f"target robust spread {data.target_scale:.3g}")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(base)
+        ax.set_title(f"learned {base}", fontsize=10)
+        ax.grid(alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(loc="best", fontsize=8)
+    fig.suptitle(f"{data.name}: learned loss parameters of {len(trials)} adaptive trial(s) "
+                 "(red: the best of them)", fontsize=10)
+    return save(fig, path)

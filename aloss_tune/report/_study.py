@@ -1,0 +1,302 @@
+"""What a report needs from a study, read once from Optuna's storage (no MLflow, no Keras, no plotting).
+
+Every trial of an aloss-tune study carries its flat params, loss config and per-epoch history as user
+attributes (see `aloss_tune.backends.optuna`); the study carries its objective, the target's robust spread
+and the *baseline*: the objective of predicting the training median (regression) or the class prior
+(classification). A finished trial whose objective is no better than that baseline learned nothing: it is
+counted as **dead**.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import statistics
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import optuna
+
+from aloss_tune.backends.optuna import CONFIG_ATTR, ERROR_ATTR, HISTORY_ATTR, PARAMS_ATTR, RUN_ATTR, SEED_ATTR
+
+# Names the runner logs per epoch that are metrics, not learned loss parameters.
+_METRIC_NAMES = frozenset({"loss", "mae", "mse", "rmse", "auc", "pr_auc", "accuracy", "learning_rate"})
+_CLASSIFICATION_METRICS = frozenset({"auc", "pr_auc", "accuracy"})
+
+
+@dataclass(frozen=True)
+class TrialRow:
+    """One trial as the report sees it.
+
+    Attributes:
+        number: the trial number.
+        state: ``complete``, ``pruned``, ``failed``, ``running`` or ``waiting``.
+        value: the objective (for a pruned trial, its last reported value), or ``None``.
+        loss: the loss factory name (the family).
+        params: the flat params dict (``loss.delta``, ``model.units``, ...).
+        search_params: the backend's own params (``loss.huber.delta``) with their distributions.
+        history: per-epoch values, metrics and learned loss parameters.
+        learned: the learned loss parameters' per-epoch values (``alpha``, ``scale``, ``alpha.0``, ...).
+        dead: a complete trial whose objective is no better than the baseline.
+    """
+
+    number: int
+    state: str
+    value: float | None
+    loss: str
+    params: Mapping[str, Any]
+    search_params: Mapping[str, Any]
+    distributions: Mapping[str, Any]
+    history: Mapping[str, Sequence[float]]
+    learned: Mapping[str, Sequence[float]]
+    loss_config: Mapping[str, Any] | None
+    seed: int | None
+    duration_s: float | None
+    epochs: int
+    error: str | None
+    run_id: str | None
+    dead: bool = False
+
+    @property
+    def complete(self) -> bool:
+        return self.state == "complete"
+
+    @property
+    def final_learned(self) -> dict[str, float]:
+        """The learned parameters' last values (``{"alpha": 0.8, "scale": 12.0}``)."""
+        return {k: float(v[-1]) for k, v in self.learned.items() if v}
+
+
+@dataclass(frozen=True)
+class FamilySummary:
+    """The results of one loss family (all trials that used one loss factory)."""
+
+    loss: str
+    trials: int
+    complete: int
+    pruned: int
+    failed: int
+    dead: int
+    best: float | None
+    median: float | None
+    best_trial: int | None
+
+
+@dataclass(frozen=True)
+class StudyData:
+    """A study, read once: its settings, every trial, and what the report derives from them."""
+
+    name: str
+    metric: str
+    direction: str
+    baseline: float | None
+    target_scale: float
+    task: str
+    losses: tuple[str, ...]
+    trials: tuple[TrialRow, ...]
+    space: Mapping[str, Any] = field(default_factory=dict)
+
+    # ------------------------------------------------------------------------------------------ derived
+    @property
+    def complete(self) -> list[TrialRow]:
+        return [t for t in self.trials if t.complete and t.value is not None and math.isfinite(t.value)]
+
+    @property
+    def counts(self) -> dict[str, int]:
+        """Trials per state, plus ``dead`` (complete trials no better than the baseline)."""
+        out = {"complete": 0, "pruned": 0, "failed": 0, "running": 0, "waiting": 0}
+        for t in self.trials:
+            out[t.state] = out.get(t.state, 0) + 1
+        out["dead"] = sum(t.dead for t in self.trials)
+        return {k: v for k, v in out.items() if v or k in ("complete", "pruned", "failed", "dead")}
+
+    @property
+    def best(self) -> TrialRow | None:
+        """The best complete trial, or ``None``."""
+        done = self.complete
+        if not done:
+            return None
+        key = (lambda t: t.value) if self.minimize else (lambda t: -t.value)  # type: ignore[operator]
+        return min(done, key=key)
+
+    @property
+    def minimize(self) -> bool:
+        return self.direction == "minimize"
+
+    def better(self, a: float, b: float) -> bool:
+        """Whether objective value ``a`` is strictly better than ``b``."""
+        return a < b if self.minimize else a > b
+
+    def ranked(self) -> list[TrialRow]:
+        """Complete trials, best first."""
+        return sorted(self.complete, key=lambda t: t.value if self.minimize else -t.value)  # type: ignore
+
+    def families(self) -> list[FamilySummary]:
+        """One summary per loss family, best family first (families without a complete trial last)."""
+        names = list(self.losses) + sorted({t.loss for t in self.trials} - set(self.losses))
+        out = []
+        for name in names:
+            rows = [t for t in self.trials if t.loss == name]
+            if not rows:
+                continue
+            values = [t.value for t in rows if t.complete and t.value is not None and math.isfinite(t.value)]
+            best_row = None
+            if values:
+                pick = min if self.minimize else max
+                best_value = pick(values)
+                best_row = next(t for t in rows if t.complete and t.value == best_value)
+            out.append(FamilySummary(
+                loss=name, trials=len(rows), complete=sum(t.complete for t in rows),
+                pruned=sum(t.state == "pruned" for t in rows), failed=sum(t.state == "failed" for t in rows),
+                dead=sum(t.dead for t in rows), best=None if best_row is None else best_row.value,
+                median=statistics.median(values) if values else None,
+                best_trial=None if best_row is None else best_row.number,
+            ))
+        sign = 1.0 if self.minimize else -1.0
+        out.sort(key=lambda f: (f.best is None, sign * (f.best if f.best is not None else 0.0)))
+        return out
+
+    def adaptive(self) -> list[TrialRow]:
+        """Trials that learned loss parameters during training."""
+        return [t for t in self.trials if t.learned]
+
+
+def _state(trial: optuna.trial.FrozenTrial) -> str:
+    return {
+        optuna.trial.TrialState.COMPLETE: "complete",
+        optuna.trial.TrialState.PRUNED: "pruned",
+        optuna.trial.TrialState.FAIL: "failed",
+        optuna.trial.TrialState.RUNNING: "running",
+        optuna.trial.TrialState.WAITING: "waiting",
+    }[trial.state]
+
+
+def _is_adaptive(loss: str) -> bool | None:
+    """Whether the registered factory ``loss`` learns parameters; ``None`` when it is not registered here."""
+    from aloss_tune.errors import ConfigError
+    from aloss_tune.factories import get_factory
+
+    try:
+        return bool(get_factory(loss).adaptive)
+    except ConfigError:
+        return None
+
+
+def learned_series(history: Mapping[str, Sequence[float]], loss: str) -> dict[str, list[float]]:
+    """The learned loss parameters in a trial's history (``alpha``, ``scale``, ``alpha.0``, ...).
+
+    The runner logs metrics (``loss``, ``mae``, ``val_*``) and learned values side by side; anything that is
+    not a metric is a learned value. Losses whose factory is known not to learn anything have none.
+    """
+    if _is_adaptive(loss) is False:
+        return {}
+    out = {}
+    for key, values in history.items():
+        base = key.split(".", 1)[0]
+        if key.startswith("val_") or base in _METRIC_NAMES:
+            continue
+        out[key] = [float(v) for v in values]
+    return out
+
+
+def infer_task(metric: str, losses: Sequence[str]) -> str:
+    """``regression``, ``binary`` or ``multiclass`` from the objective metric (and the losses' tasks)."""
+    from aloss_tune.errors import ConfigError
+    from aloss_tune.factories import get_factory
+
+    base = metric.removeprefix("val_")
+    if base in ("mae", "mse", "rmse"):
+        return "regression"
+    tasks: set[str] = set()
+    for name in losses:
+        try:
+            tasks.update(get_factory(name).tasks)
+        except ConfigError:
+            continue
+    if base in _CLASSIFICATION_METRICS:
+        tasks.discard("regression")
+        if base == "accuracy" and tasks == {"multiclass"}:
+            return "multiclass"
+        return "binary" if "binary" in tasks or not tasks else sorted(tasks)[0]
+    if len(tasks) == 1:
+        return next(iter(tasks))
+    return "regression"
+
+
+def read_study(study: optuna.Study, ctx: Any = None) -> StudyData:
+    """Read ``study`` (and, when given, the run's `aloss_tune.runner.TrialContext`) into `StudyData`."""
+    attrs = study.user_attrs
+    objective = attrs.get("aloss_tune.objective") or {}
+    direction = objective.get("direction") or study.direction.name.lower()
+    metric = objective.get("metric") or "objective"
+    space = attrs.get("aloss_tune.space") or {}
+    losses = tuple((space.get("loss") or {}).get("choices") or ())
+    scale = attrs.get("aloss_tune.target_scale")
+    if ctx is not None:
+        scale = getattr(ctx, "target_scale", scale)
+    baseline = attrs.get("aloss_tune.baseline")
+    if baseline is not None and not math.isfinite(float(baseline)):
+        baseline = None
+
+    rows: list[TrialRow] = []
+    for trial in study.get_trials(deepcopy=False):
+        params = dict(trial.user_attrs.get(PARAMS_ATTR) or {})
+        loss = str(params.get("loss") or trial.params.get("loss") or (losses[0] if len(losses) == 1 else "?"))
+        history = {str(k): list(v) for k, v in (trial.user_attrs.get(HISTORY_ATTR) or {}).items()}
+        state = _state(trial)
+        value = trial.value if trial.values is not None and len(trial.values) == 1 else None
+        if value is not None and not math.isfinite(value):
+            value = None
+        series = history.get(metric) or []
+        epochs = len(series) or len(trial.intermediate_values)
+        duration = trial.duration.total_seconds() if trial.duration is not None else None
+        dead = False
+        if state == "complete" and value is not None and baseline is not None:
+            dead = not (value < baseline if direction == "minimize" else value > baseline)
+        rows.append(TrialRow(
+            number=trial.number, state=state, value=value, loss=loss, params=params,
+            search_params=dict(trial.params), distributions=dict(trial.distributions), history=history,
+            learned=learned_series(history, loss), loss_config=trial.user_attrs.get(CONFIG_ATTR),
+            seed=trial.user_attrs.get(SEED_ATTR), duration_s=duration, epochs=epochs,
+            error=trial.user_attrs.get(ERROR_ATTR), run_id=trial.user_attrs.get(RUN_ATTR), dead=dead,
+        ))
+    if not losses:
+        losses = tuple(dict.fromkeys(t.loss for t in rows))
+    task = getattr(getattr(ctx, "data", None), "task", None) or infer_task(metric, losses)
+    return StudyData(
+        name=study.study_name, metric=metric, direction=direction,
+        baseline=None if baseline is None else float(baseline),
+        target_scale=float(scale) if scale else 1.0, task=task, losses=losses, trials=tuple(rows),
+        space=space,
+    )
+
+
+def write_trials_csv(data: StudyData, path: Path) -> Path:
+    """One row per trial (every state): number, state, objective, dead, loss, epochs, duration, seed,
+    each flat param, each learned parameter's final value, the error and the MLflow run id."""
+    param_keys = sorted({k for t in data.trials for k in t.params if k != "loss"})
+    learned_keys = sorted({k for t in data.trials for k in t.final_learned})
+    header = ["number", "state", data.metric, "dead", "loss", "epochs", "duration_s", "seed",
+              *param_keys, *(f"learned.{k}" for k in learned_keys), "error", "mlflow_run_id"]
+    with path.open("w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(header)
+        for t in data.trials:
+            final = t.final_learned
+            writer.writerow([
+                t.number, t.state, _cell(t.value), t.dead, t.loss, t.epochs,
+                _cell(None if t.duration_s is None else round(t.duration_s, 3)), _cell(t.seed),
+                *(_cell(t.params.get(k)) for k in param_keys), *(_cell(final.get(k)) for k in learned_keys),
+                _cell(t.error), _cell(t.run_id),
+            ])
+    return path
+
+
+def _cell(value: Any) -> Any:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return repr(float(value))
+    return value

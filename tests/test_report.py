@@ -1,0 +1,277 @@
+"""Study reports: figures, trials table and summary, on the MLflow parent run and from the CLI."""
+
+from __future__ import annotations
+
+import csv
+import io
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import optuna
+import pytest
+from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+import aloss_tune
+from aloss_tune.report import study_artifacts_dir, write_artifacts, write_report
+from aloss_tune.report._plots import PIXELS
+from aloss_tune.report._shape import build_shape_loss, loss_shape
+from aloss_tune.report._study import read_study
+
+FIGURES = ("optimization_history.png", "objective_by_loss.png", "param_importances.png",
+           "parallel_coordinates.png", "loss_shape.png")
+LEARNED = "learned_params.png"
+ALOSS_TUNE = Path(sys.executable).with_name("aloss-tune")
+
+
+# ------------------------------------------------------------------------------------------------ helpers
+def assert_figure(data: bytes | Path, *, min_drawn: float = 0.01) -> None:
+    """A PNG of the standard size with a real drawing on it (not blank); a message figure has less ink."""
+    from matplotlib.image import imread
+
+    image = imread(io.BytesIO(data) if isinstance(data, bytes) else data, format="png")
+    assert (image.shape[1], image.shape[0]) == PIXELS
+    rgb = image[..., :3]
+    drawn = np.mean(np.any(rgb < 0.9, axis=-1))  # share of pixels that are not (near) white
+    assert drawn > min_drawn, f"the figure is blank ({drawn:.2%} drawn)"
+    assert len(np.unique(rgb.reshape(-1, 3), axis=0)) > 20  # lines, text, colors: not a flat fill
+
+
+def csv_rows(text: str) -> list[dict[str, str]]:
+    return list(csv.DictReader(io.StringIO(text)))
+
+
+REGRESSION = ("mse", "huber", "adaptive_barron")
+CLASSIFICATION = ("bce", "focal", "class_bce")
+
+
+def synthetic_study(task: str = "regression", n: int = 12, *, name: str | None = None) -> optuna.Study:
+    """An in-memory study shaped like one aloss-tune wrote: user attrs, per-epoch histories, learned alpha
+    and scale for the adaptive trials, one dead trial (trial 1), one pruned and one failed (the last two)."""
+    rng = np.random.default_rng(0)
+    regression = task == "regression"
+    losses = REGRESSION if regression else CLASSIFICATION
+    metric, baseline, scale = ("val_mae", 60.0, 50.0) if regression else ("val_pr_auc", 0.08, 1.0)
+    study = optuna.create_study(study_name=name or f"synthetic_{task}",
+                                direction="minimize" if regression else "maximize")
+    study.set_user_attr("aloss_tune.objective", {"metric": metric, "direction": study.direction.name.lower()})
+    study.set_user_attr("aloss_tune.baseline", baseline)
+    study.set_user_attr("aloss_tune.target_scale", scale)
+    study.set_user_attr("aloss_tune.space", {"loss": {"choices": list(losses)}})
+    own = {"huber": ("delta", FloatDistribution(2.5, 250.0, log=True)),
+           "focal": ("gamma", FloatDistribution(0, 5)),
+           "class_bce": ("pos_weight", FloatDistribution(0.5, 50.0, log=True))}
+    for i in range(n):
+        loss = losses[i % 3]
+        params: dict = {"loss": loss}
+        dists: dict = {"loss": CategoricalDistribution(losses)}
+        flat: dict = {"loss": loss}
+        if loss in own:
+            key, dist = own[loss]
+            value = float(rng.uniform(dist.low, dist.high))
+            params[f"loss.{loss}.{key}"], dists[f"loss.{loss}.{key}"] = value, dist
+            flat[f"loss.{key}"] = value
+        units = int(rng.integers(16, 129))
+        params["model.units"], dists["model.units"] = units, IntDistribution(16, 128)
+        flat["model.units"] = units
+        end = 40 + 10 * rng.random() if regression else 0.5 + rng.random() / 3
+        curve = list(np.linspace(70 if regression else 0.1, end, 5))
+        history = {"loss": curve, "mae" if regression else "pr_auc": curve, metric: curve}
+        if loss == "adaptive_barron":
+            history["alpha"] = list(np.linspace(1.0, rng.uniform(0.1, 1.9), 5))
+            history["scale"] = list(np.linspace(50.0, rng.uniform(5.0, 40.0), 5))
+        value = curve[-1]
+        if i == 1:  # no better than the baseline: dead
+            value = baseline + (5.0 if regression else -0.01)
+            history[metric] = [value] * 5
+        state = optuna.trial.TrialState.COMPLETE
+        attrs = {"aloss_tune.params": flat, "aloss_tune.history": history, "aloss_tune.seed": i}
+        if i == n - 2:
+            state, value = optuna.trial.TrialState.PRUNED, curve[1]
+        if i == n - 1:
+            state, value = optuna.trial.TrialState.FAIL, None
+            attrs = {"aloss_tune.params": flat, "aloss_tune.error": "TrialFailed: the training loss is nan"}
+        study.add_trial(optuna.trial.create_trial(
+            state=state, value=value, params=params, distributions=dists, user_attrs=attrs,
+            intermediate_values={} if value is None else dict(enumerate(history[metric])),
+        ))
+    return study
+
+
+# ----------------------------------------------------------------------------------------- synthetic studies
+def test_regression_study_writes_every_artifact(tmp_path):
+    study = synthetic_study("regression")
+    written = write_artifacts(study, tmp_path)
+    assert set(written) >= {*FIGURES, LEARNED, "trials.csv", "summary.md", "summary.html"}
+    for name in (*FIGURES, LEARNED):
+        assert_figure(tmp_path / name)
+    rows = csv_rows((tmp_path / "trials.csv").read_text())
+    assert len(rows) == len(study.trials) == 12
+    assert [r["state"] for r in rows].count("failed") == 1
+    assert [r["number"] for r in rows if r["dead"] == "True"] == ["1"]
+    assert {r["loss"] for r in rows} == set(REGRESSION)
+    adaptive = [r for r in rows if r["loss"] == "adaptive_barron" and r["state"] == "complete"]
+    assert adaptive and all(r["learned.alpha"] and r["learned.scale"] for r in adaptive)
+    summary = (tmp_path / "summary.md").read_text()
+    assert "**Dead trials: 1** of 10 complete" in summary
+    assert "| huber | 4 |" in summary  # the per-family table
+    for name in (*FIGURES, LEARNED):
+        assert f"({name})" in summary
+    page = (tmp_path / "summary.html").read_text()
+    assert page.count("data:image/png;base64,") == len(FIGURES) + 1  # the page stands alone
+
+
+def test_classification_study_plots_loss_against_the_true_class_probability(tmp_path):
+    study = synthetic_study("binary")
+    written = write_artifacts(study, tmp_path, formats=("md",))
+    assert LEARNED not in written  # nothing learned: no trajectory figure, and the summary says why
+    assert "No trial learned loss parameters" in (tmp_path / "summary.md").read_text()
+    for name in FIGURES:
+        assert_figure(tmp_path / name)
+    data = read_study(study)
+    assert data.task == "binary" and data.counts["dead"] == 1
+    shape = loss_shape(data)
+    assert 0 < shape.x.min() < shape.x.max() < 1
+    best, reference = shape.curves
+    assert reference.label == "bce" and set(best.rho) == {"y=1", "y=0"}
+    # Cross-entropy: -log p_t, and its push on the logit is 1 - p_t.
+    np.testing.assert_allclose(reference.rho["y=1"], -np.log(shape.x), rtol=1e-3)
+    np.testing.assert_allclose(reference.psi["y=0"], 1 - shape.x, atol=2e-3)
+
+
+def test_regression_shapes_match_closed_forms():
+    data = read_study(synthetic_study("regression", n=4))  # trial 1 is huber; make it the one drawn
+    row = next(t for t in data.trials if t.loss == "huber")
+    delta = row.params["loss.delta"]
+    shape = loss_shape(data, row)
+    x, spread = shape.x, data.target_scale
+    assert x.min() == pytest.approx(-5 * spread) and x.max() == pytest.approx(5 * spread)
+    huber, mse, mae = shape.curves
+    assert (mse.label, mae.label) == ("mse", "mae") and not huber.reference
+    away = np.abs(np.abs(x) - delta) > 0.02 * spread  # not at the kink
+    np.testing.assert_allclose(huber.psi[""][away], np.clip(x / delta, -1, 1)[away], atol=1e-3)
+    np.testing.assert_allclose(mse.psi[""], x / x.max(), atol=1e-3)
+    np.testing.assert_allclose(mse.rho[""], (x / x.max()) ** 2, atol=1e-4)
+    off_zero = np.abs(x) > 0.01 * spread
+    np.testing.assert_allclose(mae.psi[""][off_zero], np.sign(x)[off_zero], atol=1e-3)
+
+
+@pytest.mark.skipif(not {"barron", "adaptive_barron"} <= set(aloss_tune.list_losses()),
+                    reason="the barron and adaptive_barron factories are not registered in this build")
+def test_adaptive_loss_is_drawn_at_its_learned_values():
+    data = read_study(synthetic_study("regression", n=4))
+    row = next(t for t in data.trials if t.loss == "adaptive_barron")
+    loss, label, note = build_shape_loss(row)
+    final = row.final_learned
+    expected = aloss_tune.build_loss({"loss": "barron", "loss.alpha": final["alpha"],
+                                      "loss.scale": final["scale"]})
+    assert note is None and "learned alpha=" in label
+    assert loss.get_config() == expected.get_config()
+
+
+@pytest.mark.parametrize("n", [0, 1])
+def test_studies_without_enough_trials_still_get_every_core_figure(tmp_path, n):
+    study = optuna.create_study(study_name=f"small{n}")
+    for _ in range(n):
+        study.add_trial(optuna.trial.create_trial(
+            value=1.0, params={"model.units": 8}, distributions={"model.units": IntDistribution(4, 16)},
+            user_attrs={"aloss_tune.params": {"loss": "mse", "model.units": 8}}))
+    written = write_artifacts(study, tmp_path)
+    for name in FIGURES:
+        assert_figure(written[name], min_drawn=0.002)  # a message saying what is missing
+    assert len(csv_rows((tmp_path / "trials.csv").read_text())) == n
+    summary = (tmp_path / "summary.md").read_text()
+    assert ("No complete trial yet." in summary) == (n == 0)
+
+
+def test_artifacts_never_raise_into_the_study(tmp_path, caplog):
+    # A best loss this process cannot rebuild: the shape figure says so, everything else is written.
+    study = optuna.create_study(study_name="unknown_loss")
+    study.set_user_attr("aloss_tune.objective", {"metric": "val_mae", "direction": "minimize"})
+    attrs = {"aloss_tune.params": {"loss": "not_registered_here"}}
+    study.add_trial(optuna.trial.create_trial(value=1.0, params={}, distributions={}, user_attrs=attrs))
+    folder = study_artifacts_dir(study)
+    assert folder is not None
+    assert_figure(folder / "loss_shape.png")
+    assert "could not be evaluated here" in (folder / "summary.md").read_text()
+    # Not even a study: a warning, no exception.
+    with caplog.at_level("WARNING", logger="aloss_tune.report"):
+        assert study_artifacts_dir(object()) is None
+    assert "could not write" in caplog.text
+
+
+# --------------------------------------------------------------------------------------------- end to end
+def tiny_space(name: str) -> dict:
+    robust = [n for n in ("barron", "adaptive_barron") if n in aloss_tune.list_losses()]
+    return {
+        "study": name,
+        "data": "contaminated_regression",
+        "model": {"builder": "mlp", "params": {"units": {"type": "int", "low": 8, "high": 32}, "layers": 1}},
+        "training": {"epochs": 2, "batch_size": 64},
+        "loss": {"choices": ["huber", *robust] if robust else ["mse", "huber"]},
+        "search": {"sampler": "random", "pruner": "none", "n_trials": 3, "seed": 0},
+    }
+
+
+def parent_artifacts(client, run_id: str, tmp_path: Path) -> dict[str, bytes]:
+    names = [a.path for a in client.list_artifacts(run_id)]
+    out = {}
+    for name in names:
+        if name.endswith((".png", ".csv", ".md")):
+            out[name] = Path(client.download_artifacts(run_id, name, str(tmp_path))).read_bytes()
+    return out
+
+
+@pytest.mark.slow
+def test_finished_study_has_every_artifact_on_its_parent_run_and_resuming_refreshes_them(stores, in_tmp):
+    from mlflow.tracking import MlflowClient
+
+    result = aloss_tune.tune(tiny_space("report_e2e"), **stores)
+    client = MlflowClient(stores["tracking_uri"])
+    parent = result.parent_run_id
+    got = parent_artifacts(client, parent, in_tmp / "first")
+    adaptive = any(t.user_attrs.get("aloss_tune.params", {}).get("loss") == "adaptive_barron"
+                   for t in result.study.trials)
+    expected = {*FIGURES, "trials.csv", "summary.md", *((LEARNED,) if adaptive else ())}
+    assert expected <= set(got)
+    for name in expected:
+        if name.endswith(".png"):
+            assert_figure(got[name])
+    assert len(csv_rows(got["trials.csv"].decode())) == len(result.study.trials) == 3
+
+    # Resume: one more trial, and the parent's table and figures are rewritten over the whole study.
+    again = aloss_tune.tune(tiny_space("report_e2e"), n_trials=1, **stores)
+    assert again.parent_run_id == parent
+    refreshed = parent_artifacts(client, parent, in_tmp / "second")
+    assert len(csv_rows(refreshed["trials.csv"].decode())) == 4
+    assert refreshed["optimization_history.png"] != got["optimization_history.png"]
+
+    # The report command, from the Optuna storage alone, through the real entry point.
+    out = in_tmp / "report"
+    command = [str(ALOSS_TUNE), "report", "report_e2e", "--storage", stores["storage"], "--out", str(out),
+               "--format", "html"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert str(out / "summary.html") in done.stdout
+    for name in FIGURES:
+        assert_figure(out / name)
+    assert len(csv_rows((out / "trials.csv").read_text())) == 4
+    page = (out / "summary.html").read_text()
+    assert "Study <code>report_e2e</code>" in page and "data:image/png;base64," in page
+    # Markdown from Python, and a study name that does not exist.
+    assert write_report("report_e2e", in_tmp / "md", storage=stores["storage"]).name == "summary.md"
+    with pytest.raises(aloss_tune.UsageError, match="no study named 'nope'.*report_e2e"):
+        write_report("nope", in_tmp / "x", storage=stores["storage"])
+
+
+def test_report_command_usage_errors_are_one_line(tmp_path, capsys):
+    from aloss_tune.cli import build_parser, main
+
+    storage = f"sqlite:///{tmp_path / 'o.db'}"
+    code = main(["report", "missing", "--storage", storage, "--out", str(tmp_path / "r")])
+    assert code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("aloss-tune: error: no study named 'missing'")
+    args = build_parser().parse_args(["report", "s"])
+    assert (args.format, args.out, args.storage) == ("md", None, None)
