@@ -269,7 +269,8 @@ def summarize(results: Sequence[Result]) -> tuple[str, list[str]]:
             base = _mean_std([r.test.get("rmse", math.nan) for r in other])[0]
             gain = 1 - rmse / base if base and math.isfinite(base) else math.nan
             status = "met" if gain >= target else "MISSED"
-            checks.append(f"clean-test RMSE vs {arm}: {gain:+.1%} lower (target >= {target:.0%}): {status}")
+            change = f"{abs(gain):.1%} {'lower' if gain >= 0 else 'higher'}"
+            checks.append(f"clean-test RMSE vs {arm}: {change} (target: >= {target:.0%} lower): {status}")
         dead = sum(r.dead for r in robust)
         checks.append(f"dead trials in the robust arm: {dead} (target 0): {'met' if dead == 0 else 'MISSED'}")
     return "\n".join(lines), checks
