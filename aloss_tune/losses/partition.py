@@ -131,13 +131,12 @@ def robust_nll(x: Any, alpha: Any, scale: Any = 1.0) -> Any:
     dtype = compute_dtype(x)
     if is_scalar(alpha):
         alpha = NON_NEGATIVE.check("robust_nll", "alpha", alpha)
-    if is_scalar(scale):
-        log_scale: Any = math.log(FINITE_POSITIVE.check("robust_nll", "scale", scale))
-    else:
-        scale = ops.cast(scale, dtype)
-        log_scale = ops.log(scale)
     log_z = log_partition(ops.cast(ops.convert_to_tensor(alpha), dtype))
-    return general_loss(x, alpha, scale) + log_scale + log_z
+    if is_scalar(scale):
+        scale = FINITE_POSITIVE.check("robust_nll", "scale", scale)
+        return general_loss(x, alpha, scale) + (math.log(scale) + log_z)
+    scale = ops.cast(scale, dtype)
+    return general_loss(x, alpha, scale) + (ops.log(scale) + log_z)
 
 
 def robust_sample(alpha: float, scale: float = 1.0, size: int | tuple[int, ...] = 1, seed: Any = None) -> np.ndarray:

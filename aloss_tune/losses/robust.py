@@ -1,31 +1,37 @@
 """Barron's general robust loss ``rho(x, alpha, scale)`` and the `RobustLoss` class built on it.
 
 One function covers L2, Charbonnier, Cauchy, Geman-McClure, Welsch and everything in between through a
-single shape parameter ``alpha`` in ``[-inf, +inf]``. Two code paths compute it:
+single shape parameter ``alpha`` in ``[-inf, +inf]``. With ``z = (x / scale)^2``, ``b = |alpha - 2|`` and
+``L = log1p(z / b)``, three algebraically equal forms are used, each where it is accurate:
+
+* ``(b / alpha) * expm1(alpha / 2 * L)`` in general (BARRON.md's expm1/log1p form);
+* ``(z + (b + z) * expm1((alpha - 2) / 2 * L)) / alpha`` within ``NEAR_TWO`` of 2, where the general form's
+  large exponent would amplify rounding (and is exact at 2);
+* ``(b / 2) * L * exprel(alpha / 2 * L)`` with ``exprel(u) = expm1(u) / u`` by its Taylor series for tiny
+  ``|alpha|``, free of ``1 / alpha``, smooth through 0 (so ``d rho / d alpha`` is right there).
+
+Two code paths compute them:
 
 * **a scalar ``alpha``** (a Python or NumPy number, fixed for a loss) picks its formula when the graph is
-  traced: the exact closed form at ``alpha`` in {2, 0, 1, -2, -inf, +inf}, a series for tiny ``alpha`` and
-  ``(b / alpha) * expm1((alpha / 2) * log1p(z / b))`` otherwise; one short chain of element-wise operations
-  that XLA fuses into one kernel.
-* **a tensor ``alpha``** (learned, or one value per output) uses one formula valid for every ``alpha``,
-  ``rho = 0.5 * P * exprel(u)`` with ``P = b * log1p(z / b)``, ``u = (alpha / 2) * log1p(z / b)`` and
-  ``exprel(u) = expm1(u) / u``; at ``alpha = +-inf`` ``P`` and ``u`` take their limits ``z`` and ``+-z / 2``.
-  There is no division by ``alpha`` and no switch at 0 or 2, so ``d rho / d alpha`` is right there too.
+  traced, with the exact closed forms at ``alpha`` in {2, 0, 1, -2, -inf, +inf}: one short chain of
+  element-wise operations that XLA fuses into one kernel.
+* **a tensor ``alpha``** (learned, or one value per output) evaluates one ``log1p`` and one ``expm1`` per
+  element, the form chosen by masks computed on ``alpha``'s own shape; ``alpha = +-inf`` takes its limit.
 
 Numerical notes (each fixes a measured defect of the reference implementation):
 
-* Tiny non-zero ``alpha``: no quantity is clamped in one place and not in another; ``exprel`` removes the
+* Tiny non-zero ``alpha``: nothing is clamped in one place and not in another; the series removes the
   ``1 / alpha`` analytically, so ``alpha = 1e-8`` is as exact as ``alpha = 1``.
 * ``alpha`` near 2: ``b = |alpha - 2|`` is floored at ``EPS_ALPHA2 = 1e-10`` (everywhere it appears), which
   changes ``rho`` by less than ``EPS_ALPHA2 / (2e)`` relative. The true ``d rho / d alpha`` diverges like
-  ``(z / 4) * log(1 / |alpha - 2|)`` as ``alpha -> 2``; at ``alpha = 2`` we return its (large, finite,
-  positive) value at distance ``EPS_ALPHA2``.
+  ``(z / 4) * log(1 / |alpha - 2|)`` as ``alpha -> 2``; at ``alpha = 2`` we return a large, finite, positive
+  value, that of a point about ``EPS_ALPHA2 / e`` from 2.
 * ``alpha = +-inf``: the limits are selected with ``where`` from branches whose inputs are all finite, so no
   NaN reaches the gradient; ``d rho / d alpha = 0`` there (the limit of the derivative).
 * Overflow: for ``alpha > 2`` the exponential saturates smoothly (`expm1_sat`, C1) from the point where
-  ``rho`` reaches ``sqrt(max_float)`` (1.8e19 in float32, 1.3e154 in float64) towards about ``45 * 1.8e19``
-  (float32), so values and gradients stay finite instead of overflowing to ``inf`` and ``NaN``; below that
-  point results are exact. ``z = (x / scale)^2`` itself overflows for ``|x / scale| > sqrt(max_float)``:
+  ``rho`` reaches ``sqrt(max_float)`` (1.8e19 in float32, 1.3e154 in float64; for a tensor alpha from
+  ``b / alpha`` times that, at least 1.6e18 in float32) towards about 45 times that value, so values and
+  gradients stay finite instead of overflowing to ``inf`` and ``NaN``; below that point results are exact. ``z = (x / scale)^2`` itself overflows for ``|x / scale| > sqrt(max_float)``:
   such inputs are out of range.
 * Precision: float64 inputs are computed in float64; 16-bit inputs in float32.
 """
@@ -175,10 +181,10 @@ def _rho_tensor(z: Any, alpha: Any, dtype: str) -> Any:
     near_two = ops.abs(delta) < NEAR_TWO
     safe_alpha = ops.where(is_tiny, tiny, finite_alpha)
     factor = ops.where(is_inf, ops.sign(alpha), b / safe_alpha)
-    # The exponent per unit of L, and where to saturate: where |factor| * exp(.) reaches sqrt(max_float)
-    # (not exp(.) alone: factor is about 1e-10 next to alpha = 2).
+    # The exponent per unit of L. Saturation starts at exp(.) = sqrt(max_float) for every alpha: a per-alpha
+    # cap would cost three transcendentals per element once XLA fuses the broadcast; |factor| >= 0.09
+    # outside NEAR_TWO (where the exponent stays small), so rho is exact up to at least 1.6e18 in float32.
     coef = 0.5 * ops.where(near_two, delta, finite_alpha)
-    cap = ops.where(near_two, exp_cap(dtype), exp_cap(dtype) - ops.log(ops.abs(factor)))
     # Both general forms as rho = ((z + b) * g1 + g2) * e + z * g1, with the per-alpha weights
     # (g1, g2) = (1 / alpha, 0) near 2 and (0, b / alpha) elsewhere: no element-wise select, and no
     # unused branch whose overflow could turn a zero cotangent into NaN.
@@ -187,7 +193,7 @@ def _rho_tensor(z: Any, alpha: Any, dtype: str) -> Any:
     log_term = _log1p_ratio(z, b, dtype)
     # alpha -> +-inf: (alpha / 2) * log1p(z / b) -> +-z / 2 (and the factor b / alpha -> +-1).
     exponent = ops.where(is_inf, (0.5 * ops.sign(alpha)) * z, coef * log_term)
-    e = expm1_sat(exponent, cap)
+    e = expm1_sat(exponent, exp_cap(dtype))
     general = ((z + b) * inv_alpha_near + factor_far) * e + z * inv_alpha_near
     series = (0.5 * b) * log_term * exprel_series(ops.where(is_tiny, exponent, 0.0), dtype)
     return ops.where(is_tiny, series, general)
