@@ -60,7 +60,9 @@ def _add_tune(sub: Any) -> None:
     p.add_argument("space", help="the search space, e.g. search_spaces/robust_regression.yaml")
     p.add_argument("--backend", choices=("optuna", "keras-tuner"), help="search backend (default: the space's)")
     p.add_argument("--tuner", choices=("random", "bayesian", "hyperband"), help="KerasTuner tuner")
-    p.add_argument("--n-trials", type=_positive_int, help="trials for this worker (default: the space's)")
+    p.add_argument("--n-trials", type=_positive_int,
+                   help="trials this command runs; with --workers N, in total, split among the workers "
+                        "(default: the space's)")
     p.add_argument("--timeout", type=_positive_float, help="stop starting trials after this many seconds")
     p.add_argument("--storage", help="Optuna storage URL (default: $ALOSS_TUNE_STORAGE or sqlite:///aloss_tune.db)")
     p.add_argument("--study", help="study name (default: the space's `study`)")
@@ -71,10 +73,11 @@ def _add_tune(sub: Any) -> None:
     p.add_argument("--no-tracking", action="store_true", help="do not log to MLflow")
     p.add_argument("--workers", type=_positive_int, default=1,
                    help="worker processes on this machine sharing the study (Optuna)")
-    p.add_argument("--heartbeat", type=_positive_int, metavar="SECONDS",
-                   help="Optuna heartbeat interval: trials of dead workers are marked failed")
+    p.add_argument("--heartbeat", type=_non_negative_int, metavar="SECONDS",
+                   help="Optuna heartbeat interval: trials of dead workers are marked failed (default: "
+                        "60 with --workers > 1 or a storage other than SQLite, else off; 0: off)")
     p.add_argument("--retries", type=_non_negative_int, default=0,
-                   help="retry a dead worker's trial this many times (needs --heartbeat)")
+                   help="retry a dead worker's trial this many times (needs heartbeats)")
     p.add_argument("--directory", help="KerasTuner project root (default: kt_projects)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_tune)
@@ -84,8 +87,9 @@ def _tune(args: argparse.Namespace) -> int:
     from aloss_tune.api import tune
     from aloss_tune.space import SearchSpace
 
-    if args.retries and not args.heartbeat:
-        raise UsageError("tune: --retries needs --heartbeat (a dead worker is detected by its heartbeat).")
+    if args.retries and not _heartbeat_on(args):
+        raise UsageError("tune: --retries needs --heartbeat (a dead worker is detected by its heartbeat; "
+                         "heartbeats are off by default for one process on SQLite).")
     SearchSpace.from_yaml(args.space)  # validate before anything else
     kwargs = dict(
         backend=args.backend, n_trials=args.n_trials, timeout=args.timeout, storage=args.storage,
@@ -93,14 +97,25 @@ def _tune(args: argparse.Namespace) -> int:
         tracking_uri=args.tracking_uri, mlflow_config=args.mlflow_config,
         heartbeat_interval=args.heartbeat, retries=args.retries, directory=args.directory,
     )
-    if args.workers > 1:
-        from aloss_tune.workers import run_workers
+    from aloss_tune.workers import run_workers, sigterm_as_interrupt
 
+    if args.workers > 1:
         result = run_workers(args.space, args.workers, **kwargs)
     else:
-        result = tune(args.space, progress=not args.quiet and sys.stderr.isatty(), **kwargs)
+        with sigterm_as_interrupt():  # preempted: end the running trial and its run, as on Ctrl-C
+            result = tune(args.space, progress=not args.quiet and sys.stderr.isatty(), **kwargs)
     _print_result(result)
     return 0
+
+
+def _heartbeat_on(args: argparse.Namespace) -> bool:
+    """Whether the tune command runs with Optuna heartbeats (given, or on by default for shared studies)."""
+    if args.heartbeat is not None:
+        return args.heartbeat > 0
+    from aloss_tune.backends.optuna import default_heartbeat
+    from aloss_tune.best import default_storage
+
+    return default_heartbeat(args.storage or default_storage(), workers=args.workers) is not None
 
 
 def _print_result(result: Any) -> None:

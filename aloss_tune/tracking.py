@@ -16,10 +16,22 @@ Layout (the same for every backend):
 Settings come from ``mlflow.yaml`` (``tracking_uri``, ``experiment``, ``tags``, ``enabled``), overridden by
 the ``MLFLOW_TRACKING_URI`` environment variable, overridden by explicit arguments (CLI flags).
 
-If the tracking server goes away mid-study, training goes on: the failing call is retried once, then
-tracking for the rest of this worker is switched off with one warning, and the study's results stay
-complete in the search backend's own storage (from which ``aloss-tune best`` and ``report`` work). Nothing
-already logged is touched.
+If the tracking store goes away mid-study, training goes on: a failing call is retried, then tracking for
+the rest of this worker is switched off with one warning, and the study's results stay complete in the
+search backend's own storage (from which ``aloss-tune best`` and ``report`` work). Nothing already logged
+is touched; runs left ``RUNNING`` are ended later (below). For a tracking server (``http(s)``) the retries
+are MLflow's own, with a bounded budget set unless the environment sets one
+(``MLFLOW_HTTP_REQUEST_MAX_RETRIES=4``, ``MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR=1``,
+``MLFLOW_HTTP_REQUEST_TIMEOUT=20``): a server restart of up to about 15 s goes unnoticed, and a server that
+is gone costs this worker about 15 s once, where MLflow's defaults (7 retries, 120 s timeouts) would stall
+training for minutes at every call. Other stores (SQLite) get one more attempt after 0.5 s. The tracker also
+keeps MLflow from printing a "View run" link on stdout each time a run ends
+(``MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT``) and drops the per-attempt error lines of urllib3 and of
+MLflow's asynchronous logging queue, so a lost server shows as that one warning.
+
+A run left ``RUNNING`` by a worker that died (or whose tracking was off when its trial ended) is ended
+later by `StudyTracker.end_lost_run`, which the search backend calls when it learns the trial's fate:
+a live worker failing a heartbeat-stale trial, or any worker starting or ending on the study.
 """
 
 from __future__ import annotations
@@ -46,7 +58,21 @@ DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 STUDY_TAG = "aloss_tune.study"
 STATE_TAG = "aloss_tune.state"
 TRIAL_TAG = "aloss_tune.trial"
+WORKER_TAG = "aloss_tune.worker"
+RETRY_TAG = "aloss_tune.retry_of"
+RECONCILED_TAG = "aloss_tune.reconciled"
 STATUS = {"complete": "FINISHED", "pruned": "KILLED", "failed": "FAILED"}
+
+# MLflow settings for a tracking server, unless the environment sets them (see the module docstring).
+HTTP_DEFAULTS = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "4",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "20",
+    "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true",
+}
+# A parent run is chosen only among runs older than this (seconds), so that every worker creating one at
+# the same moment sees all of them before it decides which one is kept.
+PARENT_SETTLE_S = 2.0
 
 
 @dataclass(frozen=True)
@@ -124,26 +150,57 @@ def versions() -> dict[str, str]:
     return out
 
 
+def worker_id() -> str:
+    """``host:pid`` of this process: which worker ran a trial (logged as a tag and a trial attribute)."""
+    return f"{platform.node() or 'localhost'}:{os.getpid()}"
+
+
 def _param_value(value: Any) -> str:
     text = json.dumps(value) if isinstance(value, (list, dict)) else str(value)
     return text if len(text) <= 6000 else text[:5997] + "..."
 
 
-class _Guard:
-    """Runs tracking calls; after a call fails twice, switches tracking off for this worker with one warning."""
+class _DropRecords(logging.Filter):
+    """Drops log records whose message starts with ``prefix`` (failures the guard reports once)."""
 
-    def __init__(self, uri: str):
+    def __init__(self, prefix: str):
+        super().__init__()
+        self.prefix = prefix
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(self.prefix)
+
+
+_NOISE = {
+    "urllib3.connectionpool": "Retrying",  # one warning per HTTP attempt
+    "mlflow.utils.async_logging.async_logging_queue": "Run Id",  # one error per failed metrics batch
+}
+
+
+def _quiet_retry_noise() -> None:
+    for name, prefix in _NOISE.items():
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _DropRecords) for f in logger.filters):
+            logger.addFilter(_DropRecords(prefix))
+
+
+class _Guard:
+    """Runs tracking calls; once a call has failed ``attempts`` times, switches tracking off for this worker
+    with one warning."""
+
+    def __init__(self, uri: str, attempts: int = 2):
         self.uri = uri
+        self.attempts = attempts
         self.failed: str | None = None
 
     def __call__(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         if self.failed is not None:
             return None
-        for attempt in (0, 1):
+        for attempt in range(self.attempts):
             try:
                 return fn(*args, **kwargs)
             except Exception as exc:  # noqa: BLE001 - any MLflow/network error
-                if attempt == 0:
+                if attempt + 1 < self.attempts:
                     time.sleep(0.5)
                     continue
                 self.failed = redact_text(f"{type(exc).__name__}: {exc}", self.uri)
@@ -172,8 +229,14 @@ class StudyTracker:
         self.backend = backend
         self.space = dict(space or {})
         self.storage = redact_url(storage)
+        server = settings.tracking_uri.startswith(("http://", "https://"))
+        if server:
+            for name, value in HTTP_DEFAULTS.items():
+                os.environ.setdefault(name, value)
+        _quiet_retry_noise()
         self.client = MlflowClient(tracking_uri=settings.tracking_uri)
-        self.guard = _Guard(settings.tracking_uri)
+        # A server's calls are already retried by MLflow's HTTP client; a local store gets a second attempt.
+        self.guard = _Guard(settings.tracking_uri, attempts=1 if server else 2)
         self.experiment_id: str | None = None
         self.parent_run_id: str | None = None
 
@@ -194,24 +257,44 @@ class StudyTracker:
             if experiment.lifecycle_stage != "active":
                 raise UsageError(f"MLflow experiment {name!r} is deleted; restore it or choose another name.")
             self.experiment_id = experiment.experiment_id
-        existing = self.find_parent()
+        existing = self._oldest_parent()
         if existing is None:
             tags = {STUDY_TAG: self.study, "aloss_tune.backend": self.backend, **self.settings.tags}
             run = self.client.create_run(self.experiment_id, tags=tags, run_name=self.study)
-            self.parent_run_id = run.info.run_id
-            # Two workers may create a parent at the same moment: keep the oldest, remove ours if it lost.
-            winner = self.find_parent()
-            if winner is not None and winner != self.parent_run_id:
-                self.client.delete_run(self.parent_run_id)
-                self.parent_run_id = winner
+            mine = run.info.run_id
+            # Workers starting together may each create a parent: all keep the oldest, losers delete theirs.
+            winner = self._settled_parent(run.info.start_time) or mine
+            self.parent_run_id = winner
+            if winner != mine:
+                self.client.delete_run(mine)
             else:
                 self._log_parent_setup()
         else:
-            self.parent_run_id = existing
+            run_id, start_time = existing
+            self.parent_run_id = self._settled_parent(start_time) or run_id
             self.client.update_run(self.parent_run_id, status="RUNNING")
         return self.parent_run_id
 
+    def _settled_parent(self, start_time: int) -> str | None:
+        """The oldest parent, looked up once every parent started before ``start_time`` is surely stored.
+
+        A run's start time is taken when its creation request is sent, so another worker's parent with an
+        earlier start time may still be in flight; waiting `PARENT_SETTLE_S` after ``start_time`` makes every
+        worker see the same set of candidates, and so agree on the oldest.
+        """
+        wait = start_time / 1000 + PARENT_SETTLE_S - time.time()
+        if wait > 0:
+            time.sleep(wait)
+        found = self._oldest_parent()
+        return None if found is None else found[0]
+
     def find_parent(self) -> str | None:
+        """The id of the study's oldest active parent run, or ``None``."""
+        found = self._oldest_parent()
+        return None if found is None else found[0]
+
+    def _oldest_parent(self) -> tuple[str, int] | None:
+        """``(run_id, start_time)`` of the study's oldest active parent run, or ``None``."""
         runs = self.client.search_runs(
             [self.experiment_id], filter_string=f"tags.`{STUDY_TAG}` = '{_quote(self.study)}'",
             order_by=["attributes.start_time ASC"], max_results=5,
@@ -220,7 +303,7 @@ class StudyTracker:
         if not runs:
             return None
         runs.sort(key=lambda r: (r.info.start_time, r.info.run_id))
-        return runs[0].info.run_id
+        return runs[0].info.run_id, runs[0].info.start_time
 
     def _log_parent_setup(self) -> None:
         from mlflow.entities import Param
@@ -256,16 +339,19 @@ class StudyTracker:
 
     # ------------------------------------------------------------------------------------------ trials
     def start_trial(self, number: int, params: Mapping[str, Any], *, seed: int,
-                    extra: Mapping[str, Any] | None = None) -> TrialRun:
-        """Create ``trial-<number>`` under the parent and log its params now."""
-        run_id = self.guard(self._create_trial, number, params, seed, extra or {})
+                    extra: Mapping[str, Any] | None = None,
+                    tags: Mapping[str, str] | None = None) -> TrialRun:
+        """Create ``trial-<number>`` under the parent and log its params (and ``tags``) now."""
+        run_id = self.guard(self._create_trial, number, params, seed, extra or {}, tags or {})
         return TrialRun(self, run_id, number)
 
-    def _create_trial(self, number: int, params: Mapping[str, Any], seed: int, extra: Mapping[str, Any]) -> str:
+    def _create_trial(self, number: int, params: Mapping[str, Any], seed: int, extra: Mapping[str, Any],
+                      more_tags: Mapping[str, str]) -> str:
         from mlflow.entities import Param
 
         tags = {"mlflow.parentRunId": self.parent_run_id, STUDY_TAG: self.study, TRIAL_TAG: str(number),
-                "aloss_tune.backend": self.backend, **self.settings.tags}
+                "aloss_tune.backend": self.backend, WORKER_TAG: worker_id(), **self.settings.tags,
+                **more_tags}
         run = self.client.create_run(self.experiment_id, tags=tags, run_name=f"trial-{number}")
         all_params = {**params, "seed": seed, "backend": self.backend, **extra}
         self.client.log_batch(run.info.run_id,
@@ -278,6 +364,51 @@ class StudyTracker:
             [self.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{self.parent_run_id}'",
             max_results=10000,
         )
+
+    # ------------------------------------------------------------------------------- lost trial runs
+    def running_trials(self) -> dict[str, int] | None:
+        """``{run_id: trial number}`` of the trial runs still ``RUNNING`` (``None``: tracking is off)."""
+        if self.parent_run_id is None:
+            return None
+        runs = self.guard(
+            self.client.search_runs, [self.experiment_id],
+            filter_string=(f"tags.mlflow.parentRunId = '{self.parent_run_id}' "
+                           "and attributes.status = 'RUNNING'"),
+            max_results=10000,
+        )
+        if runs is None:
+            return None
+        out = {}
+        for run in runs:
+            number = run.data.tags.get(TRIAL_TAG, "")
+            if number.isdigit():
+                out[run.info.run_id] = int(number)
+        return out
+
+    def end_lost_run(self, run_id: str, state: str, *, objective: float | None = None,
+                     error: str | None = None) -> bool:
+        """End a trial run that its worker left ``RUNNING``, with the state the search backend recorded.
+
+        Only a run still ``RUNNING`` is touched (a run its worker ended meanwhile is left as it is); it is
+        tagged ``aloss_tune.reconciled``. Returns whether the run was ended here.
+        """
+        return bool(self.guard(self._end_lost_run, run_id, state, objective, error))
+
+    def _end_lost_run(self, run_id: str, state: str, objective: float | None, error: str | None) -> bool:
+        from mlflow.entities import Metric, RunTag
+
+        if self.client.get_run(run_id).info.status != "RUNNING":
+            return False
+        tags = [RunTag(STATE_TAG, state), RunTag(RECONCILED_TAG, f"ended by worker {worker_id()}")]
+        metrics = []
+        if objective is not None:
+            metrics.append(Metric("objective", float(objective), int(time.time() * 1000), 0))
+        if error:
+            tags.append(RunTag("aloss_tune.error", error.strip().splitlines()[-1][:500]))
+            self.client.log_text(run_id, error, "error.txt")
+        self.client.log_batch(run_id, metrics=metrics, tags=tags)
+        self.client.set_terminated(run_id, status=STATUS[state])
+        return True
 
 
 class TrialRun:

@@ -3,7 +3,15 @@
 Search names are qualified by the loss they belong to (``loss.huber.delta``), so two losses may share a
 parameter name with different domains (``alpha`` of ``barron`` and of ``focal``). Each trial also stores its
 flat params dict (``loss.delta``; the vocabulary of `aloss_tune.build_loss`) as the user attribute
-``aloss_tune.params``, with its loss config, history and MLflow run id.
+``aloss_tune.params``, with its loss config, history, MLflow run id and the worker (``host:pid``) that ran it.
+
+Many workers, on one machine or many, share a study through its RDB storage (PostgreSQL for many machines).
+With heartbeats on, each running trial records a heartbeat every ``heartbeat_interval`` seconds; a live
+worker that starts a trial first fails every trial whose heartbeat is older than ``grace_period``
+(Optuna's ``fail_stale_trials``), ends that trial's MLflow run as FAILED ("worker lost") and, if asked,
+queues a retry with the same params (Optuna's ``RetryHeartbeatStaleTrialCallback``), which the next free
+worker runs under a new trial number. Heartbeats are on by default (`DEFAULT_HEARTBEAT_INTERVAL`) whenever
+the study may be shared: a storage other than SQLite, or several local workers.
 """
 
 from __future__ import annotations
@@ -13,7 +21,7 @@ import logging
 import traceback
 import warnings
 from dataclasses import dataclass
-from typing import Any, Iterator, Mapping
+from typing import Any, Callable, Iterator
 
 import optuna
 
@@ -22,15 +30,18 @@ from aloss_tune.distributions import Categorical, Distribution, Float, Int
 from aloss_tune.errors import ConfigError, TrialFailed, UsageError
 from aloss_tune.runner import TrialContext, run_trial
 from aloss_tune.space import SearchSpace
-from aloss_tune.tracking import StudyTracker
+from aloss_tune.tracking import RETRY_TAG, StudyTracker, worker_id
 
 DEFAULT_STORAGE = "sqlite:///aloss_tune.db"
+DEFAULT_HEARTBEAT_INTERVAL = 60  # seconds; the grace period defaults to twice this
 PARAMS_ATTR = "aloss_tune.params"
 CONFIG_ATTR = "aloss_tune.loss_config"
 HISTORY_ATTR = "aloss_tune.history"
 ERROR_ATTR = "aloss_tune.error"
 RUN_ATTR = "aloss_tune.mlflow_run_id"
 SEED_ATTR = "aloss_tune.seed"
+WORKER_ATTR = "aloss_tune.worker"
+LOST_WORKER = "worker lost (no heartbeat)"
 
 _log = logging.getLogger("aloss_tune.optuna")
 
@@ -103,36 +114,101 @@ def make_pruner(space: SearchSpace) -> optuna.pruners.BasePruner:
         raise ConfigError(f"search.pruner: {search.pruner} does not accept {sorted(args)} ({exc}).") from None
 
 
+def default_heartbeat(url: str, *, workers: int = 1) -> int | None:
+    """The heartbeat interval used when none is given: on when the study may be shared, else off.
+
+    Shared means several local workers, or a storage other than SQLite (a database server is there to be
+    shared by many machines). A single process on a SQLite file gets no heartbeat thread.
+    """
+    if workers > 1 or not url.startswith("sqlite"):
+        return DEFAULT_HEARTBEAT_INTERVAL
+    return None
+
+
 @dataclass(frozen=True)
 class StorageOptions:
-    """How workers share a study. Heartbeats let a live worker fail (or retry) trials of a dead one."""
+    """How workers share a study. Heartbeats let a live worker fail (or retry) trials of a dead one.
+
+    Attributes:
+        url: an RDB URL (``sqlite:///aloss_tune.db``, ``postgresql+psycopg2://user:pw@host/db``).
+        heartbeat_interval: seconds between a running trial's heartbeats; ``None`` for `default_heartbeat`,
+            ``0`` for none.
+        grace_period: seconds without a heartbeat after which a trial counts as lost (default: twice the
+            interval); it must exceed the longest stall of a live worker.
+        retries: how many times a lost trial is queued again with the same params.
+    """
 
     url: str = DEFAULT_STORAGE
     heartbeat_interval: int | None = None
     grace_period: int | None = None
     retries: int = 0
 
+    @property
+    def heartbeat(self) -> int | None:
+        """The heartbeat interval in effect (``None``: off)."""
+        if self.heartbeat_interval is None:
+            return default_heartbeat(self.url)
+        return self.heartbeat_interval or None
 
-def open_storage(options: StorageOptions) -> optuna.storages.BaseStorage:
-    """Connect to the Optuna storage now (so an unreachable one fails before training)."""
+
+StaleTrialHook = Callable[[optuna.Study, optuna.trial.FrozenTrial], None]
+
+
+class _OnStaleTrial:
+    """Optuna's heartbeat-stale callback: tell the tracker the trial is lost, then queue its retry.
+
+    Runs inside a live worker's ``study.optimize``; an error here must not stop that worker.
+    """
+
+    def __init__(self, retries: int, hook: StaleTrialHook | None):
+        self.retries = retries
+        self.retry = None
+        if retries:
+            with _quiet_experimental():
+                self.retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=retries)
+        self.hook = hook
+
+    def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        attempts = len(trial.system_attrs.get("retry_history", [])) + 1  # this one included
+        retried = attempts <= self.retries
+        _log.warning("trial %d: %s; %s.", trial.number, LOST_WORKER,
+                     f"queued for retry {attempts} of {self.retries}" if retried else "marked failed")
+        if self.hook is not None:
+            try:
+                self.hook(study, trial)
+            except Exception as exc:  # noqa: BLE001 - bookkeeping must not stop a live worker
+                _log.warning("trial %d: could not record the lost worker (%s).", trial.number,
+                             redact_text(str(exc)))
+        if self.retry is not None:
+            try:
+                self.retry(study, trial)
+            except Exception as exc:  # noqa: BLE001 - as above; the trial stays failed
+                _log.warning("trial %d: could not queue its retry (%s).", trial.number, redact_text(str(exc)))
+
+
+def open_storage(options: StorageOptions, *,
+                 on_stale: StaleTrialHook | None = None) -> optuna.storages.BaseStorage:
+    """Connect to the Optuna storage now (so an unreachable one fails before training).
+
+    ``on_stale(study, trial)`` is called for each trial of a dead worker that this worker fails.
+    """
     url = options.url
     kwargs: dict[str, Any] = {}
-    if options.heartbeat_interval:
-        kwargs["heartbeat_interval"] = options.heartbeat_interval
-        kwargs["grace_period"] = options.grace_period or 2 * options.heartbeat_interval
-        if options.retries:
-            from optuna.storages import RetryFailedTrialCallback
-
-            kwargs["failed_trial_callback"] = RetryFailedTrialCallback(max_retry=options.retries)
+    interval = options.heartbeat
+    if interval:
+        kwargs["heartbeat_interval"] = interval
+        kwargs["grace_period"] = options.grace_period or 2 * interval
+        kwargs["heartbeat_stale_trial_callback"] = _OnStaleTrial(options.retries, on_stale)
     try:
-        if url.startswith("sqlite:"):
-            engine = {"connect_args": {"timeout": 60}}
-            return optuna.storages.RDBStorage(url, engine_kwargs=engine, **kwargs)
-        if "://" in url:
-            engine = {"pool_pre_ping": True}
-            if url.startswith("postgresql"):
-                engine["connect_args"] = {"connect_timeout": 10}
-            return optuna.storages.RDBStorage(url, engine_kwargs=engine, **kwargs)
+        with _quiet_experimental():
+            if url.startswith("sqlite:"):
+                engine = {"connect_args": {"timeout": 60}}
+                return optuna.storages.RDBStorage(url, engine_kwargs=engine, **kwargs)
+            if "://" in url:
+                engine = {"pool_pre_ping": True}
+                if url.startswith("postgresql"):
+                    engine["connect_args"] = {"connect_timeout": 10}
+                return optuna.storages.RDBStorage(url, engine_kwargs=engine, **kwargs)
     except Exception as exc:  # noqa: BLE001 - SQLAlchemy/driver errors of every kind
         reason = redact_text(str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__, url)
         raise UsageError(f"cannot open the Optuna storage {redact_url(url)}: {reason}") from None
@@ -179,11 +255,17 @@ class Objective:
         seed = self.seed + trial.number
         trial.set_user_attr(PARAMS_ATTR, params)
         trial.set_user_attr(SEED_ATTR, seed)
+        trial.set_user_attr(WORKER_ATTR, worker_id())
+        # A retry of a lost trial (same params, new number) inherits the lost trial's attributes.
+        retry_of = trial.storage.get_trial_system_attrs(trial._trial_id).get("failed_trial")
         run = None
         if self.tracker is not None:
-            run = self.tracker.start_trial(trial.number, params, seed=seed)
-            if run.run_id is not None:
-                trial.set_user_attr(RUN_ATTR, run.run_id)
+            tags = {RETRY_TAG: str(retry_of)} if retry_of is not None else None
+            run = self.tracker.start_trial(trial.number, params, seed=seed, tags=tags)
+        if run is not None and run.run_id is not None:
+            trial.set_user_attr(RUN_ATTR, run.run_id)
+        elif retry_of is not None:
+            trial.set_user_attr(RUN_ATTR, None)  # not the lost trial's run
         metric = ctx.objective.metric
 
         def report(epoch: int, metrics: dict[str, float]) -> None:
@@ -234,13 +316,82 @@ def best_summary(study: optuna.Study) -> dict[str, Any] | None:
     }
 
 
+def end_lost_runs(study: optuna.Study, tracker: StudyTracker) -> int:
+    """End the MLflow runs of finished trials that their worker left ``RUNNING``; returns how many.
+
+    A worker ends a trial's run before it tells Optuna the trial's state, so a run still ``RUNNING`` whose
+    trial has finished belongs to a worker that died (its trial failed by a heartbeat) or that lost the
+    tracking server. Trial states are read before the runs, so a run ended meanwhile is not touched.
+    """
+    trials = {t.number: t for t in study.get_trials(deepcopy=False)}
+    running = tracker.running_trials()
+    ended = 0
+    for run_id, number in (running or {}).items():
+        trial = trials.get(number)
+        if trial is None or not trial.state.is_finished():
+            continue
+        state = _STATE_NAMES[trial.state]
+        error = None
+        if trial.state == optuna.trial.TrialState.FAIL:
+            error = trial.user_attrs.get(ERROR_ATTR) or _lost_message(trial)
+        objective = trial.value if trial.state == optuna.trial.TrialState.COMPLETE else None
+        ended += tracker.end_lost_run(run_id, state, objective=objective, error=error)
+    return ended
+
+
+_STATE_NAMES = {
+    optuna.trial.TrialState.COMPLETE: "complete",
+    optuna.trial.TrialState.PRUNED: "pruned",
+    optuna.trial.TrialState.FAIL: "failed",
+}
+
+
+def _reclaim(study: optuna.Study, tracker: StudyTracker | None, *, fail_stale: bool) -> None:
+    """Fail trials of dead workers (``fail_stale``) and end lost runs; a failure here is only logged."""
+    try:
+        if fail_stale:
+            with _quiet_experimental():
+                optuna.storages.fail_stale_trials(study)
+        if tracker is not None:
+            end_lost_runs(study, tracker)
+    except Exception as exc:  # noqa: BLE001 - bookkeeping; the study's own results are already stored
+        _log.warning("could not check for trials of lost workers (%s).", redact_text(str(exc)))
+
+
+def _stale_trial_hook(tracker: StudyTracker) -> StaleTrialHook:
+    """End a lost trial's run as FAILED as soon as this worker fails the trial (see `_OnStaleTrial`)."""
+
+    def hook(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        run_id = trial.user_attrs.get(RUN_ATTR)
+        if run_id:
+            tracker.end_lost_run(run_id, "failed", error=_lost_message(trial))
+
+    return hook
+
+
+def _lost_message(trial: optuna.trial.FrozenTrial) -> str:
+    worker = trial.user_attrs.get(WORKER_ATTR, "?")
+    return (f"{LOST_WORKER}: worker {worker} stopped sending heartbeats while running trial {trial.number}, "
+            "and Optuna marked the trial failed.")
+
+
 def run_study(space: SearchSpace, ctx: TrialContext, *, storage: StorageOptions, study_name: str,
               n_trials: int | None, timeout: float | None, tracker: StudyTracker | None,
               progress: bool = False, max_consecutive_failures: int = 5,
               after_study: Any = None) -> optuna.Study:
-    """Run (or resume, or join) ``study_name`` until this worker has done ``n_trials`` or ``timeout``."""
+    """Run (or resume, or join) ``study_name`` until this worker has done ``n_trials`` or ``timeout``.
+
+    Lost trials are reclaimed on the way: with heartbeats on, trials of dead workers are failed (and
+    retried) when this worker starts each trial and once more when it ends, and the MLflow runs of trials
+    that finished without their worker ending them are ended (`end_lost_runs`) when it starts and ends.
+    """
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = create_study(space, open_storage(storage), study_name, ctx.objective.direction)
+    hook = _stale_trial_hook(tracker) if tracker is not None else None
+    study = create_study(space, open_storage(storage, on_stale=hook), study_name, ctx.objective.direction)
+    if storage.heartbeat or not storage.url.startswith("sqlite"):
+        # A shared study: workers built the same seeded sampler, so each draws from its own random stream
+        # instead of proposing the same params as the others.
+        study.sampler.reseed_rng()
     study.set_user_attr("aloss_tune.space", space.to_dict())
     study.set_user_attr("aloss_tune.objective", {"metric": ctx.objective.metric,
                                                  "direction": ctx.objective.direction})
@@ -262,6 +413,7 @@ def run_study(space: SearchSpace, ctx: TrialContext, *, storage: StorageOptions,
 
     if tracker is not None:
         tracker.open()
+        _reclaim(study, tracker, fail_stale=False)
     try:
         with _quiet_experimental():
             study.optimize(
@@ -273,6 +425,8 @@ def run_study(space: SearchSpace, ctx: TrialContext, *, storage: StorageOptions,
         status = "KILLED"
         raise
     finally:
+        if status == "FINISHED":
+            _reclaim(study, tracker, fail_stale=bool(storage.heartbeat))
         if tracker is not None:
             artifacts = after_study(study) if after_study is not None else None
             tracker.close(best=best_summary(study), status=status, artifacts=artifacts)

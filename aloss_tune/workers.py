@@ -1,0 +1,319 @@
+"""Several worker processes on this machine sharing one Optuna study (``aloss-tune tune --workers N``).
+
+Each worker is a fresh interpreter (the ``spawn`` start method: never a fork of a process that has loaded
+TensorFlow) that calls `aloss_tune.tune` on the same study and storage; Optuna's RDB storage hands out the
+trials, exactly as it does for workers on other machines running the same command. There is no scheduler
+here: this module only starts the processes, waits for them and reads the study back.
+
+``n_trials`` is the number of trials this command runs in total: it is split as evenly as possible among
+the workers (10 trials on 3 workers: 4, 3 and 3), so the study gains exactly ``n_trials`` trials when no
+worker dies. ``timeout`` applies to each worker. A worker that dies (SIGKILL, OOM) does not stop the others;
+the trial it was running is failed, and retried if ``retries`` asks for it, by the heartbeat of a live
+worker (or of the next run on the study), and its share of trials is not run.
+
+Heartbeats are on by default here (`aloss_tune.backends.optuna.DEFAULT_HEARTBEAT_INTERVAL`), whatever the
+storage. Each worker gets ``cpus // n`` threads for TensorFlow and OpenMP unless the environment sets them,
+so that N workers do not each start one thread per core and thrash.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import multiprocessing
+import os
+import queue as queue_module
+import signal
+import time
+from pathlib import Path
+from typing import Any, Iterator, Mapping
+
+from aloss_tune.errors import AlossTuneError, ConfigError, UsageError
+
+_log = logging.getLogger("aloss_tune.workers")
+
+THREAD_VARIABLES = ("TF_NUM_INTRAOP_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+STOP_GRACE_S = 30.0  # how long interrupted workers get to end their trials and runs before they are killed
+_ERRORS: Mapping[str, type[AlossTuneError]] = {"ConfigError": ConfigError, "UsageError": UsageError}
+
+
+def split_trials(n_trials: int, workers: int) -> list[int]:
+    """``n_trials`` split as evenly as possible among at most ``workers`` workers (none gets 0)."""
+    workers = max(1, min(workers, n_trials))
+    base, extra = divmod(n_trials, workers)
+    return [base + (1 if i < extra else 0) for i in range(workers)]
+
+
+def available_cpus() -> int:
+    """CPUs this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def run_workers(space: Any, workers: int, *, n_trials: int | None = None, timeout: float | None = None,
+                storage: str | None = None, study_name: str | None = None,
+                heartbeat_interval: int | None = None, retries: int = 0, tracking: bool = True,
+                tracking_uri: str | None = None, mlflow_config: str | Path | None = None,
+                threads: int | None = None, **tune_kwargs: Any) -> Any:
+    """Run one study with ``workers`` processes on this machine; return its `aloss_tune.api.TuneResult`.
+
+    Args:
+        space: a YAML path, a dict or a `SearchSpace` (anything given to a worker must pickle: module-level
+            functions do, lambdas do not).
+        workers: how many processes.
+        n_trials: trials in total for this command, split among the workers (default: the space's).
+        timeout: each worker stops starting trials after this many seconds.
+        storage: the Optuna storage URL shared by the workers (default: ``$ALOSS_TUNE_STORAGE`` or
+            ``sqlite:///aloss_tune.db``); a database server (PostgreSQL) for workers on many machines.
+        heartbeat_interval: seconds between trial heartbeats (default 60; ``0`` turns heartbeats off).
+        retries: how many times a trial of a dead worker is run again.
+        threads: threads per worker for TensorFlow and OpenMP (default: CPUs // workers).
+        tracking, tracking_uri, mlflow_config, **tune_kwargs: passed to `aloss_tune.tune` in every worker.
+
+    Raises:
+        UsageError: bad options, or an unreachable storage or tracking server (before any worker starts).
+        AlossTuneError: a worker stopped with an error (the first one is reported).
+    """
+    from aloss_tune.backends.optuna import DEFAULT_HEARTBEAT_INTERVAL
+    from aloss_tune.best import default_storage
+    from aloss_tune.space import load_space
+
+    if workers < 1:
+        raise UsageError(f"workers: must be an integer >= 1, but got {workers}.")
+    spec = load_space(space)
+    backend = tune_kwargs.get("backend") or spec.search.backend
+    if backend != "optuna":
+        raise UsageError("--workers needs the optuna backend; KerasTuner distributes a search with its own "
+                         "chief/worker mode.")
+    url = storage or default_storage()
+    if url.startswith("sqlite") and (":memory:" in url or url.rstrip("/") in ("sqlite:", "sqlite:/")):
+        raise UsageError(f"storage: {url!r} lives in one process; workers need a file or a database server.")
+    name = study_name or spec.study
+    total = n_trials if n_trials is not None else spec.search.n_trials
+    shares = split_trials(total, workers)
+    if len(shares) < workers:
+        _log.warning("%d trials for %d workers: starting %d workers.", total, workers, len(shares))
+    if heartbeat_interval is None:
+        heartbeat_interval = DEFAULT_HEARTBEAT_INTERVAL
+    settings = _check_stores(url, tracking=tracking, tracking_uri=tracking_uri, mlflow_config=mlflow_config)
+    threads = threads or max(1, available_cpus() // len(shares))
+
+    common = dict(tune_kwargs, timeout=timeout, storage=url, study_name=name,
+                  heartbeat_interval=heartbeat_interval, retries=retries, tracking=tracking,
+                  tracking_uri=tracking_uri, mlflow_config=mlflow_config, progress=False)
+    context = multiprocessing.get_context("spawn")
+    messages = context.Queue()
+    procs = [
+        context.Process(target=_worker_main, name=f"aloss-tune-worker-{i}",
+                        args=(i, space, {**common, "n_trials": share}, threads, messages))
+        for i, share in enumerate(shares)
+    ]
+    reports = _run(procs, messages)
+    _check_outcome(procs, reports)
+    parent_run_id = next((r["parent_run_id"] for r in reports.values() if r.get("parent_run_id")), None)
+    return load_result(name, url, parent_run_id=parent_run_id,
+                       tracking_uri=settings.tracking_uri if settings is not None else None)
+
+
+def _check_stores(url: str, *, tracking: bool, tracking_uri: str | None, mlflow_config: Any) -> Any:
+    """Fail before any worker starts if the storage or the tracking store cannot be reached.
+
+    Opening the stores here also creates their tables, once: workers creating a fresh MLflow database
+    together would race on its schema migrations.
+    """
+    from aloss_tune.backends.optuna import StorageOptions, open_storage
+
+    open_storage(StorageOptions(url=url, heartbeat_interval=0))
+    if not tracking:
+        return None
+    from aloss_tune.tracking import check_tracking_uri, load_settings
+
+    settings = load_settings(mlflow_config, tracking_uri=tracking_uri)
+    if not settings.enabled:
+        return None
+    check_tracking_uri(settings.tracking_uri)
+    if not settings.tracking_uri.startswith(("http://", "https://")):
+        from mlflow.tracking import MlflowClient
+
+        from aloss_tune._urls import redact_text, redact_url
+
+        try:
+            MlflowClient(settings.tracking_uri).search_experiments(max_results=1)
+        except Exception as exc:  # noqa: BLE001 - any store error: a usage error, before training
+            reason = redact_text(" ".join(str(exc).split())[:300], settings.tracking_uri)
+            raise UsageError(f"cannot open the MLflow tracking store {redact_url(settings.tracking_uri)}: "
+                             f"{reason}") from None
+    return settings
+
+
+def _run(procs: list[Any], messages: Any) -> dict[int, dict[str, Any]]:
+    """Start the workers, collect their reports until all have ended; interrupted: stop them cleanly."""
+    reports: dict[int, dict[str, Any]] = {}
+
+    def collect(wait: float) -> None:
+        try:
+            report = messages.get(timeout=wait)
+        except queue_module.Empty:
+            return
+        reports[report["index"]] = report
+
+    try:
+        with sigterm_as_interrupt():
+            for proc in procs:
+                proc.start()
+            while any(proc.is_alive() for proc in procs):
+                collect(0.5)
+    except KeyboardInterrupt:
+        _stop(procs)
+        raise
+    deadline = time.monotonic() + 5.0
+    while len(reports) < len(procs) and time.monotonic() < deadline:  # reports of workers that ended last
+        collect(0.2)
+    for proc in procs:
+        proc.join()
+    return reports
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """Within the block, SIGTERM (how preemption usually starts) raises KeyboardInterrupt, like Ctrl-C.
+
+    So a stopped worker still ends its running trial as failed (Optuna) and its run (MLflow) instead of
+    leaving both to the heartbeat. Outside the main thread this does nothing.
+    """
+    try:
+        previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    except ValueError:  # not the main thread
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _raise_interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt(f"signal {signal.Signals(signum).name}")
+
+
+def _stop(procs: list[Any]) -> None:
+    """Interrupt live workers (they end their trial as failed and their runs), then kill stragglers."""
+    time.sleep(1.0)  # on a terminal the workers received the same Ctrl-C: let them act on it first
+    for proc in procs:
+        if proc.is_alive():
+            os.kill(proc.pid, signal.SIGINT)
+    deadline = time.monotonic() + STOP_GRACE_S
+    for proc in procs:
+        proc.join(max(0.0, deadline - time.monotonic()))
+    for proc in procs:
+        if proc.is_alive():
+            _log.warning("worker %s did not stop in %.0f s; killing it.", proc.name, STOP_GRACE_S)
+            proc.kill()
+            proc.join()
+
+
+def _check_outcome(procs: list[Any], reports: Mapping[int, Mapping[str, Any]]) -> None:
+    """Warn about workers that died or were stopped; raise the first error a worker reported."""
+    lost = 0
+    for index, proc in enumerate(procs):
+        report = reports.get(index)
+        if report is not None and report.get("kind") != "KeyboardInterrupt":
+            continue
+        lost += 1
+        if report is not None:
+            _log.warning("worker %d (pid %s) was interrupted; its running trial was marked failed.",
+                         index, proc.pid)
+            continue
+        code = proc.exitcode
+        how = f"signal {signal.Signals(-code).name}" if code is not None and code < 0 else f"exit code {code}"
+        _log.warning("worker %d (pid %s) ended by %s; a trial it was running is failed (and retried, if "
+                     "asked) by the heartbeat of a live worker or of the next run of the study.",
+                     index, proc.pid, how)
+    errors = [r for r in reports.values() if not r["ok"] and r["kind"] != "KeyboardInterrupt"]
+    if errors:
+        first = min(errors, key=lambda r: r["index"])
+        cls = _ERRORS.get(first["kind"], AlossTuneError)
+        prefix = "" if cls is not AlossTuneError else f"worker {first['index']}: {first['kind']}: "
+        raise cls(prefix + first["message"])
+    if lost == len(procs):
+        raise AlossTuneError(f"all {len(procs)} workers stopped before finishing; the study keeps every "
+                             "trial they finished.")
+
+
+def load_result(study_name: str, storage: str, *, parent_run_id: str | None = None,
+                tracking_uri: str | None = None) -> Any:
+    """The `aloss_tune.api.TuneResult` of a whole study, read back from its storage."""
+    import optuna
+
+    from aloss_tune._urls import redact_url
+    from aloss_tune.api import TuneResult
+    from aloss_tune.backends.optuna import StorageOptions, best_summary, open_storage
+
+    study = optuna.load_study(study_name=study_name,
+                              storage=open_storage(StorageOptions(url=storage, heartbeat_interval=0)))
+    best = best_summary(study) or {}
+    states = [t.state for t in study.get_trials(deepcopy=False)]
+    counts = {
+        "complete": states.count(optuna.trial.TrialState.COMPLETE),
+        "pruned": states.count(optuna.trial.TrialState.PRUNED),
+        "failed": states.count(optuna.trial.TrialState.FAIL),
+    }
+    objective = study.user_attrs.get("aloss_tune.objective") or {"metric": "objective",
+                                                                 "direction": study.direction.name.lower()}
+    return TuneResult(
+        study_name=study_name, backend="optuna", best_params=dict(best.get("params", {})),
+        best_value=best.get("value"), best_trial=best.get("number"), best_loss_config=best.get("loss_config"),
+        objective=dict(objective), counts=counts, storage=redact_url(storage), parent_run_id=parent_run_id,
+        tracking_uri=redact_url(tracking_uri), study=study,
+    )
+
+
+# ---------------------------------------------------------------------------------------- in a worker
+def limit_threads(threads: int) -> None:
+    """Cap this process's compute threads (call before TensorFlow loads; variables already set win)."""
+    for name in THREAD_VARIABLES:
+        os.environ.setdefault(name, str(threads))
+    os.environ.setdefault("TF_NUM_INTEROP_THREADS", str(min(2, threads)))
+
+
+def _worker_main(index: int, space: Any, kwargs: dict[str, Any], threads: int, messages: Any) -> None:
+    """The body of worker ``index``: `aloss_tune.tune` with its share of the trials; reports how it ended."""
+    limit_threads(threads)
+    logging.basicConfig(level=logging.WARNING, format=f"aloss-tune[worker {index}]: %(message)s")
+    report: dict[str, Any] = {"index": index, "ok": True, "pid": os.getpid()}
+    try:
+        from aloss_tune._quiet import import_keras_quietly
+
+        import_keras_quietly()
+        _apply_tensorflow_threads(threads)
+        from aloss_tune.api import tune
+
+        with sigterm_as_interrupt():
+            result = tune(space, **kwargs)
+        report.update(parent_run_id=result.parent_run_id, counts=result.counts)
+    except KeyboardInterrupt:
+        report.update(ok=False, kind="KeyboardInterrupt", message="interrupted")
+    except Exception as exc:  # noqa: BLE001 - reported to the parent process, which raises it
+        from aloss_tune._urls import redact_text
+
+        report.update(ok=False, kind=type(exc).__name__,
+                      message=redact_text(" ".join(str(exc).split()) or type(exc).__name__,
+                                          kwargs.get("storage"), kwargs.get("tracking_uri")))
+    messages.put(report)
+
+
+def _apply_tensorflow_threads(threads: int) -> None:
+    """The same cap through TensorFlow's API (its environment variables are read only by some builds)."""
+    import keras
+
+    if keras.backend.backend() != "tensorflow":
+        return
+    import tensorflow as tf
+
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(int(os.environ["TF_NUM_INTRAOP_THREADS"]))
+        tf.config.threading.set_inter_op_parallelism_threads(int(os.environ["TF_NUM_INTEROP_THREADS"]))
+    except (RuntimeError, ValueError):  # already initialised, or a user value that is not a number
+        pass

@@ -1,0 +1,112 @@
+"""Trials per hour with 1 and with 2 local worker processes sharing one study.
+
+Both sides run the same study through `aloss_tune.workers.run_workers` (so both pay the same start-up: fresh
+worker interpreters, study and parent run set-up): the built-in contaminated regression data, a 2 x 32 MLP,
+a fixed number of epochs, random sampling, no pruning (so every trial does the same work), everything on:
+Optuna storage and MLflow tracking (temporary SQLite files unless ``--storage`` / ``--tracking-uri`` name
+servers). Runs alternate (1 worker, 2 workers, 1, 2, ...) so background load hits both alike; figures are
+medians.
+
+Per run:
+
+* wall: trials / wall time of the whole command (start-up, set-up and the last straggler included);
+* steady: trials / (end of the last trial - start of the first), from the storage's timestamps;
+* CPU: the CPU seconds the workers used per trial, and the cores they kept busy on average (CPU time /
+  wall time). Equal CPU per trial on both sides means the workers do not thrash; on a machine shared with
+  other jobs, the cores the workers can get (not the code) cap the speed-up.
+
+    python benchmarks/parallel.py [--trials 16] [--epochs 30] [--repeats 2] [--threads N]
+                                  [--storage postgresql+psycopg2://...] [--tracking-uri http://...]
+
+``--threads`` overrides the threads per worker (default: CPUs // workers) to compare with uncapped workers.
+Target on a 2-core machine: >= 1.8x the trials per hour with 2 workers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import resource
+import statistics
+import tempfile
+import time
+import uuid
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import optuna  # noqa: E402
+
+from aloss_tune.workers import available_cpus, run_workers  # noqa: E402
+
+
+def space(epochs: int) -> dict:
+    return {
+        "study": "parallel",
+        "data": "contaminated_regression",
+        "model": {"builder": "mlp", "params": {"units": 32, "layers": 2}},
+        "optimizer": {"name": "adam",
+                      "learning_rate": {"type": "float", "low": 1e-3, "high": 1e-2, "log": True}},
+        "objective": {"metric": "val_mae", "direction": "minimize"},
+        "training": {"epochs": epochs, "batch_size": 32},
+        "loss": ["mse", "huber"],
+        "search": {"sampler": "random", "pruner": "none", "seed": 0},
+    }
+
+
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def one_run(workers: int, args: argparse.Namespace, folder: str) -> tuple[float, float, float, float]:
+    """``(wall, steady)`` trials per hour, CPU seconds per trial and busy cores of one run."""
+    name = f"parallel-{workers}w-{uuid.uuid4().hex[:6]}"
+    storage = args.storage or f"sqlite:///{folder}/{name}.db"
+    tracking = args.tracking_uri or f"sqlite:///{folder}/mlflow.db"
+    start, cpu = time.perf_counter(), _children_cpu()
+    result = run_workers(space(args.epochs), workers, n_trials=args.trials, storage=storage, study_name=name,
+                         tracking_uri=tracking, threads=args.threads)
+    wall, cpu = time.perf_counter() - start, _children_cpu() - cpu
+    trials = [t for t in result.study.get_trials(deepcopy=False) if t.state.is_finished()]
+    assert len(trials) == args.trials and result.counts["complete"] == args.trials, result.counts
+    span = (max(t.datetime_complete for t in trials) - min(t.datetime_start for t in trials)).total_seconds()
+    return 3600 * args.trials / wall, 3600 * args.trials / span, cpu / args.trials, cpu / wall
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--trials", type=int, default=16)
+    parser.add_argument("--epochs", type=int, default=30)
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--threads", type=int, help="threads per worker (default: CPUs // workers)")
+    parser.add_argument("--storage", help="an Optuna storage URL shared by the workers (default: SQLite)")
+    parser.add_argument("--tracking-uri", help="MLflow tracking URI (default: SQLite)")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    print(f"{available_cpus()} CPUs; {args.trials} trials x {args.epochs} epochs per run; "
+          f"threads per worker: {args.threads or 'CPUs // workers'}")
+    figures: dict[int, list[tuple[float, ...]]] = {1: [], 2: []}
+    with tempfile.TemporaryDirectory() as folder:
+        for run in range(args.repeats):
+            for workers in (1, 2):
+                figures[workers].append(one_run(workers, args, folder))
+                print(f"run {run}, {workers} worker(s): " + _row(figures[workers][-1]), flush=True)
+    print(f"\nmedian of {args.repeats}:")
+    medians = {w: tuple(statistics.median(f[i] for f in runs) for i in range(4))
+               for w, runs in figures.items()}
+    for workers, row in medians.items():
+        print(f"  {workers} worker(s): " + _row(row))
+    print(f"  speed-up:    {medians[2][0] / medians[1][0]:.2f}x wall, "
+          f"{medians[2][1] / medians[1][1]:.2f}x steady (target >= 1.8x)")
+
+
+def _row(row: tuple[float, ...]) -> str:
+    wall, steady, cpu_per_trial, cores = row
+    return (f"{wall:6.0f} trials/h wall, {steady:6.0f} trials/h steady, {cpu_per_trial:5.2f} CPU s/trial, "
+            f"{cores:4.2f} cores busy")
+
+
+if __name__ == "__main__":
+    main()
