@@ -291,10 +291,6 @@ def _version() -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
-    if not debug:
-        from aloss_tune._quiet import import_keras_quietly
-
-        import_keras_quietly()
     logging.basicConfig(level=logging.WARNING, format="aloss-tune: %(message)s")
     try:
         args = build_parser().parse_args(argv)

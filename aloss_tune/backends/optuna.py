@@ -418,7 +418,7 @@ def run_study(space: SearchSpace, ctx: TrialContext, *, storage: StorageOptions,
         with _quiet_experimental():
             study.optimize(
                 Objective(ctx, tracker, seed=space.search.seed), n_trials=n_trials, timeout=timeout,
-                catch=(Exception,), callbacks=[stop_on_failures], gc_after_trial=True,
+                catch=(Exception,), callbacks=[stop_on_failures], gc_after_trial=False,
                 show_progress_bar=progress,
             )
     except BaseException:
