@@ -1,0 +1,63 @@
+"""Samplers and pruners built from a space, and the sampling of conditional params through Optuna."""
+
+from __future__ import annotations
+
+import optuna
+import pytest
+
+from aloss_tune.backends.optuna import OptunaSuggester, make_pruner, make_sampler
+from aloss_tune.errors import ConfigError
+from aloss_tune.space import SearchSpace
+
+
+def space(sampler="tpe", pruner="median", **extra):
+    return SearchSpace.from_dict({"study": "s", "loss": ["mse", "huber"], "training": {"epochs": 9},
+                                  "search": {"sampler": sampler, "pruner": pruner, "seed": 7}, **extra})
+
+
+@pytest.mark.parametrize("name, cls", [("tpe", optuna.samplers.TPESampler), ("random", optuna.samplers.RandomSampler),
+                                       ("cmaes", optuna.samplers.CmaEsSampler)])
+def test_samplers(name, cls):
+    sampler = make_sampler(space(name))
+    assert isinstance(sampler, cls)
+    study = optuna.create_study(sampler=sampler)
+    spec = space(name)
+    for _ in range(4):
+        trial = study.ask()
+        params = spec.sample(OptunaSuggester(trial))
+        assert set(params) == ({"loss"} if params["loss"] == "mse" else {"loss", "loss.delta"})
+        study.tell(trial, 1.0)
+
+
+def test_grid_sampler_enumerates_every_combination():
+    spec = SearchSpace.from_dict({"study": "s", "loss": {"choices": ["mse", "huber"], "params": {"huber": {
+        "delta": {"type": "float", "low": 0.5, "high": 1.5, "step": 0.5}}}}, "search": {"sampler": "grid"}})
+    study = optuna.create_study(sampler=make_sampler(spec))
+    seen = set()
+
+    def objective(trial):
+        params = spec.sample(OptunaSuggester(trial))
+        seen.add((params["loss"], params.get("loss.delta")))
+        return 0.0
+
+    study.optimize(objective, n_trials=20)  # the grid sampler stops the study once its grid is done
+    assert len(study.trials) == 6
+    # the grid is the product of the backend names: 2 losses x 3 deltas (delta unused for mse)
+    assert seen == {("mse", None), ("huber", 0.5), ("huber", 1.0), ("huber", 1.5)}
+
+
+def test_pruners():
+    assert isinstance(make_pruner(space(pruner="median")), optuna.pruners.MedianPruner)
+    hyperband = make_pruner(space(pruner="hyperband"))
+    assert isinstance(hyperband, optuna.pruners.HyperbandPruner) and hyperband._max_resource == 9
+    assert isinstance(make_pruner(space(pruner="none")), optuna.pruners.NopPruner)
+
+
+def test_sampler_arguments_are_checked():
+    spec = SearchSpace.from_dict({"study": "s", "loss": ["mse"], "search": {"sampler": {"name": "tpe",
+                                                                                       "n_startup_trials": 3}}})
+    assert make_sampler(spec)._n_startup_trials == 3
+    spec = SearchSpace.from_dict({"study": "s", "loss": ["mse"], "search": {"sampler": {"name": "random",
+                                                                                       "bogus": 1}}})
+    with pytest.raises(ConfigError, match=r"search\.sampler: random does not accept \['bogus'\]"):
+        make_sampler(spec)
