@@ -39,11 +39,16 @@ _aloss_as_pg() {
   fi
 }
 
+_aloss_healthy() {
+  python3 -c 'import sys, urllib.request; urllib.request.urlopen(sys.argv[1] + "/health", timeout=2)' "$1" \
+    >/dev/null 2>&1
+}
+
 _aloss_services_alive() {
   [ -n "${ALOSS_TUNE_SERVICES_DIR:-}" ] && [ -d "$ALOSS_TUNE_SERVICES_DIR" ] || return 1
+  [ -n "${ALOSS_TUNE_PGBIN:-}" ] && [ -n "${ALOSS_TUNE_TEST_MLFLOW_URI:-}" ] || return 1
   _aloss_as_pg "$ALOSS_TUNE_PGBIN/pg_ctl" -D "$ALOSS_TUNE_SERVICES_DIR/pgdata" status >/dev/null 2>&1 || return 1
-  python3 -c 'import sys, urllib.request; urllib.request.urlopen(sys.argv[1] + "/health", timeout=3)' \
-    "$ALOSS_TUNE_TEST_MLFLOW_URI" >/dev/null 2>&1
+  _aloss_healthy "$ALOSS_TUNE_TEST_MLFLOW_URI"
 }
 
 _aloss_start_postgres() {
@@ -56,6 +61,7 @@ _aloss_start_postgres() {
     pgbin="$(_aloss_pg_bin)"
     [ -n "$pgbin" ] || { _aloss_log "PostgreSQL binaries not found after install"; return 1; }
   fi
+  export ALOSS_TUNE_PGBIN="$pgbin"
   port="$(_aloss_free_port)"
   password="$(python3 -c 'import secrets; print(secrets.token_hex(12))')"
   mkdir -p "$dir/pg"
@@ -69,36 +75,39 @@ _aloss_start_postgres() {
     -o "-c listen_addresses=127.0.0.1 -p $port -k $dir/pg -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200" \
     start >/dev/null || { cat "$dir/pg/postgres.log" >&2; return 1; }
   _aloss_as_pg "$pgbin/psql" -q -v ON_ERROR_STOP=1 -h "$dir/pg" -p "$port" -U postgres -d postgres \
-    -c "CREATE ROLE aloss LOGIN PASSWORD '$password';" -c "CREATE DATABASE optuna OWNER aloss;" >/dev/null
-  export ALOSS_TUNE_PGBIN="$pgbin"
+    -c "CREATE ROLE aloss LOGIN PASSWORD '$password';" -c "CREATE DATABASE optuna OWNER aloss;" >/dev/null \
+    || return 1
   export ALOSS_TUNE_TEST_POSTGRES_URL="postgresql+psycopg2://aloss:$password@127.0.0.1:$port/optuna"
 }
 
-_aloss_start_mlflow() {
-  local dir="$1" bin port uri i
+# Launch the MLflow server (in its own session, so stop_services stops the server and its uvicorn worker
+# together); _aloss_wait_mlflow waits until it answers. Launched first: it takes longest to start.
+_aloss_launch_mlflow() {
+  local dir="$1" bin port
   bin="$_ALOSS_SERVICES_REPO/.venv/bin/mlflow"
   [ -x "$bin" ] || bin="$(command -v mlflow || true)"
   [ -n "$bin" ] || { _aloss_log "no mlflow executable (install the project first)"; return 1; }
   port="$(_aloss_free_port)"
   mkdir -p "$dir/mlflow"
-  # In its own session (process group), so stop_services stops the server and its uvicorn worker together.
   MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false python3 -c '
 import subprocess, sys
 log = open(sys.argv[1], "ab")
 proc = subprocess.Popen(sys.argv[2:], stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
 print(proc.pid)' "$dir/mlflow/server.log" "$bin" server --host 127.0.0.1 --port "$port" --workers 1 \
     --backend-store-uri "sqlite:///$dir/mlflow/mlflow.db" --artifacts-destination "$dir/mlflow/artifacts" \
-    >"$dir/mlflow/pid"
-  uri="http://127.0.0.1:$port"
-  for i in $(seq 1 120); do
-    if python3 -c 'import sys, urllib.request; urllib.request.urlopen(sys.argv[1] + "/health", timeout=2)' \
-        "$uri" >/dev/null 2>&1; then
+    >"$dir/mlflow/pid" || return 1
+  echo "http://127.0.0.1:$port" >"$dir/mlflow/uri"
+}
+
+_aloss_wait_mlflow() {
+  local dir="$1" uri i
+  uri="$(cat "$dir/mlflow/uri")"
+  for i in $(seq 1 240); do
+    if _aloss_healthy "$uri"; then
       export ALOSS_TUNE_TEST_MLFLOW_URI="$uri"
       return 0
     fi
-    if ! kill -0 "$(cat "$dir/mlflow/pid")" 2>/dev/null; then
-      break
-    fi
+    kill -0 "$(cat "$dir/mlflow/pid")" 2>/dev/null || break
     sleep 0.5
   done
   _aloss_log "the MLflow server did not become healthy; its log:"
@@ -116,8 +125,9 @@ start_services() {
   dir="$(mktemp -d "${TMPDIR:-/tmp}/aloss-services.XXXXXX")"
   chmod 755 "$dir"
   export ALOSS_TUNE_SERVICES_DIR="$dir"
+  _aloss_launch_mlflow "$dir" || { stop_services; return 1; }
   _aloss_start_postgres "$dir" || { stop_services; return 1; }
-  _aloss_start_mlflow "$dir" || { stop_services; return 1; }
+  _aloss_wait_mlflow "$dir" || { stop_services; return 1; }
   _aloss_log "PostgreSQL and MLflow up in $((SECONDS - started)) s (data in $dir)"
 }
 
@@ -126,10 +136,10 @@ stop_services() {
   if [ -n "$dir" ] && [ -d "$dir" ]; then
     if [ -f "$dir/mlflow/pid" ]; then
       pid="$(cat "$dir/mlflow/pid" 2>/dev/null || true)"
-      if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
+      if [ -n "$pid" ]; then  # the server's process group: the server and its uvicorn worker
         kill -TERM -- "-$pid" 2>/dev/null || true
         for i in $(seq 1 20); do
-          kill -0 "$pid" 2>/dev/null || break
+          kill -0 -- "-$pid" 2>/dev/null || break
           sleep 0.25
         done
         kill -KILL -- "-$pid" 2>/dev/null || true

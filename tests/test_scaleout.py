@@ -224,11 +224,16 @@ def test_worker_processes_share_one_study(tmp_path, workers):
     assert sorted(r.info.run_name for r in children) == sorted(f"trial-{i}" for i in range(12))
     assert {r.info.run_id for r in children} == {t.user_attrs[RUN_ATTR] for t in trials}
     assert all(r.info.status == "FINISHED" for r in children)
-    _, _, every = mlflow_runs(MLFLOW, study, ViewType.ALL)
-    _, all_parents, _ = mlflow_runs(MLFLOW, study, ViewType.ALL)
-    assert_no_password(*(str(r.data.params) + str(r.data.tags) for r in every + all_parents))
-    assert_no_password(str([t.user_attrs for t in trials]), str(optuna.load_study(
-        study_name=study, storage=_STORAGES[POSTGRES]).user_attrs))
+
+    # No password anywhere: runs (the duplicate parents deleted in the race included), artifacts, study.
+    _, every_parent, every_child = mlflow_runs(MLFLOW, study, ViewType.ALL)
+    assert_no_password(*(str(r.data.params) + str(r.data.tags) for r in every_parent + every_child))
+    folder = Path(client.download_artifacts(parent.info.run_id, "", str(tmp_path / "artifacts")))
+    texts = [p.read_text(errors="replace") for p in folder.rglob("*") if p.is_file() and p.suffix != ".png"]
+    assert texts
+    assert_no_password(*texts)
+    study_attrs = optuna.load_study(study_name=study, storage=_STORAGES[POSTGRES]).user_attrs
+    assert_no_password(str([t.user_attrs for t in trials]), str(study_attrs))
 
 
 @on_services
