@@ -23,6 +23,13 @@ from aloss_tune.losses import RobustLoss, general_loss
 
 BACKEND = keras.backend.backend()
 mp.mp.dps = 50
+
+
+@pytest.fixture(autouse=True)
+def _fifty_digits():
+    """The references need 50 digits whatever another module set globally."""
+    with mp.workdps(50):
+        yield
 INF = math.inf
 
 # The grid of the issue (+-inf, -1e3, +-1e-4, 1.99, 2.01, 1e3) and the special points in between.
