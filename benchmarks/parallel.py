@@ -13,7 +13,8 @@ Per run:
 * steady: trials / (end of the last trial - start of the first), from the storage's timestamps;
 * CPU: the CPU seconds the workers used per trial, and the cores they kept busy on average (CPU time /
   wall time). Equal CPU per trial on both sides means the workers do not thrash; on a machine shared with
-  other jobs, the cores the workers can get (not the code) cap the speed-up.
+  other jobs, the cores the workers can get (not the code) cap the speed-up: compare the cores busy, and
+  the load average printed before and after each run.
 
     python benchmarks/parallel.py [--trials 16] [--epochs 30] [--repeats 2] [--threads N]
                                   [--storage postgresql+psycopg2://...] [--tracking-uri http://...]
@@ -91,8 +92,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as folder:
         for run in range(args.repeats):
             for workers in (1, 2):
+                load = os.getloadavg()[0]
                 figures[workers].append(one_run(workers, args, folder))
-                print(f"run {run}, {workers} worker(s): " + _row(figures[workers][-1]), flush=True)
+                print(f"run {run}, {workers} worker(s): " + _row(figures[workers][-1])
+                      + f"  (load before {load:.1f}, after {os.getloadavg()[0]:.1f})", flush=True)
     print(f"\nmedian of {args.repeats}:")
     medians = {w: tuple(statistics.median(f[i] for f in runs) for i in range(4))
                for w, runs in figures.items()}
