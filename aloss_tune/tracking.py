@@ -240,11 +240,28 @@ class StudyTracker:
         # A server's calls are already retried by MLflow's HTTP client; a local store gets a second attempt.
         self.guard = _Guard(settings.tracking_uri, attempts=1 if server else 2)
         self.experiment_id: str | None = None
-        self.parent_run_id: str | None = None
+        self._parent: str | None = None
+        self.created_parent = False  # this worker created the parent (a new study)
+        self._settled = threading.Event()
+        self._settled.set()
 
     # ------------------------------------------------------------------------------------------ parent
-    def open(self) -> str:
+    @property
+    def parent_run_id(self) -> str | None:
+        """The study's parent run (waits until the choice among simultaneously created parents is made)."""
+        self._settled.wait()
+        return self._parent
+
+    def open(self) -> str | None:
         """Find the study's parent run by tag, or create it; mark it RUNNING. Returns its id."""
+        self.start()
+        return self.parent_run_id
+
+    def start(self) -> None:
+        """`open` without waiting: the parent is found or created now (errors raise here, before any
+        training), and if this worker created it, the check that no other worker created one at the same
+        moment (`PARENT_SETTLE_S`) runs in the background while the first trial trains. Child runs are
+        created once the parent is settled."""
         name = self.settings.experiment or self.study
         experiment = self.client.get_experiment_by_name(name)
         if experiment is None:
@@ -263,19 +280,36 @@ class StudyTracker:
         if existing is None:
             tags = {STUDY_TAG: self.study, "aloss_tune.backend": self.backend, **self.settings.tags}
             run = self.client.create_run(self.experiment_id, tags=tags, run_name=self.study)
-            mine = run.info.run_id
-            # Workers starting together may each create a parent: all keep the oldest, losers delete theirs.
-            winner = self._settled_parent(run.info.start_time) or mine
-            self.parent_run_id = winner
-            if winner != mine:
-                self.client.delete_run(mine)
-            else:
-                self._log_parent_setup()
+            mine, start_time = run.info.run_id, run.info.start_time
         else:
+            mine = None
             run_id, start_time = existing
-            self.parent_run_id = self._settled_parent(start_time) or run_id
-            self.client.update_run(self.parent_run_id, status="RUNNING")
-        return self.parent_run_id
+            if time.time() >= start_time / 1000 + PARENT_SETTLE_S:  # settled long ago: the common case
+                self._parent = run_id
+                self.client.update_run(run_id, status="RUNNING")
+                return
+        self._parent = mine or existing[0]  # type: ignore[index]
+        self.created_parent = mine is not None
+        self._settled.clear()
+        threading.Thread(target=self._settle, args=(mine, start_time), name="aloss-tune-parent",
+                         daemon=True).start()
+
+    def _settle(self, mine: str | None, start_time: int) -> None:
+        """Keep the oldest of the parents created together; the others' workers delete theirs."""
+        try:
+            self.guard(self._settle_now, mine, start_time)
+        finally:
+            self._settled.set()
+
+    def _settle_now(self, mine: str | None, start_time: int) -> None:
+        winner = self._settled_parent(start_time) or self._parent
+        self._parent = winner
+        if mine is not None and winner != mine:
+            self.client.delete_run(mine)
+        elif mine is not None:
+            self._log_parent_setup()
+        else:
+            self.client.update_run(winner, status="RUNNING")
 
     def _settled_parent(self, start_time: int) -> str | None:
         """The oldest parent, looked up once every parent started before ``start_time`` is surely stored.
@@ -311,9 +345,9 @@ class StudyTracker:
         from mlflow.entities import Param
 
         params = {"backend": self.backend, **({"storage": self.storage} if self.storage else {}), **versions()}
-        self.client.log_batch(self.parent_run_id, params=[Param(k, _param_value(v)) for k, v in params.items()])
+        self.client.log_batch(self._parent, params=[Param(k, _param_value(v)) for k, v in params.items()])
         if self.space:
-            self.client.log_text(self.parent_run_id, yaml.safe_dump(self.space, sort_keys=False), "space.yaml")
+            self.client.log_text(self._parent, yaml.safe_dump(self.space, sort_keys=False), "space.yaml")
 
     def close(self, *, best: Mapping[str, Any] | None = None, status: str = "FINISHED",
               artifacts: Path | None = None) -> None:
@@ -349,9 +383,16 @@ class StudyTracker:
     def start_trial(self, number: int, params: Mapping[str, Any], *, seed: int,
                     extra: Mapping[str, Any] | None = None,
                     tags: Mapping[str, str] | None = None) -> TrialRun:
-        """Create ``trial-<number>`` under the parent and log its params (and ``tags``) now."""
-        run_id = self.guard(self._create_trial, number, params, seed, extra or {}, tags or {})
-        return TrialRun(self, run_id, number)
+        """``trial-<number>`` under the parent, with its params (and ``tags``).
+
+        The run is created by the background sender, ahead of the trial's epoch batches, so training does
+        not wait for it; `TrialRun.resolve` waits for its id.
+        """
+        run = TrialRun(self, None, number)
+        run.pending = self.guard.failed is None
+        if run.pending:
+            run._sender.submit(run._create, params, seed, extra or {}, tags or {})
+        return run
 
     def _create_trial(self, number: int, params: Mapping[str, Any], seed: int, extra: Mapping[str, Any],
                       more_tags: Mapping[str, str]) -> str:
@@ -456,7 +497,21 @@ class TrialRun:
         self.run_id = run_id
         self.number = number
         self.finished = False
+        self.pending = False  # its creation is queued on the sender
         self._sender = tracker.sender()
+
+    def _create(self, params: Mapping[str, Any], seed: int, extra: Mapping[str, Any],
+                tags: Mapping[str, str]) -> None:
+        try:
+            self.run_id = self.tracker._create_trial(self.number, params, seed, extra, tags)
+        finally:
+            self.pending = False
+
+    def resolve(self) -> str | None:
+        """The run's id, once created (``None`` if tracking is off or failed)."""
+        if self.pending:
+            self._sender.drain()
+        return self.run_id
 
     def log_epoch(self, epoch: int, metrics: Mapping[str, float]) -> None:
         """All of one epoch's metrics in one batch, at ``step=epoch``.
@@ -464,13 +519,17 @@ class TrialRun:
         Sent from a background thread, in order; `finish` waits for every pending batch before it ends the
         run.
         """
-        if self.run_id is None:
+        if self.run_id is None and not self.pending:
             return
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
         batch = [Metric(k, float(v), now, int(epoch)) for k, v in metrics.items()]
-        self._sender.submit(self.tracker.client.log_batch, self.run_id, metrics=batch)
+        self._sender.submit(self._send, batch)
+
+    def _send(self, batch: list[Any]) -> None:
+        if self.run_id is not None:
+            self.tracker.client.log_batch(self.run_id, metrics=batch)
 
     def flush(self) -> None:
         """Wait until every epoch batch is stored."""
@@ -479,10 +538,12 @@ class TrialRun:
     def finish(self, state: str, *, objective: float | None = None, loss_config: Mapping[str, Any] | None = None,
                error: str | None = None) -> None:
         """End the run: ``complete`` -> FINISHED, ``pruned`` -> KILLED, ``failed`` -> FAILED (+ error.txt)."""
-        if self.run_id is None or self.finished:
+        if self.finished:
             return
         self.finished = True
         self.flush()
+        if self.run_id is None:
+            return
         self.tracker.guard(self._finish, state, objective, loss_config, error)
 
     def _finish(self, state: str, objective: float | None, loss_config: Mapping[str, Any] | None,

@@ -372,7 +372,7 @@ class SpaceTuner(kt.Tuner):
                     "KerasTuner retried the trial"))
             run = self.tracker.start_trial(number, params, seed=seed,
                                            tags={RETRY_TAG: str(number)} if retry else None)
-            record["mlflow_run_id"] = run.run_id
+            record["mlflow_run_id"] = run.resolve()
         self._runs[trial.trial_id] = run
         self.ran[trial.trial_id] = record
         self._save_record(trial.trial_id, record)

@@ -262,19 +262,28 @@ class Objective:
         if self.tracker is not None:
             tags = {RETRY_TAG: str(retry_of)} if retry_of is not None else None
             run = self.tracker.start_trial(trial.number, params, seed=seed, tags=tags)
-        if run is not None and run.run_id is not None:
-            trial.set_user_attr(RUN_ATTR, run.run_id)
-        elif retry_of is not None:
+        if retry_of is not None:
             trial.set_user_attr(RUN_ATTR, None)  # not the lost trial's run
+        recorded = {"run": False}
+
+        def record_run() -> None:
+            """Store the run's id on the trial as soon as the background sender has created it."""
+            if run is not None and run.run_id is not None and not recorded["run"]:
+                trial.set_user_attr(RUN_ATTR, run.run_id)
+                recorded["run"] = True
+
         metric = ctx.objective.metric
+        # Asking a pruner reads the study's trials from the storage: not worth it when it never prunes.
+        prunes = not isinstance(trial.study.pruner, optuna.pruners.NopPruner)
 
         def report(epoch: int, metrics: dict[str, float]) -> None:
             if run is not None:
                 run.log_epoch(epoch, metrics)
+                record_run()
             value = metrics.get(metric)
             if value is not None and value == value:  # not NaN
                 trial.report(value, epoch)
-                if trial.should_prune():
+                if prunes and trial.should_prune():
                     raise optuna.TrialPruned(f"pruned at epoch {epoch} ({metric}={value:.6g})")
 
         try:
@@ -282,12 +291,14 @@ class Objective:
         except optuna.TrialPruned:
             if run is not None:
                 run.finish("pruned")
+                record_run()
             raise
         except Exception as exc:
             message = f"{type(exc).__name__}: {exc}"
             trial.set_user_attr(ERROR_ATTR, message[:2000])
             if run is not None:
                 run.finish("failed", error=traceback.format_exc())
+                record_run()
             if isinstance(exc, (TrialFailed, ConfigError)):
                 raise
             raise TrialFailed(message) from exc
@@ -299,6 +310,7 @@ class Objective:
         trial.set_user_attr(HISTORY_ATTR, outcome.history)
         if run is not None:
             run.finish("complete", objective=outcome.value, loss_config=outcome.loss_config)
+            record_run()
         return outcome.value
 
 
@@ -412,8 +424,9 @@ def run_study(space: SearchSpace, ctx: TrialContext, *, storage: StorageOptions,
             failures["consecutive"] = 0
 
     if tracker is not None:
-        tracker.open()
-        _reclaim(study, tracker, fail_stale=False)
+        tracker.start()
+        if not tracker.created_parent:  # a new parent has no runs yet, lost or not
+            _reclaim(study, tracker, fail_stale=False)
     try:
         with _quiet_experimental():
             study.optimize(
