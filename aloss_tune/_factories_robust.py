@@ -2,7 +2,8 @@
 
 ``barron`` searches the shape over ``[-4, 2]`` (from Geman-McClure-like and beyond up to L2) and the scale
 log-uniformly, relative to the target's robust spread. ``adaptive_barron`` learns both during ``fit``; what a
-search can tune are the bounds it learns them within and where it starts. Its default ranges never produce an
+search can tune are the bounds it learns them within (alpha in ``[0.001, 1.999]`` by default, as in the paper:
+with room above 2 a fit may learn a loss steeper than L2) and where it starts. Its default ranges never produce an
 invalid combination: ``alpha_lo`` ranges below ``alpha_hi`` (they may meet at 1, which fixes alpha),
 ``alpha_init`` defaults to the midpoint of the bounds, and ``scale_init`` ranges above ``scale_lo``'s default.
 ``alpha_init`` and ``scale_lo`` have no default range (a space may still search them).
@@ -60,8 +61,9 @@ register_loss_factory(
         (
             ParamSpec("alpha_lo", float, 0.001, FINITE_NON_NEGATIVE, Float(0.001, 1.0),
                       doc="lower bound of the learned alpha (>= 0)"),
-            ParamSpec("alpha_hi", float, 1.999, FINITE_NON_NEGATIVE, Float(1.0, 3.0),
-                      doc="upper bound of the learned alpha; equal bounds fix alpha"),
+            ParamSpec("alpha_hi", float, 1.999, FINITE_NON_NEGATIVE, Float(1.0, 1.999),
+                      doc="upper bound of the learned alpha; equal bounds fix alpha (the default range stays "
+                          "below 2: a learned alpha above 2 is steeper than L2, the opposite of robust)"),
             ParamSpec("alpha_init", float, None, FINITE_NON_NEGATIVE, None,
                       doc="initial alpha, strictly between the bounds (default: their midpoint)"),
             ParamSpec("scale_lo", float, 1e-5, FINITE_POSITIVE, None, relative=True,
