@@ -140,6 +140,32 @@ def test_a_second_worker_reuses_the_parent_run(stores):
     assert first == second
 
 
+
+def test_a_new_study_trains_while_its_parent_run_settles(stores, monkeypatch):
+    # The check that no other worker created a parent at the same moment runs in the background: the first
+    # trial's run is queued at once, then created under the settled parent with its params and epochs.
+    import aloss_tune.tracking as tracking
+
+    monkeypatch.setattr(tracking, "PARENT_SETTLE_S", 4.0)
+    settings = TrackingSettings(tracking_uri=stores["tracking_uri"])
+    tracker = StudyTracker(settings, "settling", backend="optuna")
+    tracker.start()
+    assert tracker.created_parent and not tracker._settled.is_set()
+    run = tracker.start_trial(0, {"loss": "mse"}, seed=0)
+    run.log_epoch(0, {"val_mae": 1.5})
+    run.log_epoch(1, {"val_mae": 1.25})
+    assert run.run_id is None and run.pending  # queued behind the settle, not waited for
+    run.finish("complete", objective=1.25)
+    assert tracker._settled.is_set()
+    client = MlflowClient(stores["tracking_uri"])
+    child = client.get_run(run.run_id)
+    assert child.data.tags["mlflow.parentRunId"] == tracker.parent_run_id
+    assert child.info.status == "FINISHED" and child.data.params["loss"] == "mse"
+    assert [(m.step, m.value) for m in client.get_metric_history(run.run_id, "val_mae")] == [(0, 1.5), (1, 1.25)]
+    tracker.close()
+    assert client.get_run(tracker.parent_run_id).data.params["backend"] == "optuna"
+
+
 def test_tracking_failure_mid_study_does_not_stop_training(stores, monkeypatch):
     import mlflow.tracking
 
