@@ -13,6 +13,11 @@ Layout (the same for every backend):
   final ``objective``; ``loss_config.json``; status complete -> FINISHED, pruned -> KILLED,
   failed -> FAILED with ``error.txt``.
 
+Training never waits on the tracking store: one background thread per worker creates each trial's run
+and sends its epoch batches in order, and a new study's check that no other worker opened a parent run at
+the same moment (`PARENT_SETTLE_S`) runs while the first trial trains. Only ending a run is synchronous, so
+that a run is ended before its trial's state reaches the study storage.
+
 Settings come from ``mlflow.yaml`` (``tracking_uri``, ``experiment``, ``tags``, ``enabled``), overridden by
 the ``MLFLOW_TRACKING_URI`` environment variable, overridden by explicit arguments (CLI flags).
 
