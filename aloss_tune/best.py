@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import keras
 
@@ -108,7 +109,7 @@ def best_trial_summary(study_name: str, storage: str | None = None, *, backend: 
         return kt_backend.best_summary(study_name, directory=directory, tracking_uri=tracking_uri)
     import optuna
 
-    from aloss_tune.backends.optuna import best_summary, open_storage, StorageOptions
+    from aloss_tune.backends.optuna import StorageOptions, best_summary, open_storage
 
     store = open_storage(StorageOptions(url=storage or default_storage()))
     try:
@@ -150,9 +151,9 @@ def python_snippet(params: Mapping[str, Any]) -> str:
     """Python code that rebuilds the loss of ``params`` (for ``aloss-tune best --format python``)."""
     loss_params = {k: v for k, v in params.items() if k == "loss" or k.startswith("loss.")}
     loss = build_loss(loss_params)
-    from aloss_tune.losses import needs_model
-
     import pprint
+
+    from aloss_tune.losses import needs_model
 
     body = pprint.pformat(loss_params, sort_dicts=False, width=100)
     lines = [

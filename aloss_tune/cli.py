@@ -9,10 +9,10 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import sys
 import traceback
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from aloss_tune.errors import AlossTuneError, ConfigError, UsageError
 

@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import importlib
 import inspect
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -169,7 +170,7 @@ def infer_task(y: np.ndarray) -> str:
     if y.ndim == 2 and y.shape[1] > 1:
         return "multiclass"
     values = np.unique(y)
-    if len(values) <= 2 and set(values.tolist()) <= {0, 1, 0.0, 1.0}:
+    if len(values) <= 2 and set(values.tolist()) <= {0, 1}:
         return "binary"
     return "regression"
 

@@ -13,8 +13,9 @@ the whole tool: a search backend samples it, MLflow shows it, `build_loss` rebui
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any
 
 import keras
 

@@ -13,7 +13,8 @@ conditioned) while its predictions, residuals, metrics and losses stay in the da
 from __future__ import annotations
 
 import inspect
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import keras
 

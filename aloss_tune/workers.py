@@ -25,8 +25,9 @@ import os
 import queue as queue_module
 import signal
 import time
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any
 
 from aloss_tune.errors import AlossTuneError, ConfigError, UsageError
 

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import keras
 import numpy as np
+from own_model import build_model, make_data
 
 import aloss_tune
-from own_model import build_model, make_data
 
 
 def main() -> None:

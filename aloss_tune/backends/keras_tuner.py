@@ -67,9 +67,10 @@ import os
 import sys
 import time
 import traceback
+from collections.abc import Iterator, Mapping
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any
 
 import keras
 import keras_tuner as kt

@@ -20,8 +20,9 @@ import contextlib
 import logging
 import traceback
 import warnings
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import optuna
 

@@ -4,12 +4,12 @@ Every module here imports nothing of ours but `aloss_tune.errors` and its siblin
 keras_tuner or mlflow. Each module lists its public names in ``__all__``; they are re-exported here.
 """
 
-from aloss_tune.losses._base import Interval, Loss, align
+from aloss_tune.losses._base import Interval, Loss, align  # noqa: F401 - re-exported
 from aloss_tune.losses.adaptive import *  # noqa: F403
 from aloss_tune.losses.classic import *  # noqa: F403
 from aloss_tune.losses.dynamic import *  # noqa: F403
-from aloss_tune.losses.model import LossModel, ModelAwareLoss, attach, learned_values, needs_model
+from aloss_tune.losses.model import LossModel, ModelAwareLoss, attach, learned_values, needs_model  # noqa: F401
 from aloss_tune.losses.partition import *  # noqa: F403
-from aloss_tune.losses.penalty import Penalized, penalized_weights, weight_penalty
+from aloss_tune.losses.penalty import Penalized, penalized_weights, weight_penalty  # noqa: F401
 from aloss_tune.losses.robust import *  # noqa: F403
 from aloss_tune.losses.weighted import *  # noqa: F403

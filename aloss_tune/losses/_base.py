@@ -6,8 +6,9 @@ Nothing here imports anything of ours but `aloss_tune.errors`.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import keras
 from keras import ops

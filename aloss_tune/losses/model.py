@@ -40,9 +40,9 @@ class ModelAwareLoss(Loss):
     a loss deserialized by ``load_model``); `get_host` returns it.
     """
 
-    _host_ref: "weakref.ref[LossModel] | None" = None
+    _host_ref: weakref.ref[LossModel] | None = None
 
-    def get_host(self) -> "LossModel | None":
+    def get_host(self) -> LossModel | None:
         """The `LossModel` this loss is bound to, or ``None``.
 
         (A method, not a property: Keras's saving walks attributes, and a loss <-> model cycle of
@@ -62,11 +62,11 @@ class ModelAwareLoss(Loss):
         """Current values of learned loss parameters (empty for losses without any)."""
         return {}
 
-    def bind(self, host: "LossModel") -> None:
+    def bind(self, host: LossModel) -> None:
         # A weak reference: the model owns the loss, not the other way round (and saving walks attributes).
         self._host_ref = weakref.ref(host)
 
-    def _require_host(self) -> "LossModel":
+    def _require_host(self) -> LossModel:
         host = self.get_host()
         if host is None:
             raise ConfigError(
@@ -141,7 +141,7 @@ class LossModel(keras.Model):
         }
 
     @classmethod
-    def from_config(cls, config: dict[str, Any], custom_objects: Any = None) -> "LossModel":
+    def from_config(cls, config: dict[str, Any], custom_objects: Any = None) -> LossModel:
         model = keras.saving.deserialize_keras_object(config["model"], custom_objects=custom_objects)
         loss = keras.saving.deserialize_keras_object(config["loss"], custom_objects=custom_objects)
         return cls(model, loss, name=config.get("name"))

@@ -50,9 +50,9 @@ from aloss_tune.losses._safe import (
     compute_dtype,
     exp_cap,
     expm1,
+    expm1_sat,
     exprel_series,
     exprel_threshold,
-    expm1_sat,
     is_scalar,
     max_float,
 )

@@ -11,8 +11,9 @@ The CLI runs in a subprocess, so the builder is steered through environment vari
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import keras
 

@@ -14,9 +14,10 @@ and a cheap synthetic objective, so no model is trained. The contract:
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import optuna
 import pytest

@@ -21,7 +21,6 @@ from scipy import integrate, special, stats
 
 from aloss_tune.errors import ConfigError
 from aloss_tune.losses import log_partition, robust_nll, robust_sample
-from aloss_tune.losses.partition import LOG_Z_INF
 
 BACKEND = keras.backend.backend()
 LOG_Z_0 = math.log(math.pi * math.sqrt(2.0))
@@ -188,7 +187,7 @@ def test_table_metadata():
 
 # ---- NLL and density ------------------------------------------------------------------------------------------
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _gauss_legendre(n: int) -> tuple[np.ndarray, np.ndarray]:
     return np.polynomial.legendre.leggauss(n)
 

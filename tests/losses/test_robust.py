@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import keras
 import mpmath as mp
@@ -113,7 +114,7 @@ def _round(values: Any, dtype: str) -> list[float]:
     return [float(v) for v in np.asarray(values, dtype=dtype).ravel()]
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def reference(alpha: float, dtype: str, scale: float = SCALE) -> tuple[np.ndarray, np.ndarray]:
     """``rho`` and ``d rho / dx`` at ``XS`` (as rounded to ``dtype``)."""
     a = _mp_alpha(float(np.asarray(alpha, dtype)) if math.isfinite(alpha) else alpha)
@@ -164,7 +165,7 @@ def _unpad(values: Any, shape: tuple[int, ...]) -> np.ndarray:
     return np.asarray(values)[: int(np.prod(shape))].reshape(shape)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _jax_value_and_grads(fn: Callable[..., Any], count: int) -> Callable[..., Any]:
     import jax
     import jax.numpy as jnp
@@ -177,7 +178,7 @@ def _jax_value_and_grads(fn: Callable[..., Any], count: int) -> Callable[..., An
     return jax.jit(lambda *args: (lambda res: (res[0][1], res[1]))(step(*args)))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _loss_fn(alpha: Any = None) -> Callable[..., Any]:
     """``general_loss`` with a fixed scalar ``alpha`` (or, for ``None``, a tensor alpha argument)."""
     if alpha is None:
@@ -227,7 +228,7 @@ def rho_np(x: Any, alpha: Any, scale: Any = 1.0, dtype: str = "float64") -> np.n
     return np.asarray(ops.convert_to_numpy(general_loss(x, alpha, scale)), dtype=np.float64)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _jax_value(fn: Callable[..., Any]) -> Callable[..., Any]:
     import jax
 
@@ -366,7 +367,7 @@ def test_large_alpha_and_residuals_saturate_instead_of_overflowing(dtype):
             assert all(np.all(np.isfinite(g)) for g in ga)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _grad_reference(alpha: float, dtype: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     xs = _round(GRAD_XS, dtype)
     c = _round(SCALE, dtype)[0]
