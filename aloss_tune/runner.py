@@ -71,7 +71,8 @@ class TrialContext:
         if self.data.task == "regression":
             pred = np.median(np.asarray(self.data.y_train, dtype="float64"), axis=0)
             err = y_val - pred
-            values = {"mae": np.mean(np.abs(err)), "mse": np.mean(err**2), "rmse": np.sqrt(np.mean(err**2))}
+            values = {"mae": np.mean(np.abs(err)), "mse": np.mean(err**2), "rmse": np.sqrt(np.mean(err**2)),
+                      "median_ae": np.median(np.abs(err))}
             return float(values[metric]) if metric in values else None
         if self.data.task == "binary" and metric in ("auc",):
             return 0.5
@@ -123,16 +124,42 @@ def flatten_learned(values: Mapping[str, np.ndarray]) -> dict[str, float]:
     return out
 
 
+def median_absolute_error(y_true: Any, y_pred: Any) -> float:
+    """The median of ``|y_true - y_pred|`` over every sample and output (``(n,)`` against ``(n, 1)`` aligned)."""
+    y_true = np.asarray(y_true, dtype="float64")
+    y_pred = np.asarray(y_pred, dtype="float64")
+    if y_true.ndim == 1 and y_pred.ndim == 2 and y_pred.shape[1] == 1:
+        y_pred = y_pred[:, 0]
+    return float(np.median(np.abs(y_true - y_pred)))
+
+
+VALIDATION_METRICS: dict[str, Callable[[Any, Any], float]] = {"median_ae": median_absolute_error}
+
+
 class EpochReporter(keras.callbacks.Callback):
     """The one callback of a trial: per epoch, gathers metrics and learned loss parameters, checks that
-    the loss is finite, records the history and hands the metrics to every reporter."""
+    the loss is finite, records the history and hands the metrics to every reporter.
 
-    def __init__(self, reporters: Sequence[Reporter] = ()):
+    ``validation`` (``(x_val, y_val, names, batch_size)``) adds the named `VALIDATION_METRICS`, computed
+    from the epoch's validation predictions, as ``val_<name>`` to the epoch's logs (so the callbacks after
+    this one, early stopping included, see them too).
+    """
+
+    def __init__(self, reporters: Sequence[Reporter] = (),
+                 validation: tuple[Any, Any, Sequence[str], int] | None = None):
         super().__init__()
         self.reporters = list(reporters)
+        self.validation = validation
         self.history: dict[str, list[float]] = {}
 
-    def on_epoch_end(self, epoch: int, logs: Mapping[str, Any] | None = None) -> None:
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        if self.validation is not None:
+            x_val, y_val, names, batch_size = self.validation
+            predictions = self.model.predict(x_val, batch_size=batch_size, verbose=0)
+            computed = {f"val_{name}": VALIDATION_METRICS[name](y_val, predictions) for name in names}
+            if logs is None:
+                logs = {}
+            logs.update(computed)
         metrics = {k: float(v) for k, v in (logs or {}).items() if np.ndim(v) == 0}
         metrics.update(flatten_learned(learned_values(self.model)))
         for key, value in metrics.items():
@@ -198,7 +225,9 @@ def train(ctx: TrialContext, params: Mapping[str, Any], *, seed: int,
     keras.utils.set_random_seed(seed)
     model, loss = build_trial_model(ctx, params)
     training = ctx.space.training
-    reporter = EpochReporter(reporters)
+    wanted = [name for name in VALIDATION_METRICS if ctx.objective.metric == f"val_{name}"]
+    validation = (ctx.data.x_val, ctx.data.y_val, wanted, training.batch_size) if wanted else None
+    reporter = EpochReporter(reporters, validation=validation)
     fit_callbacks: list[keras.callbacks.Callback] = [reporter, *callbacks]
     mode = "min" if ctx.objective.direction == "minimize" else "max"
     if training.early_stopping:

@@ -50,11 +50,15 @@ from aloss_tune.factories import PENALTY_SPECS, get_factory
 
 TASK_METRICS: dict[str, dict[str, str]] = {
     # metric name (as Keras logs it, without the val_ prefix) -> direction
-    "regression": {"mae": "minimize", "rmse": "minimize", "mse": "minimize"},
+    "regression": {"mae": "minimize", "rmse": "minimize", "mse": "minimize", "median_ae": "minimize"},
     "binary": {"pr_auc": "maximize", "auc": "maximize", "accuracy": "maximize"},
     "multiclass": {"accuracy": "maximize"},
 }
 DEFAULT_OBJECTIVE = {"regression": "val_mae", "binary": "val_pr_auc", "multiclass": "val_accuracy"}
+# Metrics computed from the validation predictions at the end of each epoch (not streaming Keras metrics):
+# the median absolute error ignores up to half the validation targets, so it still ranks models by how well
+# they fit the clean majority when the validation targets are contaminated too.
+VALIDATION_ONLY = ("median_ae",)
 SAMPLERS = ("tpe", "random", "cmaes", "grid")
 PRUNERS = ("median", "hyperband", "none")
 TUNERS = ("random", "bayesian", "hyperband")
@@ -286,8 +290,11 @@ class SearchSpace:
         if base not in known and base not in extra_metrics:
             allowed = ", ".join(f"val_{m}" for m in known)
             raise ConfigError(
-                f"{where}objective.metric: {metric!r} is not computed for {task} data; "
-                f"allowed: {allowed} (or a metric listed in training.metrics)."
+                f"{where}objective.metric: {metric!r} is not computed for {task} data; allowed: {allowed}."
+            )
+        if base in VALIDATION_ONLY and metric != f"val_{base}":
+            raise ConfigError(
+                f"{where}objective.metric: {metric!r} is computed on the validation data only; use val_{base}."
             )
         if base in known and self.objective.direction != known[base]:
             raise ConfigError(

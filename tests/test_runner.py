@@ -41,3 +41,61 @@ def test_baseline_is_the_median_predictor():
     ctx = prepare(SearchSpace.from_dict({"study": "t", "loss": ["mse"]}), data=linear_data())
     y_train, y_val = linear_data()[1], linear_data()[3]
     assert ctx.baseline_value() == pytest.approx(np.mean(np.abs(y_val - np.median(y_train))), rel=1e-6)
+
+
+def contaminated_linear_data(n=240, seed=0):
+    """y = 3 x0 - x1 with a quarter of the training and validation targets shifted up by 30."""
+    x_train, y_train, x_val, y_val = linear_data(n, seed)
+    rng = np.random.default_rng(seed + 1)
+    y_train, y_val = y_train.copy(), y_val.copy()
+    y_train[rng.choice(len(y_train), len(y_train) // 4, replace=False)] += 30
+    y_val[rng.choice(len(y_val), len(y_val) // 4, replace=False)] += 30
+    return x_train, y_train, x_val, y_val
+
+
+def test_val_median_ae_is_the_median_of_the_validation_errors():
+    from aloss_tune.runner import train
+
+    data = contaminated_linear_data()
+    space = SearchSpace.from_dict({
+        "study": "t", "loss": ["mae"], "optimizer": {"name": "adam", "learning_rate": 0.05},
+        "model": {"builder": "mlp", "params": {"layers": 0}},
+        "objective": "val_median_ae", "training": {"epochs": 6, "batch_size": 32}})
+    ctx = prepare(space, data=data)
+    assert ctx.objective.direction == "minimize"
+    seen = []
+    model, outcome = train(ctx, {"loss": "mae", "optimizer.learning_rate": 0.05, "model.layers": 0}, seed=0,
+                           reporters=[lambda epoch, metrics: seen.append(metrics["val_median_ae"])])
+    assert len(seen) == 6 and outcome.history["val_median_ae"] == seen
+    assert outcome.value == pytest.approx(min(seen))
+    # The last epoch's value, recomputed from the trained model with NumPy alone.
+    residuals = data[3] - model.predict(data[2], verbose=0)[:, 0]
+    assert seen[-1] == pytest.approx(float(np.median(np.abs(residuals))), rel=1e-6)
+    # The outliers shift the mean error, not the median: the median error is far below the mean one.
+    assert seen[-1] < 0.5 * outcome.history["val_mae"][-1]
+    assert ctx.baseline_value() == pytest.approx(np.median(np.abs(data[3] - np.median(data[1]))), rel=1e-6)
+
+
+def test_early_stopping_sees_val_median_ae(recwarn):
+    # The runner's EarlyStopping monitors the objective; it finds val_median_ae in the epoch's logs.
+    space = SearchSpace.from_dict({
+        "study": "t", "loss": ["mse"], "model": {"builder": "mlp", "params": {"layers": 0}},
+        "objective": "val_median_ae", "training": {"epochs": 40, "batch_size": 32, "early_stopping": 1},
+        "optimizer": {"name": "adam", "learning_rate": 0.5}})
+    ctx = prepare(space, data=contaminated_linear_data())
+    outcome = run_trial(ctx, {"loss": "mse", "optimizer.learning_rate": 0.5, "model.layers": 0}, seed=0)
+    assert not [w for w in recwarn if "Early stopping conditioned on metric" in str(w.message)]
+    assert outcome.epochs < 40  # it stopped: the metric was in the logs it monitors
+
+
+@pytest.mark.parametrize(("objective", "message"), [
+    ("median_ae", r"'median_ae' is computed on the validation data only; use val_median_ae"),
+    ("val_nope", r"'val_nope' is not computed for regression data; allowed: val_mae, val_rmse, val_mse, "
+                 r"val_median_ae\.$"),
+])
+def test_objective_metric_errors_name_what_is_allowed(objective, message):
+    from aloss_tune.errors import ConfigError
+
+    space = SearchSpace.from_dict({"study": "t", "loss": ["mse"], "objective": objective})
+    with pytest.raises(ConfigError, match=message):
+        prepare(space, data=linear_data())
