@@ -3,7 +3,9 @@
 ``barron`` searches the shape over ``[-4, 2]`` (from Geman-McClure-like and beyond up to L2) and the scale
 log-uniformly, relative to the target's robust spread. ``adaptive_barron`` learns both during ``fit``; what a
 search can tune are the bounds it learns them within (alpha in ``[0.001, 1.999]`` by default, as in the paper:
-with room above 2 a fit may learn a loss steeper than L2) and where it starts. Its default ranges never produce an
+with room above 2 a fit may learn a loss steeper than L2) and where it starts (scale within 3 spreads of the
+targets by default: a scale started far above the residuals makes the loss L2 for all of them, and on
+contaminated data the fit follows the outliers before the scale comes down). Its default ranges never produce an
 invalid combination: ``alpha_lo`` ranges below ``alpha_hi`` (they may meet at 1, which fixes alpha),
 ``alpha_init`` defaults to the midpoint of the bounds, and ``scale_init`` ranges above ``scale_lo``'s default.
 ``alpha_init`` and ``scale_lo`` have no default range (a space may still search them).
@@ -68,8 +70,9 @@ register_loss_factory(
                       doc="initial alpha, strictly between the bounds (default: their midpoint)"),
             ParamSpec("scale_lo", float, 1e-5, FINITE_POSITIVE, None, relative=True,
                       doc="lower bound of the learned scale"),
-            ParamSpec("scale_init", float, 1.0, FINITE_POSITIVE, Float(0.1, 10.0, log=True), relative=True,
-                      doc="initial scale (>= scale_lo); equal to scale_lo fixes the scale"),
+            ParamSpec("scale_init", float, 1.0, FINITE_POSITIVE, Float(0.1, 3.0, log=True), relative=True,
+                      doc="initial scale (>= scale_lo); equal to scale_lo fixes the scale (the default range "
+                          "stays within 3 spreads: started far above the residuals, the loss is L2 for them)"),
             ParamSpec("shared", bool, False, None, None,
                       doc="one alpha and scale for all output dimensions instead of one pair each"),
         ),

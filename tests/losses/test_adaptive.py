@@ -332,6 +332,8 @@ def test_adaptive_barron_factory():
     space = factory.search_space()
     assert set(space) == {"alpha_lo", "alpha_hi", "scale_init"}
     assert factory.param("scale_init").relative and factory.param("scale_lo").relative
+    # ... and stay robust: alpha below 2 (L2), the initial scale within 3 spreads of the targets.
+    assert space["alpha_hi"].high < 2 and space["scale_init"].high <= 3
     # The default ranges never produce an invalid combination: the corners build.
     for lo in (space["alpha_lo"].low, space["alpha_lo"].high):
         for hi in (space["alpha_hi"].low, space["alpha_hi"].high):
