@@ -165,18 +165,11 @@ def _artifacts_hook(ctx: Any) -> Callable[[Any], Path | None]:
 
 
 def _result(spec: SearchSpace, ctx: Any, study: Any, url: str, tracker: Any, settings: Any) -> TuneResult:
-    import optuna
-
     from aloss_tune._urls import redact_url
-    from aloss_tune.backends.optuna import best_summary
+    from aloss_tune.backends.optuna import best_summary, state_counts
 
     best = best_summary(study) or {}
-    states = [t.state for t in study.get_trials(deepcopy=False)]
-    counts = {
-        "complete": states.count(optuna.trial.TrialState.COMPLETE),
-        "pruned": states.count(optuna.trial.TrialState.PRUNED),
-        "failed": states.count(optuna.trial.TrialState.FAIL),
-    }
+    counts = state_counts(study)
     return TuneResult(
         study_name=spec.study, backend="optuna", best_params=dict(best.get("params", {})),
         best_value=best.get("value"), best_trial=best.get("number"), best_loss_config=best.get("loss_config"),

@@ -250,17 +250,12 @@ def load_result(study_name: str, storage: str, *, parent_run_id: str | None = No
 
     from aloss_tune._urls import redact_url
     from aloss_tune.api import TuneResult
-    from aloss_tune.backends.optuna import StorageOptions, best_summary, open_storage
+    from aloss_tune.backends.optuna import StorageOptions, best_summary, open_storage, state_counts
 
     study = optuna.load_study(study_name=study_name,
                               storage=open_storage(StorageOptions(url=storage, heartbeat_interval=0)))
     best = best_summary(study) or {}
-    states = [t.state for t in study.get_trials(deepcopy=False)]
-    counts = {
-        "complete": states.count(optuna.trial.TrialState.COMPLETE),
-        "pruned": states.count(optuna.trial.TrialState.PRUNED),
-        "failed": states.count(optuna.trial.TrialState.FAIL),
-    }
+    counts = state_counts(study)
     objective = study.user_attrs.get("aloss_tune.objective") or {"metric": "objective",
                                                                  "direction": study.direction.name.lower()}
     return TuneResult(

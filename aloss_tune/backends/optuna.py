@@ -329,6 +329,16 @@ def best_summary(study: optuna.Study) -> dict[str, Any] | None:
     }
 
 
+def state_counts(study: optuna.Study) -> dict[str, int]:
+    """``{"complete": n, "pruned": n, "failed": n}`` over the study's trials (running ones not counted)."""
+    counts = dict.fromkeys(_STATE_NAMES.values(), 0)
+    for trial in study.get_trials(deepcopy=False):
+        name = _STATE_NAMES.get(trial.state)
+        if name is not None:
+            counts[name] += 1
+    return counts
+
+
 def end_lost_runs(study: optuna.Study, tracker: StudyTracker) -> int:
     """End the MLflow runs of finished trials that their worker left ``RUNNING``; returns how many.
 
