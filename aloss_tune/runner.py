@@ -156,10 +156,8 @@ class EpochReporter(keras.callbacks.Callback):
         if self.validation is not None:
             x_val, y_val, names, batch_size = self.validation
             predictions = self.model.predict(x_val, batch_size=batch_size, verbose=0)
-            computed = {f"val_{name}": VALIDATION_METRICS[name](y_val, predictions) for name in names}
-            if logs is None:
-                logs = {}
-            logs.update(computed)
+            logs = {} if logs is None else logs
+            logs.update({f"val_{name}": VALIDATION_METRICS[name](y_val, predictions) for name in names})
         metrics = {k: float(v) for k, v in (logs or {}).items() if np.ndim(v) == 0}
         metrics.update(flatten_learned(learned_values(self.model)))
         for key, value in metrics.items():

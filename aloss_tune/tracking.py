@@ -250,6 +250,7 @@ class StudyTracker:
         self.created_parent = False  # this worker created the parent (a new study)
         self._settled = threading.Event()
         self._settled.set()
+        self._epoch_sender = _Sender(self.guard)  # its thread starts with the first submission
 
     # ------------------------------------------------------------------------------------------ parent
     @property
@@ -381,8 +382,6 @@ class StudyTracker:
 
     def sender(self) -> _Sender:
         """The background sender of this worker's epoch batches (one thread for all its trials)."""
-        if getattr(self, "_epoch_sender", None) is None:
-            self._epoch_sender = _Sender(self.guard)
         return self._epoch_sender
 
     # ------------------------------------------------------------------------------------------ trials
@@ -525,8 +524,8 @@ class TrialRun:
         Sent from a background thread, in order; `finish` waits for every pending batch before it ends the
         run.
         """
-        if self.run_id is None and not self.pending:
-            return
+        if self.tracker.guard.failed is not None or (self.run_id is None and not self.pending):
+            return  # tracking is off for this worker, or this run was never queued
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)

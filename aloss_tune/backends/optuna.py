@@ -265,13 +265,14 @@ class Objective:
             run = self.tracker.start_trial(trial.number, params, seed=seed, tags=tags)
         if retry_of is not None:
             trial.set_user_attr(RUN_ATTR, None)  # not the lost trial's run
-        recorded = {"run": False}
+        recorded = False
 
         def record_run() -> None:
             """Store the run's id on the trial as soon as the background sender has created it."""
-            if run is not None and run.run_id is not None and not recorded["run"]:
+            nonlocal recorded
+            if run is not None and run.run_id is not None and not recorded:
                 trial.set_user_attr(RUN_ATTR, run.run_id)
-                recorded["run"] = True
+                recorded = True
 
         metric = ctx.objective.metric
         # Asking a pruner reads the study's trials from the storage: not worth it when it never prunes.
