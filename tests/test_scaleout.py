@@ -79,7 +79,7 @@ def write_space(folder: Path, study: str, *, epochs: int = 2, n_trials: int = 4)
 
 
 def _env() -> dict[str, str]:
-    env = {**os.environ, "PYTHONPATH": str(HERE), "TF_CPP_MIN_LOG_LEVEL": "3"}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(HERE), os.environ.get("PYTHONPATH")])), "TF_CPP_MIN_LOG_LEVEL": "3"}
     env.pop("MLFLOW_TRACKING_URI", None)
     return env
 
