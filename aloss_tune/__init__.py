@@ -16,16 +16,30 @@ from __future__ import annotations
 
 import importlib
 import os
+import sys
 from typing import Any
 
 from aloss_tune.errors import AlossTuneError, ConfigError, TrialFailed, UsageError
 
-if not os.environ.get("ALOSS_TUNE_VERBOSE_IMPORT"):
-    from aloss_tune._quiet import import_keras_quietly
 
-    import_keras_quietly()
+def load_keras() -> None:
+    """Import Keras (quietly, see above) and register every loss class for deserialization."""
+    if not os.environ.get("ALOSS_TUNE_VERBOSE_IMPORT"):
+        from aloss_tune._quiet import import_keras_quietly
 
-import aloss_tune.losses  # noqa: E402,F401  (registers the loss classes for deserialization)
+        import_keras_quietly()
+    import aloss_tune.losses  # noqa: F401
+
+
+def _from_command_line() -> bool:
+    """Started as the ``aloss-tune`` command, which loads Keras only for a command that needs it, so that
+    ``aloss-tune --help`` answers at once."""
+    argv = getattr(sys, "argv", None) or [""]
+    return os.path.basename(argv[0]) in ("aloss-tune", "aloss-tune.exe")
+
+
+if not _from_command_line():
+    load_keras()
 
 __version__ = "0.1.0"
 

@@ -9,12 +9,14 @@ produce invalid combinations are kept apart (``confidence_bce``'s ``clip_min`` r
 
 ``dynamic_alpha`` exposes the parameters of every registered alpha formula as flat keys of its own
 (``loss.alpha_value``, ``loss.temperature``, ``loss.power``, ``loss.strength``, and those of formulas that
-users register with `aloss_tune.losses.register_alpha_formula`). Only the parameters of the chosen formula
-reach the loss; the others are ignored, so a space can search the formula and all parameters at once.
+users register with `aloss_tune.losses.register_alpha_formula`). Each is conditional on the formula: a
+search samples (and logs) only the parameters of the formula it chose, and a formula's parameters given to
+another formula are ignored.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import keras
@@ -244,8 +246,10 @@ DYNAMIC_OWN = ("base", "alpha_formula", "alpha_gradient", "from_logits")
 
 def _formula_specs() -> list[ParamSpec]:
     specs: dict[str, ParamSpec] = {}
+    users: dict[str, list[str]] = {}  # parameter -> the formulas that read it
     for name in list_alpha_formulas():
         for key, param in get_alpha_formula(name).params.items():
+            users.setdefault(key, []).append(name)
             search = param.search if param.search is not None else FORMULA_SEARCH.get(key)
             if isinstance(search, Float) and not (
                 param.domain.contains(search.low) and param.domain.contains(search.high)
@@ -253,7 +257,7 @@ def _formula_specs() -> list[ParamSpec]:
                 search = None  # a re-declared formula narrowed the domain: no default range fits it
             doc = f"({name}) {param.doc}".strip()
             specs.setdefault(key, ParamSpec(key, float, param.default, param.domain, search, doc=doc))
-    return list(specs.values())
+    return [dataclasses.replace(spec, when=("alpha_formula", tuple(users[key]))) for key, spec in specs.items()]
 
 
 def _build_dynamic_alpha(**params: Any) -> keras.losses.Loss:

@@ -294,6 +294,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="aloss-tune: %(message)s")
     try:
         args = build_parser().parse_args(argv)
+        from aloss_tune import load_keras
+
+        load_keras()  # after parsing: --help and usage errors need no Keras
         return int(args.func(args) or 0)
     except (ConfigError, UsageError) as exc:
         if debug:

@@ -44,6 +44,8 @@ class ParamSpec:
             (a scale or a Huber delta); a study multiplies it by that spread so no trial is wasted on a
             loss that is flat for the data at hand.
         doc: one line for ``aloss-tune losses`` and the docs.
+        when: ``(parent, values)``: the parameter is used only when the factory's parameter ``parent`` is one
+            of ``values`` (a formula's own constants); a search samples and logs it only then.
     """
 
     name: str
@@ -53,6 +55,7 @@ class ParamSpec:
     search: Distribution | None = None
     relative: bool = False
     doc: str = ""
+    when: tuple[str, tuple[Any, ...]] | None = None
 
     def __post_init__(self) -> None:
         if self.search is not None and isinstance(self.domain, Interval):
@@ -134,6 +137,10 @@ class LossFactory:
                 raise ConfigError(f"factory {self.name!r}: parameter name {n!r} is reserved for the penalty.")
         if len(set(names)) != len(names):
             raise ConfigError(f"factory {self.name!r}: duplicate parameter names {names}.")
+        for p in self.params:
+            if p.when is not None and p.when[0] not in names[: names.index(p.name)]:
+                raise ConfigError(f"factory {self.name!r}: `{p.name}` depends on `{p.when[0]}`, which must be "
+                                  "a parameter declared before it.")
         bad = [t for t in self.tasks if t not in TASKS]
         if bad:
             raise ConfigError(f"factory {self.name!r}: tasks must be among {', '.join(TASKS)}, but got {bad}.")

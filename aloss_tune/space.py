@@ -197,7 +197,15 @@ class SearchSpace:
                     dist = dist.scaled(target_scale)
                 out[spec.name] = dist
         out.update(self.loss_params.get(loss, {}))
-        return out
+        order = {spec.name: i for i, spec in enumerate(factory.params)}  # a parameter after those it depends on
+        return dict(sorted(out.items(), key=lambda item: order.get(item[0], len(order))))
+
+    def conditional_choices(self, loss: str, target_scale: float = 1.0) -> dict[str, tuple[Any, ...]]:
+        """The searched parameters of ``loss`` that other parameters depend on, with their choices."""
+        factory = get_factory(loss)
+        space = self.loss_space(loss, target_scale)
+        parents = {spec.when[0] for spec in factory.params if spec.when is not None}
+        return {name: space[name].choices for name in parents if isinstance(space.get(name), Categorical)}
 
     def search_params(self, target_scale: float = 1.0, only_loss: bool = False) -> dict[str, Distribution]:
         """Every searched parameter by its backend name (``loss.huber.delta``, ``model.units``)."""
@@ -229,8 +237,19 @@ class SearchSpace:
         loss = self.losses[0] if len(self.losses) == 1 else suggester.suggest("loss", Categorical(self.losses))
         params["loss"] = loss
         with suggester.conditional("loss", loss):
+            factory = get_factory(loss)
+            drawn: dict[str, Any] = {}
             for name, value in self.loss_space(loss, target_scale).items():
-                params[f"loss.{name}"] = _draw(suggester, f"loss.{loss}.{name}", value)
+                spec = factory._by_name.get(name)
+                if spec is None or spec.when is None:
+                    drawn[name] = _draw(suggester, f"loss.{loss}.{name}", value)
+                    continue
+                parent, active = spec.when  # used only for some values of an earlier parameter
+                parent_value = drawn.get(parent, factory.param(parent).default)
+                if parent_value in active:
+                    with suggester.conditional(f"loss.{loss}.{parent}", parent_value):
+                        drawn[name] = _draw(suggester, f"loss.{loss}.{name}", value)
+            params.update({f"loss.{name}": value for name, value in drawn.items()})
         for name, value in self.penalty.items():
             params[f"loss.{name}"] = _draw(suggester, f"loss.{name}", value)
         for prefix, group in (("model", self.model_params), ("optimizer", self.optimizer_params)):

@@ -203,3 +203,24 @@ def test_bad_input_exits_2_with_one_line_and_writes_nothing(case, argv, message,
     if case == "unknown study":
         written.discard("empty.db")  # opening a storage to look for the study creates an empty one
     assert not written, f"bad input must not write a store, but wrote {written}"
+
+
+@pytest.mark.parametrize("args", [["--help"], ["tune", "--help"], ["--version"], ["tune"]])
+def test_help_and_usage_errors_do_not_import_keras(args):
+    code = ("import sys\n"
+            f"sys.argv = ['aloss-tune', *{args!r}]\n"
+            "from aloss_tune.cli import main\n"
+            "try:\n"
+            "    code = main(sys.argv[1:])\n"
+            "except SystemExit as exc:\n"
+            "    code = exc.code\n"
+            "print('keras' in sys.modules, 'tensorflow' in sys.modules, code)\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.stdout.splitlines()[-1] == f"False False {2 if args == ['tune'] else 0}", done.stderr
+
+
+def test_the_library_import_still_registers_the_losses():
+    code = ("import sys, aloss_tune, keras\n"
+            "print(keras.saving.get_registered_object('aloss_tune>RobustLoss') is not None)\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.stdout.strip() == "True", done.stderr

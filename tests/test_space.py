@@ -178,3 +178,37 @@ def test_int_and_categorical_model_params():
         "activation": {"type": "categorical", "choices": ["relu", "gelu"]}}}})
     assert space.search_params() == {"model.units": Int(8, 64, step=8),
                                      "model.activation": Categorical(("relu", "gelu"))}
+
+
+def test_dynamic_alpha_samples_only_the_chosen_formulas_constants():
+    from aloss_tune.losses import get_alpha_formula, list_alpha_formulas
+
+    space = SearchSpace.from_dict({"study": "s", "data": "contaminated_regression", "loss": ["dynamic_alpha"]})
+    formulas = list_alpha_formulas()
+    constants = {key for name in formulas for key in get_alpha_formula(name).params}
+    assert len(constants) >= 4  # the space would search all of them before
+    for formula in formulas:
+        recorder = Recorder(choose={"loss.dynamic_alpha.alpha_formula": formula})
+        params = space.sample(recorder)
+        own = set(get_alpha_formula(formula).params)
+        assert {k[len("loss."):] for k in params if k.startswith("loss.")} == {"alpha_formula", *own}
+        nested = [(name, scope) for name, _, scope in recorder.calls if name.endswith(tuple(own))]
+        assert nested == [(f"loss.dynamic_alpha.{key}", (("loss", "dynamic_alpha"),
+                                                          ("loss.dynamic_alpha.alpha_formula", formula)))
+                          for key in own]
+    # A fixed formula: its constants only, and no choice asked.
+    fixed = SearchSpace.from_dict({"study": "s", "data": "contaminated_regression", "loss": {
+        "choices": ["dynamic_alpha"], "params": {"dynamic_alpha": {"alpha_formula": "inverse_rms"}}}})
+    recorder = Recorder()
+    params = fixed.sample(recorder)
+    assert params["loss.alpha_formula"] == "inverse_rms" and "loss.power" in params
+    assert not {"loss.temperature", "loss.strength", "loss.alpha_value"} & set(params)
+    assert [name for name, _, _ in recorder.calls] == ["loss.dynamic_alpha.power"]
+
+
+def test_a_parameter_may_depend_only_on_an_earlier_one():
+    from aloss_tune.factories import LossFactory, ParamSpec
+
+    with pytest.raises(ConfigError, match="`b` depends on `a`, which must be a parameter declared before it"):
+        LossFactory("bad", lambda a, b: None, (ParamSpec("b", float, 1.0, when=("a", ("x",))),
+                                                ParamSpec("a", str, "x")))

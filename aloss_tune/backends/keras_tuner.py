@@ -202,6 +202,12 @@ class SpaceHyperModel(kt.HyperModel):
             if len(self.space.losses) > 1 and "loss" in hp.values:
                 hp.values["loss"] = loss  # walk each loss's scope while it is active
             self.space.sample(suggester, self.target_scale)
+            for parent, choices in self.space.conditional_choices(loss, self.target_scale).items():
+                key = f"loss.{loss}.{parent}"  # and each scope nested in it (an alpha formula's constants)
+                for choice in choices:
+                    label = next(lab for c, lab in suggester._labels.get(key, ()) if c == choice)
+                    hp.values[key] = label
+                    self.space.sample(suggester, self.target_scale)
 
     def params(self, hp: kt.HyperParameters) -> dict[str, Any]:
         """A trial's flat params dict: the vocabulary of `aloss_tune.build_loss` and of the Optuna backend."""

@@ -458,3 +458,20 @@ def test_distributed_chief_and_worker_on_one_machine(store: Store) -> None:
     assert (project / "chief.json").exists() and (project / "tuner0.json").exists()
     best = kt_backend.best_summary("kt_dist", directory=store.projects)
     assert best["number"] == int(parent.data.tags["aloss_tune.best_trial"])
+
+
+def test_alpha_formula_constants_are_declared_in_nested_scopes() -> None:
+    space = SearchSpace.from_dict(base_space("formulas", loss={"choices": ["mse", "dynamic_alpha"]}))
+    model = kt_backend.SpaceHyperModel(space)
+    hp = kt.HyperParameters()
+    model.declare_hyperparameters(hp)
+    declared = {p.name: [(c.name, c.values) for c in p.conditions] for p in hp.space}
+    assert declared["loss.dynamic_alpha.temperature"] == [
+        ("loss", ["dynamic_alpha"]), ("loss.dynamic_alpha.alpha_formula", ["sigmoid_snr"])]
+    assert declared["loss.dynamic_alpha.strength"] == [
+        ("loss", ["dynamic_alpha"]), ("loss.dynamic_alpha.alpha_formula", ["outlier_damping"])]
+    values = hp.copy()
+    values.values = {"loss": "dynamic_alpha", "loss.dynamic_alpha.alpha_formula": "outlier_damping"}
+    values.ensure_active_values()
+    params = model.params(values)
+    assert {k for k in params if k.startswith("loss")} == {"loss", "loss.alpha_formula", "loss.strength"}
