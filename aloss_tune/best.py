@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import keras
+import yaml
 
 from aloss_tune.errors import ConfigError, UsageError, describe
 from aloss_tune.factories import build_loss
@@ -147,21 +148,111 @@ def load_best_loss(study_name: str, storage: str | None = None, **kwargs: Any) -
     return build_loss(best["params"])
 
 
-def python_snippet(params: Mapping[str, Any]) -> str:
-    """Python code that rebuilds the loss of ``params`` (for ``aloss-tune best --format python``)."""
-    loss_params = {k: v for k, v in params.items() if k == "loss" or k.startswith("loss.")}
-    loss = build_loss(loss_params)
-    import pprint
+def python_snippet(params: Mapping[str, Any], *, optimizer: str = "adam", title: str | None = None,
+                   keras_config: Mapping[str, Any] | None = None) -> str:
+    """Python code that rebuilds a trial's loss and optimizer (``aloss-tune best --format python``).
 
+    It runs as it is: it defines ``loss``, ``optimizer``, the tuned ``model_params`` (if any) and
+    ``compile_with_best_loss(model)``, which attaches the loss when it learns parameters or penalises
+    weights, then compiles. ``keras_config`` (a Keras serialization) replaces the flat loss params when a
+    source holds only that.
+    """
+    loss_params = {k: v for k, v in params.items() if k == "loss" or k.startswith("loss.")}
+    opt_params = {k[len("optimizer."):]: v for k, v in params.items() if k.startswith("optimizer.")}
+    model_params = {k: v for k, v in params.items() if k.startswith("model.")}
+    if loss_params:
+        loss = build_loss(loss_params)  # refuses params that do not make a loss
+        loss_line = f"loss = aloss_tune.build_loss({_literal(loss_params, 30)})"
+    elif keras_config is not None:
+        loss = loss_from_config({"keras": keras_config})
+        loss_line = f"loss = keras.saving.deserialize_keras_object({_literal(keras_config, 45)})"
+    else:
+        raise ConfigError("python_snippet: params name no loss (give {'loss': ...} or a Keras config).")
     from aloss_tune.losses import needs_model
 
-    body = pprint.pformat(loss_params, sort_dicts=False, width=100)
-    lines = [
-        "import aloss_tune",
+    optimizer_config = {"class_name": optimizer, "config": opt_params}
+    lines = ["import keras", "", "import aloss_tune", ""]
+    if title:
+        lines.append(f"# {title}")
+    lines += [loss_line, f"optimizer = keras.optimizers.get({_literal(optimizer_config, 40)})"]
+    if model_params:
+        lines.append(f"model_params = {_literal(model_params, 15)}  # the tuned model hyperparameters")
+    lines += [
         "",
-        f"loss = aloss_tune.build_loss({body})",
+        "",
+        "def compile_with_best_loss(model: keras.Model) -> keras.Model:",
+        '    """Compile ``model`` with the best trial\'s loss and optimizer; returns the model to fit."""',
     ]
     if needs_model(loss):
-        lines.append("model = aloss_tune.attach(model, loss)  # learned loss parameters / weight penalty")
-    lines.append('model.compile(optimizer="adam", loss=loss)')
+        lines.append("    model = aloss_tune.attach(model, loss)  # the loss learns parameters or penalises weights")
+    lines += ["    model.compile(optimizer=optimizer, loss=loss)", "    return model"]
     return "\n".join(lines)
+
+
+def _literal(value: Any, indent: int) -> str:
+    """``value`` as a Python literal (``True``, ``None``: never JSON's ``true``, ``null``)."""
+    import pprint
+
+    text = pprint.pformat(value, sort_dicts=False, width=110 - indent)
+    return text.replace("\n", "\n" + " " * indent)
+
+
+def run_summary(uri: str, tracking_uri: str | None = None) -> dict[str, Any]:
+    """``{params, loss_config, optimizer}`` of a trial's (or a study's parent) MLflow run ``runs:/<id>``.
+
+    The loss comes from the run's loss-config artifact; the model and optimizer values from its params
+    (logged as text, read back as numbers where they are numbers); the optimizer's name from the study's
+    ``space.yaml``.
+    """
+    config = _config_from_run(uri, tracking_uri)
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    from aloss_tune.tracking import load_settings
+
+    run_id = uri[len("runs:/"):].strip("/").partition("/")[0]
+    client = MlflowClient(tracking_uri=load_settings(tracking_uri=tracking_uri).tracking_uri)
+    run = client.get_run(run_id)
+    logged = run.data.params
+    if "best_params.json" in {a.path for a in client.list_artifacts(run_id)}:  # a study's parent run
+        logged = _download_json(client, run_id, "best_params.json")
+        parent = run
+    else:
+        parent_id = run.data.tags.get("mlflow.parentRunId")
+        parent = client.get_run(parent_id) if parent_id else run
+    params = {k: _param_value(v) for k, v in logged.items() if k.startswith(("model.", "optimizer."))}
+    params.update((config.get("params") or {}))
+    optimizer = "adam"
+    try:
+        space = yaml.safe_load(_download_text(client, parent.info.run_id, "space.yaml")) or {}
+        named = space.get("optimizer")
+        optimizer = named.get("name", "adam") if isinstance(named, Mapping) else (named or "adam")
+    except (MlflowException, OSError, yaml.YAMLError, AttributeError):
+        pass
+    return {"params": params, "loss_config": config, "optimizer": optimizer}
+
+
+def _param_value(text: Any) -> Any:
+    """An MLflow param (text) as the number or flag it was, or the text itself."""
+    if not isinstance(text, str):
+        return text
+    special = {"True": True, "False": False, "None": None}
+    if text in special:
+        return special[text]
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
+def _download_text(client: Any, run_id: str, name: str) -> str:
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        return Path(client.download_artifacts(run_id, name, tmp)).read_text(encoding="utf-8")
+
+
+def _download_json(client: Any, run_id: str, name: str) -> Any:
+    return json.loads(_download_text(client, run_id, name))

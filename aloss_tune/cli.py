@@ -156,28 +156,22 @@ def _add_best(sub: Any) -> None:
 
 
 def _best(args: argparse.Namespace) -> int:
-    from aloss_tune.best import best_trial_summary, load_loss, python_snippet
+    from aloss_tune.best import best_trial_summary, python_snippet, run_summary
     from aloss_tune.runner import loss_config
 
     if args.study.startswith("runs:/"):
-        loss = load_loss(args.study, tracking_uri=args.tracking_uri)
-        import keras
-
-        config = {"keras": keras.saving.serialize_keras_object(loss)}
-        params = None
+        summary = run_summary(args.study, tracking_uri=args.tracking_uri)
+        config = summary["loss_config"]
+        title = f"from MLflow run {args.study}"
     else:
         summary = best_trial_summary(args.study, args.storage, backend=args.backend, directory=args.directory,
                                      tracking_uri=args.tracking_uri)
-        params = summary["params"]
-        config = summary.get("loss_config") or loss_config(params)
+        config = summary.get("loss_config") or loss_config(summary["params"])
         config = {**config, "trial": summary["number"], "value": summary["value"]}
+        title = f"best trial {summary['number']} of study {args.study!r} (objective {summary['value']:.6g})"
     if args.format == "python":
-        if params is None:
-            params = config["keras"]
-            text = ("import keras\nimport aloss_tune.losses\n\nloss = keras.saving.deserialize_keras_object(\n"
-                    f"    {json.dumps(params)}\n)")
-        else:
-            text = python_snippet(params)
+        text = python_snippet(summary["params"], optimizer=summary.get("optimizer") or "adam", title=title,
+                              keras_config=config.get("keras"))
     else:
         text = json.dumps(config, indent=2, sort_keys=False)
     if args.output:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -124,10 +125,10 @@ def test_best_rebuilds_the_same_loss(study):
 
     out = cli("best", "e2e", "--storage", storage, "--format", "python", cwd=tmp)
     assert out.returncode == 0, out.stderr[-2000:]
-    code = out.stdout.replace('model.compile(optimizer="adam", loss=loss)', "")
-    namespace: dict = {}
-    exec(code, namespace)  # the snippet a user pastes
-    assert namespace["loss"].get_config() == expected
+    used = run_snippet(out.stdout)  # the snippet a user pastes, as it is, in a fresh process
+    assert used["loss"] == expected
+    assert used["optimizer_class"] == "Adam" and used["model_params"]["model.mode"] == "ok"
+    assert math.isfinite(used["fitted"])
 
     assert aloss_tune.load_best_loss("e2e", storage=storage).get_config() == expected
     client, runs = mlflow_runs(tmp)
@@ -136,6 +137,49 @@ def test_best_rebuilds_the_same_loss(study):
     assert aloss_tune.load_loss(f"runs:/{run.info.run_id}", tracking_uri=uri).get_config() == expected
     parent = next(r for r in runs if "mlflow.parentRunId" not in r.data.tags)
     assert aloss_tune.load_loss(f"runs:/{parent.info.run_id}", tracking_uri=uri).get_config() == expected
+    for source in (run, parent):
+        out = cli("best", f"runs:/{source.info.run_id}", "--tracking-uri", uri, "--format", "python", cwd=tmp)
+        assert out.returncode == 0, out.stderr[-2000:]
+        used = run_snippet(out.stdout)
+        assert used["loss"] == expected and used["model_params"]["model.units"] == 8
+
+
+SNIPPET_CHECK = """
+import json
+import numpy as np
+x = np.random.default_rng(0).normal(size=(32, 4)).astype("float32")
+config = loss.get_config()  # as built, before a fit sets what it learns
+model = compile_with_best_loss(keras.Sequential([keras.Input((4,)), keras.layers.Dense(1)]))
+history = model.fit(x, x[:, :1], epochs=1, verbose=0)
+print(json.dumps({"loss": config, "optimizer": optimizer.get_config(),
+                  "optimizer_class": type(optimizer).__name__,
+                  "model_params": globals().get("model_params"), "fitted": history.history["loss"][-1]},
+                 default=str))
+"""
+
+
+def run_snippet(code: str) -> dict:
+    """Run ``best --format python``'s output unchanged in a fresh interpreter, then use it on a model."""
+    done = subprocess.run([sys.executable, "-c", code + "\n" + SNIPPET_CHECK], capture_output=True, text=True,
+                          timeout=300, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    assert done.returncode == 0, done.stderr[-2000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_python_snippet_of_a_learned_loss_attaches_it_and_keeps_the_learning_rate():
+    import aloss_tune
+    from aloss_tune.best import python_snippet
+
+    params = {"loss": "adaptive_barron", "loss.alpha_lo": 0.5, "loss.l2": 1e-4,
+              "optimizer.learning_rate": 0.0031, "model.units": 8, "model.fancy": False}
+    code = python_snippet(params, optimizer="rmsprop", title="best trial 3")
+    assert "aloss_tune.attach(model, loss)" in code and "False" in code and "false" not in code
+    used = run_snippet(code)
+    assert used["optimizer_class"] == "RMSprop"
+    assert used["optimizer"]["learning_rate"] == pytest.approx(0.0031)
+    assert used["loss"] == json.loads(json.dumps(aloss_tune.build_loss(params).get_config(), default=str))
+    assert used["model_params"] == {"model.units": 8, "model.fancy": False}
+    assert math.isfinite(used["fitted"])
 
 
 def test_entry_point_usage_error_is_one_line(tmp_path):
