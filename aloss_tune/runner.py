@@ -97,7 +97,18 @@ def prepare(space: SearchSpace, *, data: Any = None, build_model: Any = None) ->
                 f"{where}loss.choices[{i}]: {name!r} is for {', '.join(factory.tasks)} data, but "
                 f"{dataset.name!r} is {dataset.task}."
             )
+    _check_per_class(space, dataset, where)
     return TrialContext(space=space, data=dataset, objective=objective, build_model=builder)
+
+
+def _check_per_class(space: SearchSpace, dataset: Dataset, where: str) -> None:
+    """One class weight (or range) per class of the data."""
+    classes = dataset.y_train.shape[-1] if dataset.task == "multiclass" and dataset.y_train.ndim == 2 else None
+    for loss, params in space.loss_params.items():
+        for name, value in params.items():
+            if isinstance(value, tuple) and classes is not None and len(value) != classes:
+                raise ConfigError(f"{where}loss.params.{loss}.{name}: must give one value per class: "
+                                  f"{dataset.name!r} has {classes} classes, but got {len(value)}.")
 
 
 def make_optimizer(space: SearchSpace, params: Mapping[str, Any]) -> keras.optimizers.Optimizer:

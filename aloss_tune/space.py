@@ -216,6 +216,9 @@ class SearchSpace:
             for name, value in self.loss_space(loss, target_scale).items():
                 if isinstance(value, (Float, Int, Categorical)):
                     out[f"loss.{loss}.{name}"] = value
+                elif isinstance(value, tuple):
+                    out.update((f"loss.{loss}.{name}.{i}", v) for i, v in enumerate(value)
+                               if isinstance(v, (Float, Int, Categorical)))
         for name, value in self.penalty.items():
             if isinstance(value, (Float, Int, Categorical)):
                 out[f"loss.{name}"] = value
@@ -241,6 +244,9 @@ class SearchSpace:
             drawn: dict[str, Any] = {}
             for name, value in self.loss_space(loss, target_scale).items():
                 spec = factory._by_name.get(name)
+                if isinstance(value, tuple):  # one value per class, each fixed or searched
+                    drawn[name] = [_draw(suggester, f"loss.{loss}.{name}.{i}", v) for i, v in enumerate(value)]
+                    continue
                 if spec is None or spec.when is None:
                     drawn[name] = _draw(suggester, f"loss.{loss}.{name}", value)
                     continue
@@ -259,8 +265,13 @@ class SearchSpace:
 
     def to_dict(self) -> dict[str, Any]:
         """A plain dict (YAML-able) of the validated space, for logging and the MLflow parent run."""
+        def one(value: ParamValue) -> Any:
+            if isinstance(value, tuple):
+                return [one(v) for v in value]
+            return value.to_dict() if isinstance(value, (Float, Int, Categorical)) else value
+
         def dump(group: Mapping[str, ParamValue]) -> dict[str, Any]:
-            return {k: (v.to_dict() if isinstance(v, (Float, Int, Categorical)) else v) for k, v in group.items()}
+            return {k: one(v) for k, v in group.items()}
 
         data = self.data if isinstance(self.data, str) else _python_name(self.data, "data")
         model = self.model if isinstance(self.model, str) else _python_name(self.model, "model")
@@ -329,6 +340,17 @@ def _python_name(obj: Any, what: str) -> str:
     if name is not None:
         return f"{getattr(obj, '__module__', '?')}:{name}"
     return f"<{what} given from Python: {type(obj).__name__}>"
+
+
+def _searched(value: ParamValue) -> bool:
+    """A search range, or a per-class list holding one."""
+    if isinstance(value, tuple):
+        return any(_searched(v) for v in value)
+    return isinstance(value, (Float, Int, Categorical))
+
+
+def _positive_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0
 
 
 def _draw(suggester: Suggester, name: str, value: ParamValue) -> Any:
@@ -402,6 +424,28 @@ class _Loader:
         if value is None or isinstance(value, (bool, int, float, str)):
             return value
         raise self.fail(path, f"must be a value or a search range {{type: ..., ...}}, but got {describe(value)}.")
+
+    def per_class(self, value: Any, path: str) -> tuple[ParamValue, ...] | None:
+        """A list parameter (class weights): ``null``, or one weight > 0 or range per class."""
+        if value is None:
+            return None
+        if not isinstance(value, list) or not value:
+            raise self.fail(path, "must be a list with one weight > 0 or one search range per class, e.g. "
+                                  f"[1.0, {{type: float, low: 1, high: 10, log: true}}, 1.0], but got {describe(value)}.")
+        items: list[ParamValue] = []
+        for i, item in enumerate(value):
+            where = f"{path}[{i}]"
+            item = self.param(item, where)
+            if isinstance(item, Categorical):
+                bad = [c for c in item.choices if not _positive_number(c)]
+            elif isinstance(item, (Float, Int)):
+                bad = [b for b in (item.low,) if not b > 0]
+            else:
+                bad = [] if _positive_number(item) else [item]
+            if bad:
+                raise self.fail(where, f"a class weight must be a number > 0, but got {describe(bad[0])}.")
+            items.append(item)
+        return tuple(items)
 
     def integer(self, value: Any, path: str, low: int, default: int | None = None) -> int:
         if value is None and default is not None:
@@ -516,8 +560,11 @@ class _Loader:
             resolved: dict[str, ParamValue] = {}
             for pname, raw_value in overrides.items():
                 ppath = f"{path}.{pname}"
-                value = self.param(raw_value, ppath)
                 spec = factory.param(pname)
+                if spec.kind is list:
+                    resolved[pname] = self.per_class(raw_value, ppath)
+                    continue
+                value = self.param(raw_value, ppath)
                 try:
                     if isinstance(value, (Float, Int, Categorical)):
                         spec.check_range(value, ppath)
@@ -543,8 +590,8 @@ class _Loader:
             penalty[pname] = value
         # Validate fixed combinations now (clip_min > clip_max, ...), not at the first trial.
         for loss_name in choices:
-            fixed = {k: v for k, v in loss_params.get(loss_name, {}).items()
-                     if not isinstance(v, (Float, Int, Categorical))}
+            fixed = {k: (list(v) if isinstance(v, tuple) else v) for k, v in loss_params.get(loss_name, {}).items()
+                     if not _searched(v)}
             if fixed and len(fixed) == len(loss_params.get(loss_name, {})):
                 try:
                     get_factory(loss_name).build(**fixed)

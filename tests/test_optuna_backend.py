@@ -61,3 +61,23 @@ def test_sampler_arguments_are_checked():
                                                                                        "bogus": 1}}})
     with pytest.raises(ConfigError, match=r"search\.sampler: random does not accept \['bogus'\]"):
         make_sampler(spec)
+
+
+def test_a_study_searches_one_class_weight_and_reloads_the_best_loss_with_it(stores):
+    import aloss_tune
+
+    space = {"study": "weights", "data": "helpers.user_side:tiny_multiclass",
+             "objective": {"metric": "val_accuracy", "direction": "maximize"},
+             "training": {"epochs": 1, "batch_size": 64},
+             "loss": {"choices": ["class_cce"], "params": {"class_cce": {
+                 "class_weights": [1.0, {"type": "float", "low": 2.0, "high": 8.0}, 0.5]}}},
+             "search": {"sampler": "random", "pruner": "none", "n_trials": 2, "seed": 1}}
+    result = aloss_tune.tune(space, storage=stores["storage"], tracking=False)
+    trials = result.study.get_trials()
+    assert [t.state for t in trials] == [optuna.trial.TrialState.COMPLETE] * 2
+    for trial in trials:
+        middle = trial.params["loss.class_cce.class_weights.1"]
+        assert 2.0 <= middle <= 8.0
+        assert trial.user_attrs["aloss_tune.params"]["loss.class_weights"] == [1.0, middle, 0.5]
+    best = aloss_tune.load_best_loss("weights", storage=stores["storage"])
+    assert best.get_config()["class_weights"] == result.best_params["loss.class_weights"]

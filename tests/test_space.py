@@ -212,3 +212,42 @@ def test_a_parameter_may_depend_only_on_an_earlier_one():
     with pytest.raises(ConfigError, match="`b` depends on `a`, which must be a parameter declared before it"):
         LossFactory("bad", lambda a, b: None, (ParamSpec("b", float, 1.0, when=("a", ("x",))),
                                                 ParamSpec("a", str, "x")))
+
+
+CLASS_CCE = {"study": "s", "data": "helpers.user_side:tiny_multiclass", "loss": {
+    "choices": ["class_cce"],
+    "params": {"class_cce": {"class_weights": [1.0, {"type": "float", "low": 1.0, "high": 5.0, "log": True}, 2.0]}}}}
+
+
+def test_class_weights_take_a_fixed_list_or_one_range_per_class():
+    space = SearchSpace.from_dict(CLASS_CCE)
+    assert space.search_params(only_loss=True) == {"loss.class_cce.class_weights.1": Float(1.0, 5.0, log=True)}
+    recorder = Recorder()
+    assert space.sample(recorder)["loss.class_weights"] == [1.0, 1.0, 2.0]
+    assert [name for name, _, _ in recorder.calls] == ["loss.class_cce.class_weights.1"]
+    assert SearchSpace.from_dict(space.to_dict()).loss_params == space.loss_params
+    fixed = SearchSpace.from_dict({**CLASS_CCE, "loss": {"choices": ["class_cce"], "params": {
+        "class_cce": {"class_weights": [1, 4, 2]}}}})
+    assert fixed.sample(Recorder())["loss.class_weights"] == [1, 4, 2] and not fixed.search_params(only_loss=True)
+
+
+@pytest.mark.parametrize("weights, where, message", [
+    ([1.0, -2.0], "class_weights[1]", "a class weight must be a number > 0, but got -2.0"),
+    ([1.0, {"type": "float", "low": 0.0, "high": 2.0}], "class_weights[1]", "must be a number > 0, but got 0.0"),
+    ({"type": "float", "low": 1.0, "high": 2.0}, "class_weights", "one weight > 0 or one search range per class"),
+    ([], "class_weights", "one weight > 0 or one search range per class"),
+])
+def test_bad_class_weights_name_the_item(weights, where, message):
+    raw = {**CLASS_CCE, "loss": {"choices": ["class_cce"], "params": {"class_cce": {"class_weights": weights}}}}
+    with pytest.raises(ConfigError, match=rf"loss\.params\.class_cce\.{where.replace('[', '.').replace(']', '.')}"):
+        SearchSpace.from_dict(raw)
+    with pytest.raises(ConfigError, match=message):
+        SearchSpace.from_dict(raw)
+
+
+def test_class_weights_must_match_the_data_before_any_training():
+    from aloss_tune.runner import prepare
+
+    raw = {**CLASS_CCE, "loss": {"choices": ["class_cce"], "params": {"class_cce": {"class_weights": [1.0, 2.0]}}}}
+    with pytest.raises(ConfigError, match="class_weights: must give one value per class: .* has 3 classes, but got 2"):
+        prepare(SearchSpace.from_dict(raw))

@@ -22,3 +22,13 @@ def build(params):
         raise RuntimeError("deliberate failure for testing")
     units = int(params.get("model.units", 8))
     return keras.Sequential([keras.Input((4,)), keras.layers.Dense(units, activation="relu"), keras.layers.Dense(1)])
+
+
+def tiny_multiclass(n: int = 150, seed: int = 0):
+    """Three classes in 4 features, one-hot labels: (x_train, y_train, x_val, y_val)."""
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 3, size=n)
+    x = (rng.normal(size=(n, 4)) + labels[:, None]).astype("float32")
+    y = np.eye(3, dtype="float32")[labels]
+    cut = int(0.75 * n)
+    return x[:cut], y[:cut], x[cut:], y[cut:]
