@@ -51,6 +51,7 @@ _LAZY = {
     "list_losses": "aloss_tune.factories",
     "register_loss_factory": "aloss_tune.factories",
     "attach": "aloss_tune.losses",
+    "export": "aloss_tune.losses",
     "learned_values": "aloss_tune.losses",
     "SearchSpace": "aloss_tune.space",
     "tune": "aloss_tune.api",

@@ -165,6 +165,34 @@ def attach(model: keras.Model, loss: Any) -> keras.Model:
     return LossModel(model, loss, name=f"{model.name}_with_loss")
 
 
+def export(model: keras.Model) -> keras.Model:
+    """The plain Keras model to serve: it predicts exactly as ``model`` and reloads without aloss-tune.
+
+    For an attached model (`attach`), the wrapped model, which holds every trained weight; the loss's own
+    state (the learned alpha and scale) and the weight penalty stay behind, as they matter only to
+    training. For any other model compiled with one of our losses, an uncompiled copy with the same
+    weights, so that its ``.keras`` file names no aloss-tune class. ``model.save`` on the result writes a
+    file that ``keras.saving.load_model`` reads in a process that never imports aloss-tune.
+    """
+    if isinstance(model, LossModel):
+        return model.inner
+    if not isinstance(model, keras.Model):
+        raise ConfigError(f"export: expected a keras.Model, but got {type(model).__name__}.")
+    if getattr(model, "compiled", False) is False:
+        return model
+    try:  # from its architecture alone (keras.models.clone_model would copy the compiled loss too)
+        plain = type(model).from_config(model.get_config())
+        if not plain.built:
+            plain.build(model.input_shape)
+        plain.set_weights(model.get_weights())
+    except (AttributeError, NotImplementedError, TypeError, ValueError) as exc:
+        raise ConfigError(
+            f"export: cannot copy {model.name!r} without its compiled loss ({type(exc).__name__}: {exc}); save "
+            "it as it is and load it with `keras.saving.load_model(path, compile=False)`."
+        ) from None
+    return plain
+
+
 def learned_values(model_or_loss: Any) -> dict[str, np.ndarray]:
     """Current learned loss parameters (``alpha``, ``scale``, ...) of an attached model or a bound loss."""
     if isinstance(model_or_loss, LossModel):

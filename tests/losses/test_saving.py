@@ -16,6 +16,7 @@ from typing import Any
 
 import keras
 import numpy as np
+import pytest
 
 import aloss_tune
 
@@ -141,3 +142,46 @@ def test_every_loss_reloads_in_a_fresh_process(tmp_path: Path):
         )
     penalized = loaded["penalized_huber"]["loss"]["config"]
     assert (penalized["l1"], penalized["l2"], penalized["loss"]["config"]["delta"]) == (1e-3, 1e-2, 0.5)
+
+
+EXPORT_CHECK = """
+import json, sys
+import numpy as np
+import keras
+x = np.load(sys.argv[1])
+out = {}
+for path in sys.argv[2:]:
+    out[path] = keras.saving.load_model(path).predict(x, verbose=0).tolist()
+print(json.dumps({"predictions": out, "aloss_tune_imported": "aloss_tune" in sys.modules}))
+"""
+
+
+def test_exported_models_reload_without_aloss_tune(tmp_path: Path) -> None:
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(64, 3)).astype("float32")
+    y = (x.sum(axis=1, keepdims=True) + rng.standard_cauchy(size=(64, 1))).astype("float32")
+    np.save(tmp_path / "x.npy", x)
+    expected = {}
+    for name, params in {"adaptive_penalised": {"loss": "adaptive_barron", "loss.l2": 1e-3},
+                         "huber": {"loss": "huber", "loss.delta": 0.7}}.items():
+        loss = aloss_tune.build_loss(params)
+        model = aloss_tune.attach(keras.Sequential([keras.Input((3,)), keras.layers.Dense(4, activation="relu"),
+                                                    keras.layers.Dense(1)]), loss)
+        model.compile(optimizer="adam", loss=loss)
+        model.fit(x, y, epochs=2, verbose=0)
+        served = aloss_tune.export(model)
+        assert not isinstance(served, aloss_tune.losses.LossModel)
+        np.testing.assert_allclose(served.predict(x, verbose=0), model.predict(x, verbose=0), rtol=1e-6)
+        path = str(tmp_path / f"{name}.keras")
+        served.save(path)
+        expected[path] = model.predict(x, verbose=0)
+    code = EXPORT_CHECK
+    done = subprocess.run([sys.executable, "-c", code, str(tmp_path / "x.npy"), *expected],
+                          capture_output=True, text=True, timeout=300, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["aloss_tune_imported"] is False
+    for path, predictions in expected.items():
+        np.testing.assert_allclose(np.asarray(result["predictions"][path]), predictions, rtol=1e-5, atol=1e-6)
+    with pytest.raises(aloss_tune.ConfigError, match="export: expected a keras.Model, but got str"):
+        aloss_tune.export("model.keras")
