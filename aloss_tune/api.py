@@ -55,7 +55,7 @@ def tune(
     tracking: bool = True,
     tracking_uri: str | None = None,
     mlflow_config: str | Path | None = None,
-    progress: bool = False,
+    progress: bool | None = None,
     heartbeat_interval: int | None = None,
     retries: int = 0,
     directory: str | Path | None = None,
@@ -73,7 +73,9 @@ def tune(
         storage: Optuna storage URL (default ``$ALOSS_TUNE_STORAGE`` or ``sqlite:///aloss_tune.db``).
         study_name: overrides the space's ``study``.
         tracking: log to MLflow (settings from ``mlflow.yaml``, ``$MLFLOW_TRACKING_URI``, ``tracking_uri``).
-        progress: show a progress bar.
+        progress: ``True``: a progress bar; ``False``: nothing; ``None`` (default): a bar when a person is
+            watching (a terminal, an interactive shell, a notebook), else one line per finished trial on
+            stderr (trial number, state, loss, objective, best so far).
         heartbeat_interval, retries: Optuna heartbeats for many workers: trials of a dead worker are marked
             failed (and retried ``retries`` times).
         directory: KerasTuner's project root (default ``kt_projects``).
@@ -110,10 +112,15 @@ def tune(
         else:
             check_tracking_uri(settings.tracking_uri)
 
+    from aloss_tune.progress import TrialLog, resolve
+
+    bar, lines = resolve(progress)
+    trial_log = TrialLog(ctx.objective.metric, ctx.objective.direction) if lines else None
     if backend_name == "keras-tuner":
         from aloss_tune.backends import keras_tuner as kt_backend
 
-        return kt_backend.tune(spec, ctx, settings=settings, directory=directory, progress=progress)
+        return kt_backend.tune(spec, ctx, settings=settings, directory=directory, progress=bar,
+                               trial_log=trial_log)
 
     from aloss_tune.backends import optuna as optuna_backend
     from aloss_tune.best import default_storage
@@ -128,7 +135,8 @@ def tune(
         tracker = StudyTracker(settings, spec.study, backend="optuna", space=spec.to_dict(), storage=url)
     study = optuna_backend.run_study(
         spec, ctx, storage=options, study_name=spec.study, n_trials=spec.search.n_trials,
-        timeout=spec.search.timeout, tracker=tracker, progress=progress, after_study=_artifacts_hook(ctx),
+        timeout=spec.search.timeout, tracker=tracker, progress=bar, after_study=_artifacts_hook(ctx),
+        trial_log=trial_log,
     )
     return _result(spec, ctx, study, url, tracker, settings)
 

@@ -79,7 +79,8 @@ def _add_tune(sub: Any) -> None:
     p.add_argument("--retries", type=_non_negative_int, default=0,
                    help="retry a dead worker's trial this many times (needs heartbeats)")
     p.add_argument("--directory", help="KerasTuner project root (default: kt_projects)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--quiet", action="store_true",
+                   help="no progress (default: a bar on a terminal, else one line per finished trial)")
     p.set_defaults(func=_tune)
 
 
@@ -103,7 +104,7 @@ def _tune(args: argparse.Namespace) -> int:
         result = run_workers(args.space, args.workers, **kwargs)
     else:
         with sigterm_as_interrupt():  # preempted: end the running trial and its run, as on Ctrl-C
-            result = tune(args.space, progress=not args.quiet and sys.stderr.isatty(), **kwargs)
+            result = tune(args.space, progress=False if args.quiet else None, **kwargs)
     _print_result(result)
     return 0
 

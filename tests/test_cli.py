@@ -62,6 +62,11 @@ def test_tune_runs_the_study_and_reports(study):
     assert first.returncode == 0, first.stderr[-2000:]
     assert "study 'e2e' (optuna): 2 complete, 0 pruned, 2 failed" in first.stdout
     assert "best trial" in first.stdout and "loss:" in first.stdout
+    # No terminal: one line per finished trial on stderr instead of a progress bar.
+    lines = [line for line in first.stderr.splitlines() if line.startswith("trial ")]
+    assert sorted((int(line.split()[1]), line.split()[2]) for line in lines)[0][0] == 0
+    assert sorted(line.split()[2] for line in lines) == ["complete", "complete", "failed", "failed"], first.stderr
+    assert all("loss=" in line for line in lines) and all("best=" in line for line in lines if "complete" in line)
 
 
 def test_optuna_storage_holds_the_study(study):

@@ -99,3 +99,24 @@ def test_objective_metric_errors_name_what_is_allowed(objective, message):
     space = SearchSpace.from_dict({"study": "t", "loss": ["mse"], "objective": objective})
     with pytest.raises(ConfigError, match=message):
         prepare(space, data=linear_data())
+
+
+def test_trial_log_writes_one_line_per_trial_with_the_best_so_far():
+    import io
+
+    from aloss_tune.progress import TrialLog, resolve
+
+    out = io.StringIO()
+    log = TrialLog("val_accuracy", "maximize", stream=out)
+    log(0, "complete", "focal", 0.81)
+    log(1, "complete", "bce", 0.78)
+    log(2, "pruned", "class_bce", 0.5)
+    log(3, "failed", "focal", error="ValueError: bad\n  detail")
+    log(4, "complete", "bce", 0.9)
+    lines = out.getvalue().splitlines()
+    assert lines[0] == "trial 0 complete  loss=focal  val_accuracy=0.81  best=0.81 (trial 0)"
+    assert lines[1].endswith("best=0.81 (trial 0)")  # maximised: 0.78 is worse
+    assert lines[2] == "trial 2 pruned    loss=class_bce  val_accuracy=0.5  best=0.81 (trial 0)"
+    assert lines[3] == "trial 3 failed    loss=focal  ValueError: bad detail  best=0.81 (trial 0)"
+    assert lines[4].endswith("best=0.9 (trial 4)") and len(lines) == 5
+    assert resolve(True) == (True, False) and resolve(False) == (False, False)

@@ -335,6 +335,7 @@ class SpaceTuner(kt.Tuner):
     def __init__(self, oracle: kt.Oracle, hypermodel: SpaceHyperModel, *, ctx: TrialContext,
                  tracker: StudyTracker | None = None, timeout: float | None = None, **kwargs: Any):
         self.ctx = ctx
+        self.trial_log: Any = None  # an aloss_tune.progress.TrialLog, set by `tune`
         self.tracker = tracker
         self.timeout = timeout
         self.seed = ctx.space.search.seed
@@ -453,6 +454,10 @@ class SpaceTuner(kt.Tuner):
             if run is not None:
                 run.finish("failed", error=error)
         self._save_record(trial.trial_id, record)
+        if self.trial_log is not None:
+            loss = (record.get("params") or {}).get("loss", "?")
+            self.trial_log(record["number"], record["state"], loss, record.get("value"),
+                           error=record.get("error") if record["state"] == "failed" else None)
 
     def _save_record(self, trial_id: str, record: Mapping[str, Any]) -> None:
         _write_json(os.path.join(self.get_trial_dir(trial_id), TRIAL_FILE), record)
@@ -567,8 +572,10 @@ def make_tuner(space: SearchSpace, ctx: TrialContext, *, directory: str | os.Pat
 
 
 def tune(space: SearchSpace, ctx: TrialContext, *, settings: TrackingSettings | None = None,
-         directory: str | os.PathLike[str] | None = None, progress: bool = False) -> Any:
+         directory: str | os.PathLike[str] | None = None, progress: bool = False, trial_log: Any = None) -> Any:
     """Run (or resume, or join as a distributed chief or worker) the study of ``space`` on KerasTuner.
+
+    ``trial_log`` (an `aloss_tune.progress.TrialLog`) is called once per finished trial.
 
     Returns an `aloss_tune.api.TuneResult` whose ``storage`` is the project root directory and whose
     ``study`` is the `SpaceTuner`.
@@ -583,6 +590,7 @@ def tune(space: SearchSpace, ctx: TrialContext, *, settings: TrackingSettings | 
         tracker = StudyTracker(settings, space.study, backend="keras-tuner", space=space.to_dict(),
                                storage=str(project))
     tuner = make_tuner(space, ctx, directory=root, tracker=tracker)
+    tuner.trial_log = trial_log
     role = distributed_role()
     chief, worker = role == "chief", role == "worker"
     if worker and space.search.timeout is not None:

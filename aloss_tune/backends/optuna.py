@@ -401,10 +401,29 @@ def _lost_message(trial: optuna.trial.FrozenTrial) -> str:
             "and Optuna marked the trial failed.")
 
 
+def _line_per_trial(log: Any) -> Any:
+    """An Optuna callback writing ``log``'s line for each finished trial (`aloss_tune.progress.TrialLog`)."""
+
+    def callback(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        state = _STATE_NAMES.get(trial.state, trial.state.name.lower())
+        loss = (trial.user_attrs.get(PARAMS_ATTR) or {}).get("loss", trial.params.get("loss", "?"))
+        value = trial.value
+        if value is None and trial.intermediate_values:  # pruned: its last reported epoch
+            value = trial.intermediate_values[max(trial.intermediate_values)]
+        try:
+            best = (study.best_value, study.best_trial.number)
+        except ValueError:
+            best = None
+        log(trial.number, state, loss, value, best=best,
+            error=trial.user_attrs.get(ERROR_ATTR) if trial.state == optuna.trial.TrialState.FAIL else None)
+
+    return callback
+
+
 def run_study(space: SearchSpace, ctx: TrialContext, *, storage: StorageOptions, study_name: str,
               n_trials: int | None, timeout: float | None, tracker: StudyTracker | None,
               progress: bool = False, max_consecutive_failures: int = 5,
-              after_study: Any = None) -> optuna.Study:
+              after_study: Any = None, trial_log: Any = None) -> optuna.Study:
     """Run (or resume, or join) ``study_name`` until this worker has done ``n_trials`` or ``timeout``.
 
     Lost trials are reclaimed on the way: with heartbeats on, trials of dead workers are failed (and
@@ -445,7 +464,8 @@ def run_study(space: SearchSpace, ctx: TrialContext, *, storage: StorageOptions,
         with _quiet_experimental():
             study.optimize(
                 Objective(ctx, tracker, seed=space.search.seed), n_trials=n_trials, timeout=timeout,
-                catch=(Exception,), callbacks=[stop_on_failures], gc_after_trial=False,
+                catch=(Exception,), callbacks=[stop_on_failures, *([_line_per_trial(trial_log)] if trial_log else [])],
+                gc_after_trial=False,
                 show_progress_bar=progress,
             )
     except BaseException:

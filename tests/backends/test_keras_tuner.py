@@ -232,12 +232,15 @@ def test_distributed_echo_filter_drops_only_bare_loss_names() -> None:
 
 
 def test_python_api_averages_executions_and_keras_tuner_reloads_the_best_model(
-        tmp_path: Path, stores: dict[str, str]) -> None:
+        tmp_path: Path, stores: dict[str, str], capsys: pytest.CaptureFixture[str]) -> None:
     space = base_space("kt_api", model={"builder": "mlp"}, training={"epochs": 1},
                        loss={"choices": ["adaptive_barron"]},
                        search={"n_trials": 1, "executions_per_trial": 2})
     uri = stores["tracking_uri"]
     result = aloss_tune.tune(space, backend="keras-tuner", tracking_uri=uri, directory=tmp_path)
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("trial ")]
+    assert lines == [f"trial 0 complete  loss=adaptive_barron  val_mae={result.best_value:.6g}  "
+                     f"best={result.best_value:.6g} (trial 0)"]  # no terminal: one line per trial
     assert result.backend == "keras-tuner" and result.counts == {"complete": 1, "failed": 0}
     assert result.best_params["loss"] == "adaptive_barron"
     assert isinstance(result.best_loss, keras.losses.Loss)
