@@ -210,8 +210,9 @@ def _validate(args: argparse.Namespace) -> int:
     for name, dist in space.search_params(target_scale=scale).items():
         print(f"  {name}: {dist}")
     if not args.data:
-        print("  (default ranges marked relative are multiplied by the target's robust spread at run time; "
-              "--data shows them resolved)")
+        print("  not checked without --data: that the data loads, that each loss fits its task, that the "
+              "objective's metric exists for it, and that the model and optimizer build; ranges marked "
+              "relative are in units of the target's robust spread (--data resolves them)")
     return 0
 
 

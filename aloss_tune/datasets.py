@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import os
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -147,13 +149,27 @@ BUILTIN: dict[str, Callable[..., Dataset]] = {
 }
 
 
+def _import_user_module(name: str) -> Any:
+    """Import a user's module, finding it in the working directory too, as ``python -m`` would (the
+    ``aloss-tune`` command's own path holds only its script's folder)."""
+    cwd = os.getcwd()
+    if "" in sys.path or cwd in sys.path:
+        return importlib.import_module(name)
+    sys.path.insert(0, cwd)
+    try:
+        return importlib.import_module(name)
+    finally:
+        if cwd in sys.path:
+            sys.path.remove(cwd)
+
+
 def import_object(path: str, what: str) -> Any:
     """``module:attribute`` -> the attribute; `ConfigError` naming ``what`` otherwise."""
     module_name, sep, attr = path.partition(":")
     if not sep or not module_name or not attr:
         raise ConfigError(f"{what}: {path!r} must be a built-in name or an import path 'module:function'.")
     try:
-        module = importlib.import_module(module_name)
+        module = _import_user_module(module_name)
     except ImportError as exc:
         raise ConfigError(f"{what}: cannot import module {module_name!r} of {path!r} ({exc}).") from None
     try:

@@ -273,3 +273,35 @@ def test_the_library_import_still_registers_the_losses():
             "print(keras.saving.get_registered_object('aloss_tune>RobustLoss') is not None)\n")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.stdout.strip() == "True", done.stderr
+
+
+USER_MODULE = '''
+import numpy as np
+import keras
+
+
+def data():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(80, 3)).astype("float32")
+    y = (x.sum(axis=1) + rng.normal(size=80)).astype("float32")
+    return x[:60], y[:60], x[60:], y[60:]
+
+
+def build(params):
+    return keras.Sequential([keras.Input((3,)), keras.layers.Dense(params.get("model.units", 4)),
+                             keras.layers.Dense(1)])
+'''
+
+
+def test_validate_finds_a_users_module_in_the_working_directory_and_says_what_it_checked(tmp_path):
+    (tmp_path / "my_project.py").write_text(USER_MODULE)
+    space = {"study": "mine", "data": "my_project:data", "model": {"builder": "my_project:build",
+             "params": {"units": {"type": "int", "low": 2, "high": 8}}}, "loss": ["mse", "huber"]}
+    path = _write(tmp_path, space)
+    bare = cli("validate", path, cwd=tmp_path)
+    assert bare.returncode == 0, bare.stderr
+    assert "not checked without --data: that the data loads" in bare.stdout
+    full = cli("validate", path, "--data", cwd=tmp_path)  # my_project is only in the working directory
+    assert full.returncode == 0, full.stderr
+    assert "not checked" not in full.stdout and "objective: minimize val_mae" in full.stdout
+    assert "loss.huber.delta" in full.stdout
