@@ -35,9 +35,10 @@ Loading validates everything before any work starts; an error names the file and
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
@@ -65,7 +66,6 @@ TUNERS = ("random", "bayesian", "hyperband")
 BACKENDS = ("optuna", "keras-tuner")
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop", "nadam")
 
-Fixed = Any  # a bare value in a space
 ParamValue = Any  # Distribution | fixed value
 
 
@@ -139,7 +139,7 @@ class SearchSpace:
     loss_params: Mapping[str, Mapping[str, ParamValue]] = field(default_factory=dict)
     penalty: Mapping[str, ParamValue] = field(default_factory=dict)
     search: Search = field(default_factory=Search)
-    source: str | None = None
+    source: str | None = field(default=None, compare=False)
     raw: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     # ----------------------------------------------------------------------------------------- loading
@@ -288,6 +288,8 @@ class SearchSpace:
                 "early_stopping": (
                     {"patience": self.training.early_stopping} if self.training.early_stopping else False
                 ),
+                "jit_compile": self.training.jit_compile,
+                "verbose": self.training.verbose,
             },
             "loss": {
                 "choices": list(self.losses),
@@ -296,12 +298,15 @@ class SearchSpace:
             },
             "search": {
                 "backend": self.search.backend,
-                "sampler": self.search.sampler,
-                "pruner": self.search.pruner,
+                "sampler": {"name": self.search.sampler, **self.search.sampler_args}
+                if self.search.sampler_args else self.search.sampler,
+                "pruner": {"name": self.search.pruner, **self.search.pruner_args}
+                if self.search.pruner_args else self.search.pruner,
                 "tuner": self.search.tuner,
                 "n_trials": self.search.n_trials,
                 "timeout": self.search.timeout,
                 "seed": self.search.seed,
+                "executions_per_trial": self.search.executions_per_trial,
             },
         }
         return out
@@ -373,16 +378,8 @@ class FixedSuggester:
             raise ConfigError(f"params: `{name}` must be {dist}, but got {describe(value)}.")
         return value
 
-    def conditional(self, parent: str, value: Any) -> Iterator[None]:
-        return _nullcontext()
-
-
-class _nullcontext:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: Any) -> None:
-        return None
+    def conditional(self, parent: str, value: Any) -> contextlib.AbstractContextManager[None]:
+        return contextlib.nullcontext()
 
 
 # ------------------------------------------------------------------------------------------------ loader
@@ -430,8 +427,8 @@ class _Loader:
         if value is None:
             return None
         if not isinstance(value, list) or not value:
-            raise self.fail(path, "must be a list with one weight > 0 or one search range per class, e.g. "
-                                  f"[1.0, {{type: float, low: 1, high: 10, log: true}}, 1.0], but got {describe(value)}.")
+            raise self.fail(path, "must be a list with one weight > 0 or one search range per class, e.g. [1.0, "
+                                  f"{{type: float, low: 1, high: 10, log: true}}, 1.0], but got {describe(value)}.")
         items: list[ParamValue] = []
         for i, item in enumerate(value):
             where = f"{path}[{i}]"
@@ -695,5 +692,3 @@ def load_space(source: str | Path | Mapping[str, Any] | SearchSpace) -> SearchSp
     return SearchSpace.from_yaml(source)
 
 
-SpaceLike = Any
-BuilderFn = Callable[..., Any]

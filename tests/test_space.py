@@ -6,6 +6,7 @@ import contextlib
 from pathlib import Path
 
 import pytest
+import yaml
 
 from aloss_tune.distributions import Categorical, Float, Int
 from aloss_tune.errors import ConfigError
@@ -96,11 +97,40 @@ def test_bare_values_fix_parameters_and_are_validated():
     assert space.sample(Recorder()) == {"loss": "huber", "loss.delta": 2.5}
 
 
-def test_to_dict_round_trips():
-    space = SearchSpace.from_yaml(REPO / "search_spaces" / "robust_regression.yaml")
-    again = SearchSpace.from_dict(space.to_dict())
-    assert again.search_params() == space.search_params()
-    assert again.training == space.training and again.search == space.search
+FULL_SPACE = {
+    "study": "full", "data": {"name": "contaminated_regression", "args": {"outlier_fraction": 0.1}},
+    "model": {"builder": "mlp", "params": {"units": {"type": "int", "low": 8, "high": 64, "log": True},
+                                           "activation": {"type": "categorical", "choices": ["relu", "gelu"]},
+                                           "dropout": 0.1}},
+    "optimizer": {"name": "adamw", "learning_rate": {"type": "float", "low": 1e-4, "high": 1e-2, "log": True},
+                  "weight_decay": 1e-4},
+    "objective": {"metric": "val_median_ae", "direction": "minimize"},
+    "training": {"epochs": 7, "batch_size": 16, "early_stopping": {"patience": 2}, "jit_compile": False,
+                 "verbose": 1},
+    "loss": {"choices": ["huber", "barron", "dynamic_alpha"],
+             "params": {"huber": {"delta": {"type": "float", "low": 0.5, "high": 2.0, "step": 0.5}},
+                        "dynamic_alpha": {"alpha_formula": "inverse_rms"}},
+             "penalty": {"l2": {"type": "float", "low": 1e-6, "high": 1e-3, "log": True}}},
+    "search": {"backend": "keras-tuner", "sampler": {"name": "tpe", "n_startup_trials": 3},
+               "pruner": {"name": "median", "n_warmup_steps": 2}, "tuner": "hyperband", "n_trials": 9,
+               "timeout": 60.0, "seed": 4, "executions_per_trial": 2},
+}
+
+
+@pytest.mark.parametrize("source", ["full", *sorted(p.name for p in (REPO / "search_spaces").glob("*.yaml"))])
+def test_to_dict_round_trips(source):
+    space = (SearchSpace.from_dict(FULL_SPACE) if source == "full"
+             else SearchSpace.from_yaml(REPO / "search_spaces" / source))
+    assert SearchSpace.from_dict(space.to_dict()) == space
+    assert SearchSpace.from_dict(yaml.safe_load(yaml.safe_dump(space.to_dict()))) == space  # as space.yaml
+
+
+def test_to_dict_keeps_every_setting():
+    dumped = SearchSpace.from_dict(FULL_SPACE).to_dict()
+    assert dumped["search"]["sampler"] == {"name": "tpe", "n_startup_trials": 3}
+    assert dumped["search"]["pruner"] == {"name": "median", "n_warmup_steps": 2}
+    assert dumped["search"]["executions_per_trial"] == 2
+    assert dumped["training"]["jit_compile"] is False and dumped["training"]["verbose"] == 1
 
 
 BAD_SPACES = [
