@@ -256,7 +256,7 @@ class AdaptiveRobustLoss(ModelAwareLoss):
                 f"for an output of size {dims}."
             )
         return AdaptiveRobustState(
-            1 if self.shared else self.num_dims,
+            1 if self.shared or self.num_dims is None else self.num_dims,  # set above unless shared
             self.alpha_lo,
             self.alpha_hi,
             self.alpha_init,
