@@ -114,6 +114,11 @@ class Store:
         return Path(local).read_text(encoding="utf-8")
 
 
+def trial_key(run: Any) -> str:
+    """``trial-<n>`` of a trial's run (its name also says the loss: ``trial-<n> <loss>``)."""
+    return f"trial-{run.data.tags['aloss_tune.trial']}"
+
+
 def ok(result: subprocess.CompletedProcess[str]) -> str:
     assert result.returncode == 0, f"exit {result.returncode}\n{result.stdout}\n{result.stderr[-4000:]}"
     return result.stdout
@@ -291,9 +296,11 @@ def test_random_search_logs_parent_children_params_histories_and_statuses(
     assert parent.info.status == "FINISHED" and parent.data.tags["aloss_tune.backend"] == "keras-tuner"
     assert parent.data.tags["aloss_tune.best_trial"] in {"0", "1", "2"}
     finished = [c for c in children if c.info.status == "FINISHED"]
-    assert sorted(c.info.run_name for c in finished) == ["trial-0", "trial-1", "trial-2"]
+    assert sorted(trial_key(c) for c in finished) == ["trial-0", "trial-1", "trial-2"]
     for child in finished:
         loss = child.data.params["loss"]
+        assert child.info.run_name == f"{trial_key(child)} {loss}"
+        assert child.data.tags["aloss_tune.state"] == "complete"
         assert logged_params(child) == expected_keys(random_study["space"], loss)
         assert child.data.params["backend"] == "keras-tuner"
         assert child.data.params["seed"] == str(1 + int(child.data.tags["aloss_tune.trial"]))
@@ -318,7 +325,7 @@ def test_an_interrupted_search_resumes_without_redoing_finished_trials(store: St
     _, children = store.runs("kt_random")
     by_name: dict[str, list[Any]] = {}
     for child in children:
-        by_name.setdefault(child.info.run_name, []).append(child)
+        by_name.setdefault(trial_key(child), []).append(child)
     assert {k: len(v) for k, v in by_name.items()} == {"trial-0": 1, "trial-1": 1, "trial-2": 2}
     interrupted, retried = by_name["trial-2"]
     assert interrupted.info.status == "FAILED" and retried.info.status == "FINISHED"
@@ -370,9 +377,14 @@ def test_bayesian_failed_trial_is_visible_and_the_best_loss_reloads_exactly(stor
     assert "study 'kt_bayes' (keras-tuner): 2 complete, 1 failed" in out
 
     parent, children = store.runs("kt_bayes")
-    states = {c.info.run_name: c.info.status for c in children}
-    assert states == {"trial-0": "FINISHED", "trial-1": "FAILED", "trial-2": "FINISHED"}
+    states = {trial_key(c): (c.info.status, c.data.tags["aloss_tune.state"]) for c in children}
+    assert states == {"trial-0": ("FINISHED", "complete"), "trial-1": ("FAILED", "failed"),
+                      "trial-2": ("FINISHED", "complete")}
     failed = next(c for c in children if c.info.status == "FAILED")
+    # A failed trial keeps its loss config: its loss rebuilds from its run.
+    assert json.loads(store.artifact(failed, "loss_config.json"))["params"]["loss"] == "adaptive_barron"
+    rebuilt = aloss_tune.load_loss(f"runs:/{failed.info.run_id}", tracking_uri=store.uri)
+    assert type(rebuilt).__name__ == type(aloss_tune.build_loss({"loss": "adaptive_barron"})).__name__
     assert "the training loss is nan at epoch 0" in store.artifact(failed, "error.txt")
     assert "TrialFailed" in failed.data.tags["aloss_tune.error"]
     assert logged_params(failed) == expected_keys(space, "adaptive_barron")  # logged before it failed
@@ -383,7 +395,7 @@ def test_bayesian_failed_trial_is_visible_and_the_best_loss_reloads_exactly(stor
                 assert [step for step, _ in store.history(child, learned)] == [0, 1]
 
     best_number = int(parent.data.tags["aloss_tune.best_trial"])
-    best_run = next(c for c in children if c.info.run_name == f"trial-{best_number}")
+    best_run = next(c for c in children if trial_key(c) == f"trial-{best_number}")
     logged_config = json.loads(store.artifact(best_run, "loss_config.json"))
     shown = json.loads(cli_main("best", "kt_bayes", "--backend", "keras-tuner",
                                 "--directory", str(store.projects)))
@@ -408,8 +420,8 @@ def test_hyperband_continues_its_best_trials_from_their_checkpoints(store: Store
                        search={"tuner": "hyperband", "n_trials": 4, "seed": 0})
     out = ok(store.run(store.tune_args(store.write_space(space))))
     assert "study 'kt_hyperband' (keras-tuner): 4 complete, 0 failed" in out
-    _, children = store.runs("kt_hyperband")
-    runs = {c.info.run_name: c for c in children}
+    parent, children = store.runs("kt_hyperband")
+    runs = {trial_key(c): c for c in children}
     assert sorted(runs) == ["trial-0", "trial-1", "trial-2", "trial-3"]
     assert {c.info.status for c in children} == {"FINISHED"}  # no pruning in Hyperband
     for name in ("trial-0", "trial-1", "trial-2"):
@@ -451,7 +463,7 @@ def test_distributed_chief_and_worker_on_one_machine(store: Store) -> None:
     for text in (chief_out, worker_out):  # KerasTuner's stray print of condition values is filtered
         assert not {"mse", "huber"} & set(text.splitlines())
     parent, children = store.runs("kt_dist")
-    assert sorted((c.info.run_name, c.info.status) for c in children) == [
+    assert sorted((trial_key(c), c.info.status) for c in children) == [
         ("trial-0", "FINISHED"), ("trial-1", "FINISHED")]
     assert parent.data.tags["aloss_tune.best_trial"] in {"0", "1"}  # logged by the chief
     project = store.projects / "kt_dist"
