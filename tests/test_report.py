@@ -275,3 +275,89 @@ def test_report_command_usage_errors_are_one_line(tmp_path, capsys):
     assert len(err) == 1 and err[0].startswith("aloss-tune: error: no study named 'missing'")
     args = build_parser().parse_args(["report", "s"])
     assert (args.format, args.out, args.storage) == ("md", None, None)
+
+
+# ------------------------------------------------------------------------------------------- figure layout
+def drawn_figure(monkeypatch, draw) -> object:
+    """The matplotlib figure ``draw(path)`` saves, drawn (text extents known)."""
+    from aloss_tune.report import _plots
+
+    figures = []
+    monkeypatch.setattr(_plots, "save", lambda fig, path: figures.append(fig) or path)
+    draw(Path("unused.png"))
+    (fig,) = figures
+    fig.canvas.draw()
+    return fig
+
+
+def test_parallel_coordinates_labels_never_overlap(monkeypatch):
+    # The bundled robust-regression space: 17 searched names, long ones, and a categorical with long choices
+    # on an inner axis (the alpha formula of dynamic_alpha), drawn on the 9 most important axes.
+    from aloss_tune.backends.optuna import OptunaSuggester
+    from aloss_tune.report import _plots
+    from aloss_tune.space import SearchSpace
+
+    space = SearchSpace.from_yaml(Path(__file__).parents[1] / "search_spaces" / "robust_regression.yaml")
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(study_name="robust", sampler=optuna.samplers.RandomSampler(seed=0))
+    study.set_user_attr("aloss_tune.objective", {"metric": "val_mae", "direction": "minimize"})
+    rng = np.random.default_rng(0)
+
+    def objective(trial):
+        trial.set_user_attr("aloss_tune.params", space.sample(OptunaSuggester(trial), 12.0))
+        return float(rng.uniform(5, 9))
+
+    study.optimize(objective, n_trials=40)
+    data = read_study(study)
+    names = sorted({n for t in data.trials for n in t.distributions})
+    first = ["loss", "loss.dynamic_alpha.alpha_formula", "optimizer.learning_rate",
+             "loss.error_mse.clip_max", "loss.adaptive_barron.scale_init"]
+    importances = {n: (10.0 - first.index(n) if n in first else 1.0) for n in names}
+    fig = drawn_figure(monkeypatch, lambda p: _plots.plot_parallel(data, importances, p))
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.get_xticklabels()][:5] == [
+        "loss", "dynamic_alpha.alpha_formula", "optimizer.learning_rate", "error_mse.clip_max",
+        "adaptive_barron.scale_init"]
+    labels = [t for t in [*ax.get_xticklabels(), *ax.texts] if t.get_text()]
+    masks = label_ink(fig, labels)
+    for i, mask in enumerate(masks):
+        assert mask.any(), f"{labels[i].get_text()!r} is not drawn inside the figure"
+        for j in range(i):
+            assert not (mask & masks[j]).any(), (labels[i].get_text(), labels[j].get_text())
+
+
+def label_ink(fig, labels) -> list:
+    """Per label, the pixels it draws (where the figure differs from the figure without any label): rotated
+    labels have no rectangular extent to compare, so their ink is."""
+    def pixels() -> np.ndarray:
+        fig.canvas.draw()
+        return np.asarray(fig.canvas.buffer_rgba())[..., :3].astype(int)
+
+    fig.set_layout_engine("none")  # keep the layout as drawn: hiding a label must not move the axes
+    for label in labels:
+        label.set_visible(False)
+    bare = pixels()
+    masks = []
+    for label in labels:
+        label.set_visible(True)
+        masks.append(np.abs(pixels() - bare).max(axis=-1) > 40)
+        label.set_visible(False)
+    return masks
+
+
+def test_regression_loss_shape_is_drawn_in_spreads_of_the_target(monkeypatch):
+    from aloss_tune.report import _plots
+
+    data = read_study(synthetic_study("regression", n=4))  # target spread 50
+    row = next(t for t in data.trials if t.loss == "huber")
+    fig = drawn_figure(monkeypatch, lambda p: _plots.plot_loss_shape(data, loss_shape(data, row), p))
+    ax_rho = fig.axes[0]
+    curve = ax_rho.get_lines()[0].get_xdata()
+    assert curve.min() == pytest.approx(-5) and curve.max() == pytest.approx(5)
+    dashed = sorted(float(line.get_xdata()[0]) for line in ax_rho.get_lines() if line.get_linestyle() == "--"
+                    and len(set(line.get_xdata())) == 1)
+    assert dashed == [-1.0, 1.0]  # one spread either side
+    assert ax_rho.get_xlabel() == "residual y_pred - y_true, in robust spreads of the target (50)"
+    for ax in fig.axes[:2]:  # the axis titles fit in the figure
+        box = ax.xaxis.label.get_window_extent(fig.canvas.get_renderer())
+        assert fig.bbox.x0 <= box.x0 and box.x1 <= fig.bbox.x1
