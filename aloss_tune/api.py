@@ -114,7 +114,8 @@ def tune(
     if backend_name == "keras-tuner":
         from aloss_tune.backends import keras_tuner as kt_backend
 
-        return kt_backend.tune(spec, ctx, settings=settings, directory=directory, progress=progress)
+        return kt_backend.tune(spec, ctx, settings=settings, directory=directory, progress=progress,
+                               after_study=_artifacts_hook(ctx))
 
     from aloss_tune.backends import optuna as optuna_backend
     from aloss_tune.best import default_storage

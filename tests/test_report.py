@@ -277,6 +277,93 @@ def test_report_command_usage_errors_are_one_line(tmp_path, capsys):
     assert (args.format, args.out, args.storage) == ("md", None, None)
 
 
+# --------------------------------------------------------------------------------- KerasTuner projects
+def _range(dist) -> dict:
+    """aloss-tune's dict form of an Optuna distribution (what a KerasTuner project's study record holds)."""
+    if isinstance(dist, CategoricalDistribution):
+        return {"type": "categorical", "choices": list(dist.choices)}
+    kind = "int" if isinstance(dist, IntDistribution) else "float"
+    return {"type": kind, "low": dist.low, "high": dist.high, "log": dist.log}
+
+
+def keras_tuner_project(study: optuna.Study, root: Path) -> Path:
+    """The KerasTuner project aloss-tune would have written for ``study``'s complete and failed trials:
+    the study record, and per trial KerasTuner's ``trial.json`` beside aloss-tune's ``aloss_tune.json``."""
+    import json
+
+    project = root / study.study_name
+    project.mkdir(parents=True)
+    dists = {name: _range(d) for t in study.trials for name, d in t.distributions.items()}
+    attrs = study.user_attrs
+    (project / "aloss_tune.json").write_text(json.dumps({
+        "study": study.study_name, "backend": "keras-tuner", "tuner": "random",
+        "objective": attrs["aloss_tune.objective"], "seed": 0, "search_params": dists,
+        "target_scale": attrs["aloss_tune.target_scale"],
+        "losses": attrs["aloss_tune.space"]["loss"]["choices"], "task": "regression",
+        "baseline": attrs["aloss_tune.baseline"],
+    }))
+    for t in study.trials:
+        if t.state == optuna.trial.TrialState.PRUNED:
+            continue  # KerasTuner does not prune
+        folder = project / f"trial_{t.number}"
+        folder.mkdir()
+        complete = t.state == optuna.trial.TrialState.COMPLETE
+        (folder / "trial.json").write_text(json.dumps({
+            "trial_id": str(t.number), "status": "COMPLETED" if complete else "FAILED",
+            "score": t.value, "hyperparameters": {"values": dict(t.params)},
+        }))
+        record = {"number": t.number, "trial_id": str(t.number),
+                  "state": "complete" if complete else "failed", "params": t.user_attrs["aloss_tune.params"],
+                  "seed": t.number, "history": t.user_attrs.get("aloss_tune.history"),
+                  "mlflow_run_id": f"run{t.number}"}
+        if complete:
+            record["value"] = t.value
+        else:
+            record["error"] = t.user_attrs["aloss_tune.error"]
+        (folder / "aloss_tune.json").write_text(json.dumps(record))
+    return project
+
+
+def test_a_keras_tuner_project_reads_as_the_same_records_as_an_optuna_study(tmp_path):
+    study = synthetic_study("regression", name="kt_like")
+    project = keras_tuner_project(study, tmp_path / "kt")
+    from_optuna, from_kt = read_study(study), read_study(project)
+    settings = ("name", "metric", "direction", "baseline", "target_scale", "task", "losses")
+    assert [getattr(from_kt, k) for k in settings] == [getattr(from_optuna, k) for k in settings]
+    expected = [t for t in from_optuna.trials if t.state != "pruned"]
+    assert [t.number for t in from_kt.trials] == [t.number for t in expected] == list(range(10)) + [11]
+    for kt_row, row in zip(from_kt.trials, expected, strict=True):
+        assert (kt_row.state, kt_row.value, kt_row.loss, dict(kt_row.params), kt_row.dead) == (
+            row.state, row.value, row.loss, dict(row.params), row.dead)
+        # The searched names and their ranges, rebuilt from the flat params: what importances need.
+        assert dict(kt_row.search_params) == dict(row.search_params)
+        assert dict(kt_row.distributions) == dict(row.distributions)
+        assert {k: list(v) for k, v in kt_row.learned.items()} == {k: list(v) for k, v in row.learned.items()}
+    assert from_kt.best.number == from_optuna.best.number
+
+    written = write_artifacts(project, tmp_path / "out")
+    assert set(written) >= {*FIGURES, LEARNED, "trials.csv", "summary.md", "summary.html"}
+    for name in (*FIGURES, LEARNED):
+        assert_figure(written[name])
+    rows = csv_rows(written["trials.csv"].read_text())
+    assert [r["mlflow_run_id"] for r in rows] == [f"run{t.number}" for t in expected]
+    assert "**Dead trials: 1** of 10 complete" in written["summary.md"].read_text()
+
+
+def test_report_finds_a_keras_tuner_project_and_the_optuna_storage_points_to_it(tmp_path, in_tmp):
+    study = synthetic_study("regression", n=6, name="kt_named")
+    keras_tuner_project(study, tmp_path / "kt_projects")  # the default project root, in the working folder
+    summary = write_report("kt_named", tmp_path / "r", backend="keras-tuner")
+    assert summary == tmp_path / "r" / "summary.md" and (tmp_path / "r" / "trials.csv").exists()
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    with pytest.raises(aloss_tune.UsageError) as caught:
+        write_report("kt_named", tmp_path / "x", storage=storage)
+    assert str(caught.value) == ("study 'kt_named' is a KerasTuner project in kt_projects: "
+                                 "add --backend keras-tuner.")
+    with pytest.raises(aloss_tune.UsageError, match="no KerasTuner project of aloss-tune's at elsewhere"):
+        write_report("kt_named", tmp_path / "x", backend="keras-tuner", directory="elsewhere")
+
+
 # ------------------------------------------------------------------------------------------- figure layout
 def drawn_figure(monkeypatch, draw) -> object:
     """The matplotlib figure ``draw(path)`` saves, drawn (text extents known)."""

@@ -9,6 +9,7 @@ from the KerasTuner project directory, and through ``aloss-tune best``. All stud
 from __future__ import annotations
 
 import contextlib
+import csv
 import io
 import json
 import os
@@ -33,6 +34,8 @@ from aloss_tune.runner import prepare
 from aloss_tune.space import SearchSpace
 
 HERE = Path(__file__).parent
+REPORT_FIGURES = ("optimization_history.png", "objective_by_loss.png", "param_importances.png",
+                  "parallel_coordinates.png", "loss_shape.png")
 ALOSS_TUNE = str(Path(sys.executable).with_name("aloss-tune"))
 
 pytestmark = pytest.mark.filterwarnings(
@@ -310,6 +313,18 @@ def test_random_search_logs_parent_children_params_histories_and_statuses(
         assert best_epoch == pytest.approx(child.data.metrics["objective"])
         config = json.loads(store.artifact(child, "loss_config.json"))
         assert config["params"]["loss"] == loss and config["keras"]["class_name"]
+    # The same report as an Optuna study's on the parent run: figures, trials table, summary.
+    names = {a.path for a in store.client.list_artifacts(parent.info.run_id)}
+    assert {*REPORT_FIGURES, "trials.csv", "summary.md", "summary.html"} <= names
+    rows = list(csv.DictReader(io.StringIO(store.artifact(parent, "trials.csv"))))
+    assert sorted((r["number"], r["state"]) for r in rows) == [("0", "complete"), ("1", "complete"),
+                                                               ("2", "complete")]
+    by_number = {int(trial_key(c).split("-")[1]): c for c in finished}
+    for row in rows:
+        run = by_number[int(row["number"])]
+        assert row["mlflow_run_id"] == run.info.run_id and row["loss"] == run.data.params["loss"]
+        assert float(row["val_mae"]) == pytest.approx(run.data.metrics["objective"])
+    assert "Study `kt_random`" in store.artifact(parent, "summary.md")
 
 
 @pytest.mark.slow
@@ -434,6 +449,27 @@ def test_hyperband_continues_its_best_trials_from_their_checkpoints(store: Store
                                             "seed": runs["trial-3"].data.params["seed"]}
     best_first_round = min(runs[n].data.metrics["objective"] for n in ("trial-0", "trial-1", "trial-2"))
     assert runs[f"trial-{int(source)}"].data.metrics["objective"] == best_first_round
+    # The continuation is linked to the run it continues.
+    assert runs["trial-3"].data.tags["aloss_tune.continues"] == runs[f"trial-{int(source)}"].info.run_id
+    assert all("aloss_tune.continues" not in runs[n].data.tags for n in ("trial-0", "trial-1", "trial-2"))
+
+    # `aloss-tune report` reads the KerasTuner project; the Optuna storage points to it.
+    out = store.root / "kt_hyperband_report"
+    done = ok(store.run([ALOSS_TUNE, "report", "kt_hyperband", "--backend", "keras-tuner", "--directory",
+                         str(store.projects), "--out", str(out)]))
+    assert str(out / "summary.md") in done
+    rows = list(csv.DictReader(io.StringIO((out / "trials.csv").read_text(encoding="utf-8"))))
+    assert [(r["number"], r["state"], r["mlflow_run_id"]) for r in rows] == [
+        (str(n), "complete", runs[f"trial-{n}"].info.run_id) for n in range(4)]
+    assert {*REPORT_FIGURES, "summary.md"} <= {p.name for p in out.iterdir()}
+    assert (store.artifact(parent, "trials.csv").splitlines()[1:]
+            == (out / "trials.csv").read_text(encoding="utf-8").splitlines()[1:])
+    missed = store.run([ALOSS_TUNE, "report", "kt_hyperband", "--storage",
+                        f"sqlite:///{store.root / 'empty_optuna.db'}", "--directory", str(store.projects)])
+    assert missed.returncode == 2
+    assert missed.stderr.strip() == (
+        f"aloss-tune: error: study 'kt_hyperband' is a KerasTuner project in {store.projects}: "
+        f"add --backend keras-tuner --directory {store.projects}.")
 
 
 def _free_port() -> int:
