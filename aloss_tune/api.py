@@ -27,6 +27,7 @@ class TuneResult:
     counts: dict[str, int] = field(default_factory=dict)
     storage: str | None = None
     parent_run_id: str | None = None
+    experiment_id: str | None = None  # the MLflow experiment holding the study's runs
     tracking_uri: str | None = None
     study: Any = None  # the optuna.Study or the KerasTuner tuner
 
@@ -120,7 +121,7 @@ def tune(
         from aloss_tune.backends import keras_tuner as kt_backend
 
         return kt_backend.tune(spec, ctx, settings=settings, directory=directory, progress=bar,
-                               trial_log=trial_log)
+                               trial_log=trial_log, after_study=_artifacts_hook(ctx))
 
     from aloss_tune.backends import optuna as optuna_backend
     from aloss_tune.best import default_storage
@@ -183,5 +184,6 @@ def _result(spec: SearchSpace, ctx: Any, study: Any, url: str, tracker: Any, set
         best_value=best.get("value"), best_trial=best.get("number"), best_loss_config=best.get("loss_config"),
         objective={"metric": ctx.objective.metric, "direction": ctx.objective.direction}, counts=counts,
         storage=redact_url(url), parent_run_id=getattr(tracker, "parent_run_id", None),
+        experiment_id=getattr(tracker, "experiment_id", None),
         tracking_uri=redact_url(settings.tracking_uri) if settings is not None else None, study=study,
     )

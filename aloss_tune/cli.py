@@ -130,9 +130,17 @@ def _print_result(result: Any) -> None:
     for key, value in result.best_params.items():
         print(f"  {key}: {value}")
     if result.tracking_uri:
-        uri = result.tracking_uri
-        hint = f"mlflow ui --backend-store-uri {uri}" if not uri.startswith("http") else uri
-        print(f"review: {hint}")
+        # The runs table (MLflow 3's UI opens an experiment on it, as tagged by the tracker); a local store
+        # is served first with `mlflow ui` (on 127.0.0.1:5000 by default).
+        from aloss_tune.tracking import runs_url
+
+        uri, experiment = result.tracking_uri, getattr(result, "experiment_id", None)
+        if uri.startswith(("http://", "https://")):
+            print(f"review: {runs_url(uri, experiment) if experiment else uri}")
+        else:
+            print(f"review: mlflow ui --backend-store-uri {uri}")
+            if experiment:
+                print(f"        then open {runs_url('http://127.0.0.1:5000', experiment)}")
     if result.backend == "keras-tuner":  # storage is the KerasTuner project root
         print(f"reuse:  aloss-tune best {result.study_name} --backend keras-tuner" + (
             f" --directory {result.storage}" if result.storage and result.storage != "kt_projects" else ""))

@@ -6,12 +6,21 @@ Layout (the same for every backend):
 * the study's **parent run**, tagged ``aloss_tune.study=<study>``; a worker that joins or resumes finds it by
   that tag instead of creating another; it holds the space (``space.yaml``), the backend, the redacted
   storage URL and, when a worker ends, the best params, value and loss config;
-* one **child run per trial**, named ``trial-<n>``, its parent set explicitly with the
-  ``mlflow.parentRunId`` tag (works across processes and machines). Params = the flat params dict plus
-  seed, backend and versions, logged when the trial *starts* (so pruned and failed trials keep them);
+* one **child run per trial**, named ``trial-<n> <loss>`` (``trial-7 barron``), its parent set explicitly
+  with the ``mlflow.parentRunId`` tag (works across processes and machines). Params = the flat params dict
+  plus seed, backend and versions, logged when the trial *starts* (so pruned and failed trials keep them);
   metrics once per epoch with ``step=epoch`` in one batch (including learned ``alpha``/``scale``); the
-  final ``objective``; ``loss_config.json``; status complete -> FINISHED, pruned -> KILLED,
-  failed -> FAILED with ``error.txt``.
+  final ``objective``; ``loss_config.json`` whatever the trial's fate (a pruned or failed trial's loss
+  rebuilds with ``load_loss("runs:/<run_id>")`` too); status complete -> FINISHED, pruned -> KILLED,
+  failed -> FAILED with ``error.txt``, and the tag ``aloss_tune.state`` (``running``, then ``complete``,
+  ``pruned`` or ``failed``) that the runs table can show as a column.
+
+The experiment is set up for review in MLflow 3's UI, which otherwise opens an experiment on its GenAI
+overview (0 traces): it is tagged ``mlflow.experimentKind=custom_model_development`` (the model-training
+kind, which the UI reads where its GenAI / Model training switch is not shown), and it holds a shared view
+of the runs table, ``aloss_tune`` (the experiment tag ``mlflow.sharedViewState.aloss_tune``), that shows
+each run's ``objective``, ``loss`` and ``aloss_tune.state`` columns. `runs_url` opens that view in model
+training mode; the CLI prints it when a study ends.
 
 Training never waits on the tracking store: one background thread per worker creates each trial's run
 and sends its epoch batches in order, and a new study's check that no other worker opened a parent run at
@@ -69,6 +78,14 @@ TRIAL_TAG = "aloss_tune.trial"
 WORKER_TAG = "aloss_tune.worker"
 RETRY_TAG = "aloss_tune.retry_of"
 RECONCILED_TAG = "aloss_tune.reconciled"
+CONTINUES_TAG = "aloss_tune.continues"
+# MLflow 3's UI picks an experiment's first page from this tag; this value opens the runs table.
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"
+# A shared view of the runs table (MLflow UI's `viewStateShareKey`): the columns that tell trials apart.
+VIEW_KEY = "aloss_tune"
+VIEW_TAG = f"mlflow.sharedViewState.{VIEW_KEY}"
+RUNS_COLUMNS = ("metrics.`objective`", "params.`loss`", f"tags.`{STATE_TAG}`")
 STATUS = {"complete": "FINISHED", "pruned": "KILLED", "failed": "FAILED"}
 
 # MLflow settings for a tracking server, unless the environment sets them (see the module docstring).
@@ -145,6 +162,26 @@ def check_tracking_uri(uri: str, timeout: float = 5.0) -> None:
             raise UsageError(f"tracking store {shown}: folder {folder} does not exist.")
         if not os.access(folder, os.W_OK):
             raise UsageError(f"tracking store {shown}: folder {folder} is not writable.")
+
+
+def runs_url(tracking_uri: str, experiment_id: str) -> str | None:
+    """The address of an experiment's runs table (model training mode, the ``aloss_tune`` view with its
+    columns) in the MLflow UI of a tracking server, or ``None`` for a store that has no UI of its own (a
+    SQLite file: serve it with ``mlflow ui`` and give that server's address)."""
+    if not tracking_uri.startswith(("http://", "https://")):
+        return None
+    return (f"{tracking_uri.rstrip('/')}/#/experiments/{experiment_id}/runs"
+            f"?workflowType=machine_learning&viewStateShareKey={VIEW_KEY}")
+
+
+def experiment_tags() -> dict[str, str]:
+    """The tags that set an experiment up for review in the MLflow UI (see the module docstring)."""
+    return {EXPERIMENT_KIND_TAG: EXPERIMENT_KIND, VIEW_TAG: json.dumps({"selectedColumns": list(RUNS_COLUMNS)})}
+
+
+def trial_run_name(number: int, loss: Any) -> str:
+    """``trial-7 barron``: a trial's run name says its loss, so that the runs table shows it at a glance."""
+    return f"trial-{number} {loss}" if loss else f"trial-{number}"
 
 
 def versions() -> dict[str, str]:
@@ -273,7 +310,7 @@ class StudyTracker:
         experiment = self.client.get_experiment_by_name(name)
         if experiment is None:
             try:
-                self.experiment_id = self.client.create_experiment(name)
+                self.experiment_id = self.client.create_experiment(name, tags=experiment_tags())
             except Exception:  # noqa: BLE001 - created meanwhile by another worker
                 experiment = self.client.get_experiment_by_name(name)
                 if experiment is None:
@@ -283,6 +320,12 @@ class StudyTracker:
             if experiment.lifecycle_stage != "active":
                 raise UsageError(f"MLflow experiment {name!r} is deleted; restore it or choose another name.")
             self.experiment_id = experiment.experiment_id
+        if experiment is not None:
+            # An experiment made before (or by someone else): set it up too, keeping a kind or a view that
+            # is there already.
+            for key, value in experiment_tags().items():
+                if key not in experiment.tags:
+                    self.client.set_experiment_tag(self.experiment_id, key, value)
         existing = self._oldest_parent()
         if existing is None:
             tags = {STUDY_TAG: self.study, "aloss_tune.backend": self.backend, **self.settings.tags}
@@ -388,12 +431,12 @@ class StudyTracker:
     def start_trial(self, number: int, params: Mapping[str, Any], *, seed: int,
                     extra: Mapping[str, Any] | None = None,
                     tags: Mapping[str, str] | None = None) -> TrialRun:
-        """``trial-<number>`` under the parent, with its params (and ``tags``).
+        """``trial-<number> <loss>`` under the parent, with its params (and ``tags``).
 
         The run is created by the background sender, ahead of the trial's epoch batches, so training does
         not wait for it; `TrialRun.resolve` waits for its id.
         """
-        run = TrialRun(self, None, number)
+        run = TrialRun(self, None, number, params)
         run.pending = self.guard.failed is None
         if run.pending:
             run._sender.submit(run._create, params, seed, extra or {}, tags or {})
@@ -404,9 +447,10 @@ class StudyTracker:
         from mlflow.entities import Param
 
         tags = {"mlflow.parentRunId": self.parent_run_id, STUDY_TAG: self.study, TRIAL_TAG: str(number),
-                "aloss_tune.backend": self.backend, WORKER_TAG: worker_id(), **self.settings.tags,
-                **more_tags}
-        run = self.client.create_run(self.experiment_id, tags=tags, run_name=f"trial-{number}")
+                STATE_TAG: "running", "aloss_tune.backend": self.backend, WORKER_TAG: worker_id(),
+                **self.settings.tags, **more_tags}
+        run = self.client.create_run(self.experiment_id, tags=tags,
+                                     run_name=trial_run_name(number, params.get("loss")))
         all_params = {**params, "seed": seed, "backend": self.backend, **extra}
         self.client.log_batch(run.info.run_id,
                               params=[Param(k, _param_value(v)) for k, v in all_params.items()])
@@ -497,10 +541,12 @@ class _Sender:
 class TrialRun:
     """One trial's child run. Every method is a no-op when tracking is off or has failed."""
 
-    def __init__(self, tracker: StudyTracker, run_id: str | None, number: int):
+    def __init__(self, tracker: StudyTracker, run_id: str | None, number: int,
+                 params: Mapping[str, Any] | None = None):
         self.tracker = tracker
         self.run_id = run_id
         self.number = number
+        self.params = dict(params or {})
         self.finished = False
         self.pending = False  # its creation is queued on the sender
         self._sender = tracker.sender()
@@ -542,14 +588,31 @@ class TrialRun:
 
     def finish(self, state: str, *, objective: float | None = None, loss_config: Mapping[str, Any] | None = None,
                error: str | None = None) -> None:
-        """End the run: ``complete`` -> FINISHED, ``pruned`` -> KILLED, ``failed`` -> FAILED (+ error.txt)."""
+        """End the run: ``complete`` -> FINISHED, ``pruned`` -> KILLED, ``failed`` -> FAILED (+ error.txt).
+
+        Every run gets ``loss_config.json``: without ``loss_config`` (a trial pruned or failed before it had
+        one) it is made from the params the trial started with.
+        """
         if self.finished:
             return
         self.finished = True
         self.flush()
         if self.run_id is None:
             return
+        if loss_config is None:
+            loss_config = self._config_from_params()
         self.tracker.guard(self._finish, state, objective, loss_config, error)
+
+    def _config_from_params(self) -> dict[str, Any] | None:
+        if not self.params.get("loss"):
+            return None
+        from aloss_tune.runner import loss_config
+
+        try:
+            return loss_config(self.params)
+        except Exception as exc:  # noqa: BLE001 - params no loss can be built from (the trial's failure)
+            _log.debug("trial %d: no loss config (%s: %s)", self.number, type(exc).__name__, exc)
+            return None
 
     def _finish(self, state: str, objective: float | None, loss_config: Mapping[str, Any] | None,
                 error: str | None) -> None:

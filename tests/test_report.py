@@ -275,3 +275,176 @@ def test_report_command_usage_errors_are_one_line(tmp_path, capsys):
     assert len(err) == 1 and err[0].startswith("aloss-tune: error: no study named 'missing'")
     args = build_parser().parse_args(["report", "s"])
     assert (args.format, args.out, args.storage) == ("md", None, None)
+
+
+# --------------------------------------------------------------------------------- KerasTuner projects
+def _range(dist) -> dict:
+    """aloss-tune's dict form of an Optuna distribution (what a KerasTuner project's study record holds)."""
+    if isinstance(dist, CategoricalDistribution):
+        return {"type": "categorical", "choices": list(dist.choices)}
+    kind = "int" if isinstance(dist, IntDistribution) else "float"
+    return {"type": kind, "low": dist.low, "high": dist.high, "log": dist.log}
+
+
+def keras_tuner_project(study: optuna.Study, root: Path) -> Path:
+    """The KerasTuner project aloss-tune would have written for ``study``'s complete and failed trials:
+    the study record, and per trial KerasTuner's ``trial.json`` beside aloss-tune's ``aloss_tune.json``."""
+    import json
+
+    project = root / study.study_name
+    project.mkdir(parents=True)
+    dists = {name: _range(d) for t in study.trials for name, d in t.distributions.items()}
+    attrs = study.user_attrs
+    (project / "aloss_tune.json").write_text(json.dumps({
+        "study": study.study_name, "backend": "keras-tuner", "tuner": "random",
+        "objective": attrs["aloss_tune.objective"], "seed": 0, "search_params": dists,
+        "target_scale": attrs["aloss_tune.target_scale"],
+        "losses": attrs["aloss_tune.space"]["loss"]["choices"], "task": "regression",
+        "baseline": attrs["aloss_tune.baseline"],
+    }))
+    for t in study.trials:
+        if t.state == optuna.trial.TrialState.PRUNED:
+            continue  # KerasTuner does not prune
+        folder = project / f"trial_{t.number}"
+        folder.mkdir()
+        complete = t.state == optuna.trial.TrialState.COMPLETE
+        (folder / "trial.json").write_text(json.dumps({
+            "trial_id": str(t.number), "status": "COMPLETED" if complete else "FAILED",
+            "score": t.value, "hyperparameters": {"values": dict(t.params)},
+        }))
+        record = {"number": t.number, "trial_id": str(t.number),
+                  "state": "complete" if complete else "failed", "params": t.user_attrs["aloss_tune.params"],
+                  "seed": t.number, "history": t.user_attrs.get("aloss_tune.history"),
+                  "mlflow_run_id": f"run{t.number}"}
+        if complete:
+            record["value"] = t.value
+        else:
+            record["error"] = t.user_attrs["aloss_tune.error"]
+        (folder / "aloss_tune.json").write_text(json.dumps(record))
+    return project
+
+
+def test_a_keras_tuner_project_reads_as_the_same_records_as_an_optuna_study(tmp_path):
+    study = synthetic_study("regression", name="kt_like")
+    project = keras_tuner_project(study, tmp_path / "kt")
+    from_optuna, from_kt = read_study(study), read_study(project)
+    settings = ("name", "metric", "direction", "baseline", "target_scale", "task", "losses")
+    assert [getattr(from_kt, k) for k in settings] == [getattr(from_optuna, k) for k in settings]
+    expected = [t for t in from_optuna.trials if t.state != "pruned"]
+    assert [t.number for t in from_kt.trials] == [t.number for t in expected] == list(range(10)) + [11]
+    for kt_row, row in zip(from_kt.trials, expected, strict=True):
+        assert (kt_row.state, kt_row.value, kt_row.loss, dict(kt_row.params), kt_row.dead) == (
+            row.state, row.value, row.loss, dict(row.params), row.dead)
+        # The searched names and their ranges, rebuilt from the flat params: what importances need.
+        assert dict(kt_row.search_params) == dict(row.search_params)
+        assert dict(kt_row.distributions) == dict(row.distributions)
+        assert {k: list(v) for k, v in kt_row.learned.items()} == {k: list(v) for k, v in row.learned.items()}
+    assert from_kt.best.number == from_optuna.best.number
+
+    written = write_artifacts(project, tmp_path / "out")
+    assert set(written) >= {*FIGURES, LEARNED, "trials.csv", "summary.md", "summary.html"}
+    for name in (*FIGURES, LEARNED):
+        assert_figure(written[name])
+    rows = csv_rows(written["trials.csv"].read_text())
+    assert [r["mlflow_run_id"] for r in rows] == [f"run{t.number}" for t in expected]
+    assert "**Dead trials: 1** of 10 complete" in written["summary.md"].read_text()
+
+
+def test_report_finds_a_keras_tuner_project_and_the_optuna_storage_points_to_it(tmp_path, in_tmp):
+    study = synthetic_study("regression", n=6, name="kt_named")
+    keras_tuner_project(study, tmp_path / "kt_projects")  # the default project root, in the working folder
+    summary = write_report("kt_named", tmp_path / "r", backend="keras-tuner")
+    assert summary == tmp_path / "r" / "summary.md" and (tmp_path / "r" / "trials.csv").exists()
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    with pytest.raises(aloss_tune.UsageError) as caught:
+        write_report("kt_named", tmp_path / "x", storage=storage)
+    assert str(caught.value) == ("study 'kt_named' is a KerasTuner project in kt_projects: "
+                                 "add --backend keras-tuner.")
+    with pytest.raises(aloss_tune.UsageError, match="no KerasTuner project of aloss-tune's at elsewhere"):
+        write_report("kt_named", tmp_path / "x", backend="keras-tuner", directory="elsewhere")
+
+
+# ------------------------------------------------------------------------------------------- figure layout
+def drawn_figure(monkeypatch, draw) -> object:
+    """The matplotlib figure ``draw(path)`` saves, drawn (text extents known)."""
+    from aloss_tune.report import _plots
+
+    figures = []
+    monkeypatch.setattr(_plots, "save", lambda fig, path: figures.append(fig) or path)
+    draw(Path("unused.png"))
+    (fig,) = figures
+    fig.canvas.draw()
+    return fig
+
+
+def test_parallel_coordinates_labels_never_overlap(monkeypatch):
+    # The bundled robust-regression space: 17 searched names, long ones, and a categorical with long choices
+    # on an inner axis (the alpha formula of dynamic_alpha), drawn on the 9 most important axes.
+    from aloss_tune.backends.optuna import OptunaSuggester
+    from aloss_tune.report import _plots
+    from aloss_tune.space import SearchSpace
+
+    space = SearchSpace.from_yaml(Path(__file__).parents[1] / "search_spaces" / "robust_regression.yaml")
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(study_name="robust", sampler=optuna.samplers.RandomSampler(seed=0))
+    study.set_user_attr("aloss_tune.objective", {"metric": "val_mae", "direction": "minimize"})
+    rng = np.random.default_rng(0)
+
+    def objective(trial):
+        trial.set_user_attr("aloss_tune.params", space.sample(OptunaSuggester(trial), 12.0))
+        return float(rng.uniform(5, 9))
+
+    study.optimize(objective, n_trials=40)
+    data = read_study(study)
+    names = sorted({n for t in data.trials for n in t.distributions})
+    first = ["loss", "loss.dynamic_alpha.alpha_formula", "optimizer.learning_rate",
+             "loss.error_mse.clip_max", "loss.adaptive_barron.scale_init"]
+    importances = {n: (10.0 - first.index(n) if n in first else 1.0) for n in names}
+    fig = drawn_figure(monkeypatch, lambda p: _plots.plot_parallel(data, importances, p))
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.get_xticklabels()][:5] == [
+        "loss", "dynamic_alpha.alpha_formula", "optimizer.learning_rate", "error_mse.clip_max",
+        "adaptive_barron.scale_init"]
+    labels = [t for t in [*ax.get_xticklabels(), *ax.texts] if t.get_text()]
+    masks = label_ink(fig, labels)
+    for i, mask in enumerate(masks):
+        assert mask.any(), f"{labels[i].get_text()!r} is not drawn inside the figure"
+        for j in range(i):
+            assert not (mask & masks[j]).any(), (labels[i].get_text(), labels[j].get_text())
+
+
+def label_ink(fig, labels) -> list:
+    """Per label, the pixels it draws (where the figure differs from the figure without any label): rotated
+    labels have no rectangular extent to compare, so their ink is."""
+    def pixels() -> np.ndarray:
+        fig.canvas.draw()
+        return np.asarray(fig.canvas.buffer_rgba())[..., :3].astype(int)
+
+    fig.set_layout_engine("none")  # keep the layout as drawn: hiding a label must not move the axes
+    for label in labels:
+        label.set_visible(False)
+    bare = pixels()
+    masks = []
+    for label in labels:
+        label.set_visible(True)
+        masks.append(np.abs(pixels() - bare).max(axis=-1) > 40)
+        label.set_visible(False)
+    return masks
+
+
+def test_regression_loss_shape_is_drawn_in_spreads_of_the_target(monkeypatch):
+    from aloss_tune.report import _plots
+
+    data = read_study(synthetic_study("regression", n=4))  # target spread 50
+    row = next(t for t in data.trials if t.loss == "huber")
+    fig = drawn_figure(monkeypatch, lambda p: _plots.plot_loss_shape(data, loss_shape(data, row), p))
+    ax_rho = fig.axes[0]
+    curve = ax_rho.get_lines()[0].get_xdata()
+    assert curve.min() == pytest.approx(-5) and curve.max() == pytest.approx(5)
+    dashed = sorted(float(line.get_xdata()[0]) for line in ax_rho.get_lines() if line.get_linestyle() == "--"
+                    and len(set(line.get_xdata())) == 1)
+    assert dashed == [-1.0, 1.0]  # one spread either side
+    assert ax_rho.get_xlabel() == "residual y_pred - y_true, in robust spreads of the target (50)"
+    for ax in fig.axes[:2]:  # the axis titles fit in the figure
+        box = ax.xaxis.label.get_window_extent(fig.canvas.get_renderer())
+        assert fig.bbox.x0 <= box.x0 and box.x1 <= fig.bbox.x1

@@ -1,4 +1,5 @@
-"""MLflow tracking against a real SQLite store: statuses, partial curves of pruned trials, settings, secrets."""
+"""MLflow tracking against a real SQLite store: statuses, partial curves and loss configs of pruned and failed
+trials, run names, the experiment's review setup, settings, secrets."""
 
 from __future__ import annotations
 
@@ -9,10 +10,11 @@ import optuna
 import pytest
 from mlflow.tracking import MlflowClient
 
+import aloss_tune
 from aloss_tune._urls import redact_text, redact_url
-from aloss_tune.api import tune
+from aloss_tune.api import TuneResult, tune
 from aloss_tune.errors import ConfigError, UsageError
-from aloss_tune.tracking import StudyTracker, TrackingSettings, check_tracking_uri, load_settings
+from aloss_tune.tracking import StudyTracker, TrackingSettings, check_tracking_uri, load_settings, runs_url
 
 
 def tiny_data(n=120, seed=0):
@@ -45,8 +47,15 @@ def test_pruned_trial_is_killed_with_its_params_and_partial_curve(stores, monkey
     for run in children:
         assert run.info.status == "KILLED"
         assert run.data.tags["aloss_tune.state"] == "pruned"
-        assert run.data.params["loss"] in ("mse", "huber")
+        loss = run.data.params["loss"]
+        assert loss in ("mse", "huber")
+        assert run.info.run_name == f"trial-{run.data.tags['aloss_tune.trial']} {loss}"
         assert [m.step for m in client.get_metric_history(run.info.run_id, "val_mae")] == [0, 1]
+        # A pruned trial keeps its loss config: its loss rebuilds from the run.
+        rebuilt = aloss_tune.load_loss(f"runs:/{run.info.run_id}", tracking_uri=stores["tracking_uri"])
+        params = result.study.trials[int(run.data.tags["aloss_tune.trial"])].user_attrs["aloss_tune.params"]
+        expected = aloss_tune.build_loss({k: v for k, v in params.items() if k.startswith("loss")})
+        assert rebuilt.get_config() == expected.get_config()
 
 
 def test_non_finite_loss_fails_the_trial_with_its_reason(stores):
@@ -60,6 +69,10 @@ def test_non_finite_loss_fails_the_trial_with_its_reason(stores):
     client = MlflowClient(stores["tracking_uri"])
     run = client.get_run(trial.user_attrs["aloss_tune.mlflow_run_id"])
     assert run.info.status == "FAILED" and "TrialFailed" in run.data.tags["aloss_tune.error"]
+    assert run.data.tags["aloss_tune.state"] == "failed"
+    # A failed trial keeps its loss config too.
+    rebuilt = aloss_tune.load_loss(f"runs:/{run.info.run_id}", tracking_uri=stores["tracking_uri"])
+    assert type(rebuilt) is type(aloss_tune.build_loss({"loss": run.data.params["loss"]}))
 
 
 def test_adaptive_loss_logs_learned_alpha_and_scale_each_epoch(stores):
@@ -131,6 +144,42 @@ def test_storage_password_never_reaches_mlflow(stores, tmp_path):
 
     assert "s3cret" not in Path(local).read_text()
     assert storage  # the fixture's own store is untouched by this test
+
+
+def test_the_experiment_is_set_up_to_open_on_its_runs_with_the_review_columns(stores):
+    import json
+
+    client = MlflowClient(stores["tracking_uri"])
+    settings = TrackingSettings(tracking_uri=stores["tracking_uri"])
+    StudyTracker(settings, "fresh", backend="optuna").open()
+    tags = client.get_experiment_by_name("fresh").tags
+    assert tags["mlflow.experimentKind"] == "custom_model_development"
+    view = json.loads(tags["mlflow.sharedViewState.aloss_tune"])
+    assert view == {"selectedColumns": ["metrics.`objective`", "params.`loss`", "tags.`aloss_tune.state`"]}
+    # An experiment that exists already gets the same tags, but keeps a kind someone chose for it.
+    older = client.create_experiment("older", tags={"mlflow.experimentKind": "genai_development"})
+    StudyTracker(settings, "older", backend="optuna").open()
+    tags = client.get_experiment(older).tags
+    assert tags["mlflow.experimentKind"] == "genai_development"
+    assert "mlflow.sharedViewState.aloss_tune" in tags
+
+
+def test_the_end_of_a_study_prints_where_to_review_it(capsys):
+    from aloss_tune.cli import _print_result
+
+    def printed(uri: str) -> list[str]:
+        result = TuneResult(study_name="s", backend="optuna", best_params={"loss": "mse"}, best_value=1.0,
+                            best_trial=0, best_loss_config=None, objective={"metric": "val_mae"},
+                            counts={"complete": 1}, experiment_id="7", tracking_uri=uri)
+        _print_result(result)
+        return [line for line in capsys.readouterr().out.splitlines() if "mlflow" in line or "#/" in line]
+
+    link = "/#/experiments/7/runs?workflowType=machine_learning&viewStateShareKey=aloss_tune"
+    assert runs_url("http://mlflow:5000/", "7") == "http://mlflow:5000" + link
+    assert runs_url("sqlite:///mlflow.db", "7") is None
+    assert printed("http://mlflow:5000") == [f"review: http://mlflow:5000{link}"]
+    assert printed("sqlite:///mlflow.db") == ["review: mlflow ui --backend-store-uri sqlite:///mlflow.db",
+                                              f"        then open http://127.0.0.1:5000{link}"]
 
 
 def test_a_second_worker_reuses_the_parent_run(stores):

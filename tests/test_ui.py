@@ -1,7 +1,9 @@
 """The MLflow UI as a user sees it: a finished tiny study, served by ``mlflow server`` on loopback and opened
 in headless Chromium (Debian's ``chromium`` and ``chromium-driver``; nothing downloads a browser).
 
-Skipped, with the reason, where the browser or its driver is missing (``.ci/run`` installs them).
+Skipped, with the reason, where the browser or its driver is missing (``.ci/run`` installs them). With
+``ALOSS_TUNE_SCREENSHOTS=DIR`` the runs-table screenshot is also written to ``DIR/mlflow_runs.png`` (the
+README's picture is made that way).
 """
 
 from __future__ import annotations
@@ -20,10 +22,13 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 import aloss_tune
+from aloss_tune.models import mlp
 from aloss_tune.report._plots import PIXELS
+from aloss_tune.tracking import runs_url
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
@@ -71,9 +76,14 @@ def stop_group(proc: subprocess.Popen) -> None:
         proc.wait(timeout=15)
 
 
+FAILS, PRUNED = 1, 2  # the fixture study's trial that fails, and the one that is pruned
+
+
 @pytest.fixture(scope="module")
 def finished_study(tmp_path_factory: pytest.TempPathFactory, mlflow_db_template: Path) -> dict:
-    """A tiny tracked study (two trials), its stores and its runs."""
+    """A tiny tracked study (four trials: two complete, one failed, one pruned), its stores and its runs."""
+    import keras
+    import optuna
     from mlflow.tracking import MlflowClient
 
     root = tmp_path_factory.mktemp("ui")
@@ -84,19 +94,33 @@ def finished_study(tmp_path_factory: pytest.TempPathFactory, mlflow_db_template:
         "data": "contaminated_regression",
         "model": {"builder": "mlp", "params": {"units": 8, "layers": 1}},
         "training": {"epochs": 2, "batch_size": 64},
-        "loss": {"choices": ["mse", "huber"]},
-        "search": {"sampler": "random", "pruner": "none", "n_trials": 2, "seed": 0},
+        "loss": {"choices": ["mse", "huber", "barron"]},
+        "search": {"sampler": "random", "pruner": "median", "n_trials": 4, "seed": 0},
     }
+    builds = []
+
+    def builder(params: dict, data: object) -> keras.Model:
+        """The built-in MLP; the model of trial `FAILS` predicts NaN, so that trial fails in `fit`."""
+        builds.append(params["loss"])
+        model = mlp(params, data)
+        if len(builds) - 1 == FAILS:
+            return keras.Model(model.input, keras.layers.Rescaling(float("nan"))(model.output))
+        return model
+
     with pytest.MonkeyPatch.context() as patch:
         patch.chdir(root)  # artifacts go to ./mlruns
         patch.delenv("MLFLOW_TRACKING_URI", raising=False)
-        result = aloss_tune.tune(space, storage=f"sqlite:///{root / 'optuna.db'}", tracking_uri=tracking)
+        patch.setattr(optuna.trial.Trial, "should_prune", lambda self: self.number == PRUNED)
+        result = aloss_tune.tune(space, build_model=builder, storage=f"sqlite:///{root / 'optuna.db'}",
+                                 tracking_uri=tracking)
+    assert result.counts == {"complete": 2, "pruned": 1, "failed": 1}
     client = MlflowClient(tracking)
-    children = client.search_runs([client.get_experiment_by_name("ui_study").experiment_id],
+    children = client.search_runs([result.experiment_id],
                                   filter_string=f"tags.mlflow.parentRunId = '{result.parent_run_id}'")
     return {"root": root, "tracking": tracking, "parent": result.parent_run_id,
-            "experiment": children[0].info.experiment_id,
-            "children": {r.info.run_name: r.info.run_id for r in children}}
+            "experiment": result.experiment_id, "client": client,
+            "children": {r.info.run_name: r.info.run_id for r in children},
+            "losses": {int(r.data.tags["aloss_tune.trial"]): r.data.params["loss"] for r in children}}
 
 
 @pytest.fixture(scope="module")
@@ -133,7 +157,7 @@ def browser() -> Iterator[object]:
     profile = tempfile.mkdtemp(prefix="aloss_tune_chromium_")  # fresh: the runs table keeps state in storage
     for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                "--no-first-run", "--window-size=1400,1000", f"--user-data-dir={profile}"):
+                "--no-first-run", "--window-size=1280,760", f"--user-data-dir={profile}"):
         options.add_argument(arg)
     driver = webdriver.Chrome(options=options, service=Service(str(CHROMEDRIVER)))
     try:
@@ -143,23 +167,73 @@ def browser() -> Iterator[object]:
         shutil.rmtree(profile, ignore_errors=True)
 
 
-def test_parent_run_lists_its_trial_runs(server, browser, finished_study):
+def test_trial_runs_are_named_by_their_loss_and_tagged_with_their_state(finished_study):
+    losses, client = finished_study["losses"], finished_study["client"]
+    assert sorted(finished_study["children"]) == sorted(f"trial-{n} {loss}" for n, loss in losses.items())
+    states = {}
+    for run_id in finished_study["children"].values():
+        run = client.get_run(run_id)
+        states[int(run.data.tags["aloss_tune.trial"])] = (run.data.tags["aloss_tune.state"], run.info.status)
+    assert states == {0: ("complete", "FINISHED"), FAILS: ("failed", "FAILED"), PRUNED: ("pruned", "KILLED"),
+                      3: ("complete", "FINISHED")}
+    experiment = client.get_experiment(finished_study["experiment"])
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+
+
+def open_runs_table(browser, server: str, finished_study: dict) -> object:
+    """Open the experiment by the link `aloss-tune tune` prints, expand the study's parent run, and wait until
+    every trial's row shows; returns the runs table's element."""
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as ec
     from selenium.webdriver.support.ui import WebDriverWait
 
     parent, children = finished_study["parent"], finished_study["children"]
-    assert sorted(children) == ["trial-0", "trial-1"]
-    browser.get(f"{server}/#/experiments/{finished_study['experiment']}/runs?workflowType=machine_learning")
+    browser.get(runs_url(server, finished_study["experiment"]))
     wait = WebDriverWait(browser, 60)
     body = browser.find_element(By.TAG_NAME, "body")
-    wait.until(lambda _: "3 matching runs" in body.text)  # the parent and its two trials
+    wait.until(lambda _: "5 matching runs" in body.text)  # the parent and its four trials
+    assistant = '[data-component-id="mlflow.assistant.chat_panel.close"]'
+    for close in browser.find_elements(By.CSS_SELECTOR, assistant):
+        close.click()  # the assistant's side panel takes half the page
     # Trials start collapsed under their parent: expand it, as a user would.
     expander = f'div[row-id="{parent}"] button[data-component-id*="runnamecellrenderer"]'
     wait.until(ec.element_to_be_clickable((By.CSS_SELECTOR, expander))).click()
     for name, run_id in children.items():
         wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, f'a[href$="/runs/{run_id}"]')))
         wait.until(lambda _, name=name: name in body.text)
+    return browser.find_element(By.CSS_SELECTOR, ".ag-root-wrapper")
+
+
+def test_the_printed_link_opens_the_runs_table_with_loss_state_and_objective(server, browser, finished_study,
+                                                                            tmp_path):
+    from matplotlib.image import imread
+
+    table = open_runs_table(browser, server, finished_study)
+    assert "/runs" in browser.current_url and "workflowType=machine_learning" in browser.current_url
+    # The view's columns, and each trial's row: its loss in the name and as a param, its state.
+    text = table.text
+    for column in ("objective", "loss", "aloss_tune.state"):
+        assert column in text
+    client = finished_study["client"]
+    for name, run_id in finished_study["children"].items():
+        row = browser.execute_script(
+            "return Array.from(document.querySelectorAll(arguments[0])).map(e => e.innerText).join(' | ');",
+            f'.ag-center-cols-container div[row-id="{run_id}"]')
+        run = client.get_run(run_id)
+        assert run.data.params["loss"] in row and run.data.tags["aloss_tune.state"] in row, (name, row)
+        assert name.endswith(run.data.params["loss"])
+    # The screenshot of the table: the element's size, with text and icons on it (not an empty frame).
+    shot = tmp_path / "mlflow_runs.png"
+    assert table.screenshot(str(shot))
+    image = imread(shot, format="png")
+    size = table.size
+    assert abs(image.shape[1] - size["width"]) <= 2 and abs(image.shape[0] - size["height"]) <= 2
+    rgb = image[..., :3]
+    assert np.mean(np.any(rgb < 0.6, axis=-1)) > 0.01  # dark pixels: text
+    assert len(np.unique(rgb.reshape(-1, 3), axis=0)) > 50  # antialiased text, colored state icons
+    folder = os.environ.get("ALOSS_TUNE_SCREENSHOTS")
+    if folder:
+        shutil.copyfile(shot, Path(folder) / shot.name)
 
 
 def test_parent_run_serves_its_plots(server, browser, finished_study):

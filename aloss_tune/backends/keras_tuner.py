@@ -35,15 +35,19 @@ Project directory
 
 Tracking
     Identical to the Optuna backend (`aloss_tune.tracking`): a parent run per study found again by tag, a
-    ``trial-<n>`` child run per trial with params logged when it starts (a retried trial gets a new run
-    tagged ``aloss_tune.retry_of``; a run its dead worker left RUNNING is ended FAILED), one batch of
-    metrics per epoch
+    ``trial-<n> <loss>`` child run per trial with params logged when it starts (a retried trial gets a new
+    run tagged ``aloss_tune.retry_of``; a run its dead worker left RUNNING is ended FAILED; a Hyperband
+    trial that continues an earlier one is tagged ``aloss_tune.continues`` with that trial's run id, or its
+    trial id when its run is unknown), one batch of metrics per epoch
     (learned ``alpha``/``scale`` included; executions after the first are logged as
     ``execution_<k>/<metric>``), ``loss_config.json``, and its status: complete -> FINISHED,
     failed -> FAILED with ``error.txt``. KerasTuner swallows every exception raised while a trial trains
     and only marks the trial failed; `SpaceTuner.on_trial_end` puts the traceback it kept into MLflow, so a
     failure is visible with its reason. Hyperband never prunes: a trial of an early-stopped bracket has
     completed its budget and is FINISHED. After five failed trials in a row a worker stops, as on Optuna.
+    When the search ends, the parent run gets the same report as an Optuna study (figures, ``trials.csv``,
+    summary; `aloss_tune.report`), read from the project directory; ``aloss-tune report STUDY --backend
+    keras-tuner`` writes it again from there.
 
 Distributed search (KerasTuner's chief/worker mode)
     Start the same command in several processes with ``KERASTUNER_ORACLE_IP``, ``KERASTUNER_ORACLE_PORT``
@@ -67,7 +71,7 @@ import os
 import sys
 import time
 import traceback
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -80,7 +84,14 @@ from aloss_tune.distributions import Categorical, Distribution, Float, Int
 from aloss_tune.errors import UsageError
 from aloss_tune.runner import TrialContext, build_trial_model, loss_config, run_trial
 from aloss_tune.space import SearchSpace
-from aloss_tune.tracking import RETRY_TAG, STUDY_TAG, StudyTracker, TrackingSettings, load_settings
+from aloss_tune.tracking import (
+    CONTINUES_TAG,
+    RETRY_TAG,
+    STUDY_TAG,
+    StudyTracker,
+    TrackingSettings,
+    load_settings,
+)
 
 DEFAULT_DIRECTORY = "kt_projects"
 STUDY_FILE = "aloss_tune.json"
@@ -378,8 +389,10 @@ class SpaceTuner(kt.Tuner):
                 self.tracker.end_lost_run(previous["mlflow_run_id"], "failed", error=(
                     f"lost: the process running trial {number} stopped before the trial ended; "
                     "KerasTuner retried the trial"))
-            run = self.tracker.start_trial(number, params, seed=seed,
-                                           tags={RETRY_TAG: str(number)} if retry else None)
+            tags = {RETRY_TAG: str(number)} if retry else {}
+            if source is not None:
+                tags[CONTINUES_TAG] = self._run_of(source)
+            run = self.tracker.start_trial(number, params, seed=seed, tags=tags or None)
             record["mlflow_run_id"] = run.resolve()
         self._runs[trial.trial_id] = run
         self.ran[trial.trial_id] = record
@@ -459,6 +472,11 @@ class SpaceTuner(kt.Tuner):
             self.trial_log(record["number"], record["state"], loss, record.get("value"),
                            error=record.get("error") if record["state"] == "failed" else None)
 
+    def _run_of(self, trial_id: str) -> str:
+        """The MLflow run id of trial ``trial_id`` (from its record), or the trial id when it has none."""
+        record = self.ran.get(trial_id) or _read_json(Path(self.get_trial_dir(trial_id)) / TRIAL_FILE) or {}
+        return str(record.get("mlflow_run_id") or trial_id)
+
     def _save_record(self, trial_id: str, record: Mapping[str, Any]) -> None:
         _write_json(os.path.join(self.get_trial_dir(trial_id), TRIAL_FILE), record)
 
@@ -522,6 +540,7 @@ def project_dir(study: str, directory: str | os.PathLike[str] | None = None) -> 
 
 
 def _study_record(space: SearchSpace, ctx: TrialContext) -> dict[str, Any]:
+    baseline = ctx.baseline_value()
     return {
         "study": space.study,
         "backend": "keras-tuner",
@@ -530,6 +549,9 @@ def _study_record(space: SearchSpace, ctx: TrialContext) -> dict[str, Any]:
         "seed": space.search.seed,
         "search_params": {k: v.to_dict() for k, v in space.search_params(ctx.target_scale).items()},
         "target_scale": ctx.target_scale,
+        "losses": list(space.losses),
+        "task": ctx.data.task,
+        "baseline": baseline if baseline is not None and math.isfinite(baseline) else None,
     }
 
 
@@ -572,10 +594,13 @@ def make_tuner(space: SearchSpace, ctx: TrialContext, *, directory: str | os.Pat
 
 
 def tune(space: SearchSpace, ctx: TrialContext, *, settings: TrackingSettings | None = None,
-         directory: str | os.PathLike[str] | None = None, progress: bool = False, trial_log: Any = None) -> Any:
+         directory: str | os.PathLike[str] | None = None, progress: bool = False, trial_log: Any = None,
+         after_study: Callable[[Any], Path | None] | None = None) -> Any:
     """Run (or resume, or join as a distributed chief or worker) the study of ``space`` on KerasTuner.
 
     ``trial_log`` (an `aloss_tune.progress.TrialLog`) is called once per finished trial.
+    ``after_study(tuner)`` returns a folder of artifacts (the report) to log on the parent run when the
+    search ends; a distributed worker leaves that to the chief.
 
     Returns an `aloss_tune.api.TuneResult` whose ``storage`` is the project root directory and whose
     ``study`` is the `SpaceTuner`.
@@ -614,9 +639,10 @@ def tune(space: SearchSpace, ctx: TrialContext, *, settings: TrackingSettings | 
         raise
     finally:
         if tracker is not None:
-            # A worker's view of the study is partial: the chief logs the study's best.
+            # A worker's view of the study is partial: the chief logs the study's best and its report.
             best = None if worker else _safe_best(tuner)
-            tracker.close(best=best, status=status)
+            artifacts = after_study(tuner) if after_study is not None and not worker else None
+            tracker.close(best=best, status=status, artifacts=artifacts)
     best = _safe_best(tuner) or {}
     return TuneResult(
         study_name=space.study, backend="keras-tuner", best_params=dict(best.get("params", {})),
@@ -624,6 +650,7 @@ def tune(space: SearchSpace, ctx: TrialContext, *, settings: TrackingSettings | 
         objective={"metric": ctx.objective.metric, "direction": ctx.objective.direction},
         counts=tuner.counts(), storage=str(root),
         parent_run_id=getattr(tracker, "parent_run_id", None),
+        experiment_id=getattr(tracker, "experiment_id", None),
         tracking_uri=redact_url(settings.tracking_uri) if settings is not None else None, study=tuner,
     )
 

@@ -3,12 +3,16 @@
 ::
 
     aloss-tune report robust_regression --format html --out report/
+    aloss-tune report robust_regression --backend keras-tuner --directory kt_projects
 
     from aloss_tune import report
     report.write_report("robust_regression", "report/", storage="sqlite:///aloss_tune.db")
+    report.write_report("robust_regression", "report/", backend="keras-tuner")
 
-A study writes the same artifacts on its MLflow parent run when it ends (`study_artifacts_dir`). Importing
-this package is cheap: optuna, matplotlib and Keras load only when a report is written.
+Either backend's study is read into the same trial records (`_study.read_study`), so an Optuna study and a
+KerasTuner project get the same report. A study writes the same artifacts on its MLflow parent run when it
+ends (`study_artifacts_dir`). Importing this package is cheap: optuna, matplotlib and Keras load only when a
+report is written.
 """
 
 from aloss_tune.report._artifacts import load_study, study_artifacts_dir, write_artifacts, write_report

@@ -33,6 +33,7 @@ from typing import Any
 _log = logging.getLogger("aloss_tune.report")
 
 SUMMARY_FORMATS = ("md", "html")
+KT_DIRECTORY = "kt_projects"  # the KerasTuner backend's default project root
 MIN_TRIALS_FOR_IMPORTANCE = 2
 
 
@@ -52,15 +53,36 @@ def _step(name: str, notes: list[str], fn: Callable[[], Any]) -> Any:
         _log.debug("report: %s took %.2f s", name, time.perf_counter() - started)
 
 
-def param_importances(study: Any, n_complete: int) -> tuple[dict[str, float] | None, str]:
+def as_optuna_study(data: Any) -> Any:
+    """An in-memory `optuna.Study` of ``data``'s complete trials (searched params, ranges and objective), so
+    that Optuna's importances and plots serve every backend's studies alike."""
+    import optuna
+
+    verbosity = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # no "A new study created in memory" line
+    try:
+        study = optuna.create_study(study_name=data.name, direction=data.direction)
+    finally:
+        optuna.logging.set_verbosity(verbosity)
+    for t in data.complete:
+        try:
+            study.add_trial(optuna.trial.create_trial(
+                value=t.value, params=dict(t.search_params), distributions=dict(t.distributions)))
+        except ValueError as exc:  # a value outside its recorded range: left out, not fatal
+            _log.debug("report: trial %d left out of the importances (%s)", t.number, exc)
+    return study
+
+
+def param_importances(data: Any) -> tuple[dict[str, float] | None, str]:
     """Optuna's default importances (PED-ANOVA, conditional parameters included), or ``None`` and why."""
     import optuna
 
+    n_complete = len(data.complete)
     if n_complete < MIN_TRIALS_FOR_IMPORTANCE:
         return None, (f"Parameter importances need at least {MIN_TRIALS_FOR_IMPORTANCE} complete trials; "
                       f"this study has {n_complete}.")
     try:
-        values = optuna.importance.get_param_importances(study)
+        values = optuna.importance.get_param_importances(as_optuna_study(data))
     except (ValueError, RuntimeError) as exc:
         return None, f"Optuna could not rank the parameters: {exc}"
     if not values:
@@ -68,12 +90,13 @@ def param_importances(study: Any, n_complete: int) -> tuple[dict[str, float] | N
     return {k: float(v) for k, v in values.items()}, ""
 
 
-def _interactive_html(study: Any, path: Path) -> Path | None:
+def _interactive_html(data: Any, path: Path) -> Path | None:
     """Optuna's plotly figures in one self-contained page, when plotly is installed (not a dependency)."""
     if importlib.util.find_spec("plotly") is None:
         return None
     import optuna.visualization as vis
 
+    study = as_optuna_study(data)
     figures = [vis.plot_optimization_history(study), vis.plot_param_importances(study),
                vis.plot_parallel_coordinate(study), vis.plot_slice(study)]
     parts = [fig.to_html(full_html=False, include_plotlyjs=(i == 0)) for i, fig in enumerate(figures)]
@@ -97,10 +120,11 @@ def _embed_images(page_html: str, folder: Path) -> str:
 
 def write_artifacts(study: Any, out_dir: str | Path, ctx: Any = None, *,
                     formats: Sequence[str] = SUMMARY_FORMATS) -> dict[str, Path]:
-    """Write every artifact of ``study`` (an `optuna.Study`) into ``out_dir``; returns ``{name: path}``.
+    """Write every artifact of ``study`` into ``out_dir``; returns ``{name: path}``.
 
     Args:
-        study: the study.
+        study: an `optuna.Study`, a KerasTuner project directory or tuner, or `StudyData`
+            (see `aloss_tune.report._study.read_study`).
         out_dir: the folder (created if missing).
         ctx: the run's `aloss_tune.runner.TrialContext`, when the caller has it (gives the task and the
             target's spread without guessing).
@@ -123,7 +147,7 @@ def write_artifacts(study: Any, out_dir: str | Path, ctx: Any = None, *,
     if data is None:
         return written
     keep("trials.csv", _step("trials.csv", notes, lambda: _study.write_trials_csv(data, out / "trials.csv")))
-    ranking = _step("importances", notes, lambda: param_importances(study, len(data.complete)))
+    ranking = _step("importances", notes, lambda: param_importances(data))
     importances, reason = ranking if ranking is not None else (None, "Could not compute the importances.")
     figures: list[tuple[str, Callable[[Path], Path | None]]] = [
         ("optimization_history.png", lambda p: _plots.plot_history(data, p)),
@@ -136,7 +160,7 @@ def write_artifacts(study: Any, out_dir: str | Path, ctx: Any = None, *,
     for name, draw in figures:
         keep(name, _step(name, notes, lambda draw=draw, name=name: draw(out / name)))
     interactive = out / "interactive.html"
-    keep(interactive.name, _step(interactive.name, notes, lambda: _interactive_html(study, interactive)))
+    keep(interactive.name, _step(interactive.name, notes, lambda: _interactive_html(data, interactive)))
 
     pngs = [name for name in written if name.endswith(".png")]
     for fmt in formats:
@@ -175,7 +199,8 @@ def study_artifacts_dir(study: Any, ctx: Any = None) -> Path | None:
     failure is logged as a warning, and whatever could be written is returned (``None`` if nothing).
     """
     try:
-        name = re.sub(r"[^\w.-]+", "_", str(getattr(study, "study_name", "study")))[:60]
+        label = getattr(study, "study_name", None) or getattr(study, "project_name", None) or "study"
+        name = re.sub(r"[^\w.-]+", "_", str(label))[:60]
         folder = Path(tempfile.mkdtemp(prefix=f"aloss_tune_{name}_"))
         atexit.register(shutil.rmtree, folder, ignore_errors=True)
     except Exception as exc:  # noqa: BLE001
@@ -190,8 +215,12 @@ def study_artifacts_dir(study: Any, ctx: Any = None) -> Path | None:
     return folder if any(folder.iterdir()) else None
 
 
-def load_study(study_name: str, storage: str | None = None) -> Any:
-    """Load ``study_name`` from an Optuna storage URL (default: ``$ALOSS_TUNE_STORAGE`` or the embedded)."""
+def load_study(study_name: str, storage: str | None = None, *, directory: str | Path | None = None) -> Any:
+    """Load ``study_name`` from an Optuna storage URL (default: ``$ALOSS_TUNE_STORAGE`` or the embedded).
+
+    When the storage has no such study but a KerasTuner project of that name is under ``directory``
+    (default ``kt_projects``), the error says to add ``--backend keras-tuner``.
+    """
     import optuna
 
     from aloss_tune.backends.optuna import StorageOptions, open_storage
@@ -202,21 +231,49 @@ def load_study(study_name: str, storage: str | None = None) -> Any:
     try:
         return optuna.load_study(study_name=study_name, storage=store)
     except KeyError:
+        project = _kt_project(study_name, directory)
+        if project is not None:
+            flag = "" if directory is None else f" --directory {directory}"
+            raise UsageError(f"study {study_name!r} is a KerasTuner project in {project.parent}: add "
+                             f"--backend keras-tuner{flag}.") from None
         names = [s.study_name for s in optuna.get_all_study_summaries(store, include_best_trial=False)]
         known = ", ".join(names) if names else "none"
         raise UsageError(f"no study named {study_name!r} in this storage; studies there: {known}.") from None
 
 
+def _kt_project(study_name: str, directory: str | Path | None) -> Path | None:
+    """``<directory>/<study_name>`` when it holds an aloss-tune KerasTuner project, else ``None``."""
+    from aloss_tune.report._study import is_keras_tuner_project
+
+    project = Path(directory if directory is not None else KT_DIRECTORY) / study_name
+    return project if is_keras_tuner_project(project) else None
+
+
+def load_keras_tuner_project(study_name: str, directory: str | Path | None = None) -> Path:
+    """The KerasTuner project directory of ``study_name`` under ``directory`` (default ``kt_projects``)."""
+    from aloss_tune.errors import UsageError
+
+    project = _kt_project(study_name, directory)
+    if project is None:
+        where = Path(directory if directory is not None else KT_DIRECTORY) / study_name
+        raise UsageError(f"no KerasTuner project of aloss-tune's at {where} (give its root with "
+                         "--directory).")
+    return project
+
+
 def write_report(study: Any, out_dir: str | Path, fmt: str = "md", *, storage: str | None = None,
-                 ctx: Any = None) -> Path:
+                 ctx: Any = None, backend: str = "optuna", directory: str | Path | None = None) -> Path:
     """Write the figures, ``trials.csv`` and the summary page of ``study`` into ``out_dir``.
 
     Args:
-        study: an `optuna.Study`, or a study name loaded from ``storage``.
+        study: an `optuna.Study`, a KerasTuner project directory, or a study name: loaded from ``storage``
+            (``backend="optuna"``) or from ``<directory>/<study>`` (``backend="keras-tuner"``).
         out_dir: the output folder (created if missing; existing artifacts are overwritten).
         fmt: ``md`` (Markdown, figures beside it) or ``html`` (one page with the figures embedded).
         storage: the Optuna storage URL when ``study`` is a name.
         ctx: the run's `aloss_tune.runner.TrialContext`, if at hand.
+        backend: ``optuna`` or ``keras-tuner``, when ``study`` is a name.
+        directory: the KerasTuner project root (default ``kt_projects``).
 
     Returns:
         The summary page's path.
@@ -230,11 +287,17 @@ def write_report(study: Any, out_dir: str | Path, fmt: str = "md", *, storage: s
 
     if fmt not in SUMMARY_FORMATS:
         raise UsageError(f"report: `fmt` must be one of {', '.join(SUMMARY_FORMATS)}, but got {fmt!r}.")
+    if backend not in ("optuna", "keras-tuner"):
+        raise UsageError(f"report: `backend` must be optuna or keras-tuner, but got {backend!r}.")
+    name = study if isinstance(study, str) else (
+        getattr(study, "study_name", None) or getattr(study, "project_name", None) or Path(str(study)).name)
     if isinstance(study, str):
-        study = load_study(study, storage)
+        if backend == "keras-tuner":
+            study = load_keras_tuner_project(study, directory)
+        else:
+            study = load_study(study, storage, directory=directory)
     written = write_artifacts(study, out_dir, ctx, formats=(fmt,))
     summary = written.get(f"summary.{fmt}")
     if summary is None:
-        raise UsageError(f"report: could not write the summary of study {study.study_name!r} "
-                         "(see the warnings).")
+        raise UsageError(f"report: could not write the summary of study {name!r} (see the warnings).")
     return summary

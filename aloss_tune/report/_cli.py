@@ -8,15 +8,19 @@ from typing import Any
 
 
 def add_cli(subparsers: Any) -> None:
-    """Add ``report STUDY [--storage URL] [--out DIR] [--format md|html]`` to the CLI's subcommands."""
+    """Add ``report STUDY [--backend optuna|keras-tuner] [--storage URL] [--directory DIR] [--out DIR]
+    [--format md|html]`` to the CLI's subcommands."""
     p = subparsers.add_parser(
         "report", help="write a study's figures, trials table and one-page summary (no MLflow needed)",
         description="Write the study's figures (PNG), trials.csv and a one-page summary (Markdown or HTML) "
-                    "into a folder, from the Optuna storage alone.",
+                    "into a folder, from the Optuna storage or the KerasTuner project alone.",
     )
     p.add_argument("study", help="study name")
+    p.add_argument("--backend", choices=("optuna", "keras-tuner"), default="optuna",
+                   help="where the study lives: the Optuna storage (default) or a KerasTuner project")
     p.add_argument("--storage",
                    help="Optuna storage URL (default: $ALOSS_TUNE_STORAGE or sqlite:///aloss_tune.db)")
+    p.add_argument("--directory", help="KerasTuner project root (default: kt_projects)")
     p.add_argument("--out", help="output folder (default: ./<study>_report)")
     p.add_argument("--format", choices=("md", "html"), default="md",
                    help="summary page format: md (figures beside it) or html (one file, figures embedded)")
@@ -27,7 +31,8 @@ def _report(args: argparse.Namespace) -> int:
     from aloss_tune.report._artifacts import write_report
 
     out = Path(args.out) if args.out else Path(f"{args.study}_report")
-    summary = write_report(args.study, out, fmt=args.format, storage=args.storage)
+    summary = write_report(args.study, out, fmt=args.format, storage=args.storage, backend=args.backend,
+                           directory=args.directory)
     files = sorted(p.name for p in summary.parent.iterdir() if p.is_file())
     print(f"report of study {args.study!r}: {summary}")
     print(f"  files in {summary.parent}: {', '.join(files)}")

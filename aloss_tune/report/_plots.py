@@ -237,10 +237,30 @@ def _axis_ticks(dist: Any) -> list[tuple[float, str]]:
     return [(0.0, f"{dist.low:.3g}"), (1.0, f"{dist.high:.3g}")]
 
 
+def axis_label(name: str) -> str:
+    """A parallel-coordinates axis name: a loss family's parameter without the ``loss.`` prefix
+    (``huber.delta``), every other name as it is searched (``loss``, ``loss.l2``, ``model.units``)."""
+    parts = name.split(".")
+    return ".".join(parts[1:]) if len(parts) == 3 and parts[0] == "loss" else name
+
+
+def _fit(text: str, max_chars: int) -> str:
+    """``text``, cut to ``max_chars`` with an ellipsis when longer."""
+    return text if len(text) <= max_chars else text[:max(max_chars - 1, 1)] + "\u2026"
+
+
+_VALUE_FONT = 7  # points; the value labels beside each axis
+_CHAR_WIDTH = 0.62  # a character's width, in em, of the default sans-serif font (generous)
+
+
 def plot_parallel(data: StudyData, importances: Mapping[str, float] | None, path: Path) -> Path:
     """Parallel coordinates: one line per complete trial through its params (most important first) and its
     objective, colored by the objective; a trial's line skips the axes of params it did not have (those of
-    another loss family)."""
+    another loss family).
+
+    Axis names are slanted so that long ones never run into their neighbours, and the value labels beside
+    an axis (a categorical's choices, a range's bounds) are cut to the room left before the previous axis.
+    """
     from matplotlib import colormaps
     from matplotlib.colors import Normalize
 
@@ -277,17 +297,20 @@ def plot_parallel(data: StudyData, importances: Mapping[str, float] | None, path
                 zorder=3 if is_best else 2)
     for i in range(n_axes):
         ax.axvline(i, color="0.3", linewidth=0.8, zorder=1)
-    labels = [*names, data.metric]
-    wrapped = [label.replace(".", ".\n", 1) if len(label) > 14 else label for label in labels]
-    ax.set_xticks(range(n_axes), wrapped, fontsize=8)
-    ticks = [_axis_ticks(dists[n]) for n in names] + [[(0.0, f"{lo:.4g}"), (1.0, f"{hi:.4g}")]]
-    for i, labels_of_axis in enumerate(ticks):
-        for position, text in labels_of_axis:
-            ax.text(i - 0.03, position, text, ha="right", va="center", fontsize=7, color="0.25",
-                    bbox={"facecolor": "white", "edgecolor": "none", "alpha": 0.7, "pad": 0.5})
+    labels = [axis_label(n) for n in names] + [data.metric]
+    ax.set_xticks(range(n_axes), labels, fontsize=8, rotation=25, ha="right", rotation_mode="anchor")
     ax.set_ylim(-0.05, 1.05)
     ax.set_yticks([])
     ax.set_xlim(-0.6, n_axes - 0.8)
+    # Room between two axes, in characters of the value labels (the plot is about 80 % of the figure wide).
+    gap_inches = 0.8 * FIGSIZE[0] / (n_axes + 0.2)
+    room = max(int(gap_inches * 72 / (_VALUE_FONT * _CHAR_WIDTH)) - 1, 3)
+    ticks = [_axis_ticks(dists[n]) for n in names] + [[(0.0, f"{lo:.4g}"), (1.0, f"{hi:.4g}")]]
+    for i, labels_of_axis in enumerate(ticks):
+        for position, text in labels_of_axis:
+            ax.text(i - 0.03, position, text if i == 0 else _fit(text, room), ha="right", va="center",
+                    fontsize=_VALUE_FONT, color="0.25",
+                    bbox={"facecolor": "white", "edgecolor": "none", "alpha": 0.7, "pad": 0.5})
     colorbar = fig.colorbar(_mappable(cmap, norm), ax=ax, pad=0.01)
     colorbar.set_label(data.metric)
     shown = f"; top {len(names)} of {len(dists)} params by importance" if len(dists) > len(names) else ""
@@ -305,7 +328,11 @@ def _mappable(cmap: Any, norm: Any) -> Any:
 
 
 def plot_loss_shape(data: StudyData, shape: Shape | None, path: Path, reason: str = "") -> Path:
-    """The best loss's rho and psi beside its references (MSE and MAE, or cross-entropy)."""
+    """The best loss's rho and psi beside its references (MSE and MAE, or cross-entropy).
+
+    A regression loss is drawn against the residual in units of the target's robust spread (``-5`` to
+    ``5``; dashed: one spread), so that the figures of studies on differently scaled targets compare.
+    """
     title = f"{data.name}: shape of the best loss"
     if shape is None:
         return message_figure(path, title, reason or "No complete trial yet.")
@@ -314,6 +341,7 @@ def plot_loss_shape(data: StudyData, shape: Shape | None, path: Path, reason: st
     case_styles = {"": "-", "y=1": "-", "y=0": "--"}
     reference_case_styles = {"y=1": ":", "y=0": "-."}
     references = 0
+    xs = shape.x / shape.spread if shape.task == "regression" else shape.x
     for curve in shape.curves:
         if curve.reference:
             color, width = ("0.3", "0.55")[references % 2], 1.4
@@ -327,13 +355,13 @@ def plot_loss_shape(data: StudyData, shape: Shape | None, path: Path, reason: st
             else:
                 style = reference_case_styles[case] if curve.reference else case_styles[case]
             suffix = f" [{case}]" if case else ""
-            ax_rho.plot(shape.x, curve.rho[case], linestyle=style, color=color, linewidth=width,
+            ax_rho.plot(xs, curve.rho[case], linestyle=style, color=color, linewidth=width,
                         label=f"{curve.label}{suffix}")
-            ax_psi.plot(shape.x, curve.psi[case], linestyle=style, color=color, linewidth=width)
+            ax_psi.plot(xs, curve.psi[case], linestyle=style, color=color, linewidth=width)
     if shape.task == "regression":
         for ax in (ax_rho, ax_psi):
             for sign in (-1, 1):
-                ax.axvline(sign * shape.spread, color="0.75", linewidth=0.8, linestyle="--")
+                ax.axvline(sign, color="0.75", linewidth=0.8, linestyle="--")
             ax.axhline(0, color="0.75", linewidth=0.8)
         ax_psi.set_ylim(-1.08, 1.08)
     else:

@@ -1,9 +1,10 @@
 """The shape of a loss: rho (its value) and psi (its derivative, the influence of one residual or prediction).
 
 For regression losses the loss is evaluated per sample at ``y_true = 0``, ``y_pred = x`` on a residual grid
-of +-5 robust spreads of the target; psi is a central finite difference (backend-neutral, and honest for
-losses with kinks). Both are normalised to a maximum of 1 on the plotted range, so a loss can be compared
-with MSE and MAE whatever its units: what matters is where the influence grows, saturates or redescends.
+of +-5 robust spreads of the target (``Shape.x`` is in the target's units, the figure's axis in spreads);
+psi is a central finite difference (backend-neutral, and honest for losses with kinks). Both are normalised
+to a maximum of 1 on the plotted range, so a loss can be compared with MSE and MAE whatever its units: what
+matters is where the influence grows, saturates or redescends.
 
 For classification losses the loss is plotted against the predicted probability of the true class, once for
 a positive and once for a negative example (class weights and focal ``alpha`` make them differ), with
@@ -203,7 +204,7 @@ def loss_shape(data: StudyData, row: TrialRow | None = None) -> Shape:
             curves.append(_regression_curve(build_loss({"loss": name}), name, x, h, reference=True))
         return Shape(
             task="regression", x=x, curves=curves, spread=spread, notes=notes,
-            x_label=f"residual y_pred - y_true (dashed: one robust spread, {spread:.4g})",
+            x_label=f"residual y_pred - y_true, in robust spreads of the target ({spread:.4g})",
             rho_label="rho(x) / its maximum on the range",
             psi_label="psi(x) = d rho / dx, / its maximum |psi|",
         )

@@ -1,8 +1,17 @@
-"""What a report needs from a study, read once from Optuna's storage (no MLflow, no Keras, no plotting).
+"""What a report needs from a study, read once into backend-neutral records (no MLflow, no plotting).
 
-Every trial of an aloss-tune study carries its flat params, loss config and per-epoch history as user
-attributes (see `aloss_tune.backends.optuna`); the study carries its objective, the target's robust spread
-and the *baseline*: the objective of predicting the training median (regression) or the class prior
+A report is drawn from `StudyData`: the study's objective, baseline and target spread, and one `TrialRow`
+per trial (number, state, value, flat params, searched params with their ranges, per-epoch history, loss
+config). `read_study` makes it from either backend's own storage:
+
+* an `optuna.Study`: every trial of an aloss-tune study carries its flat params, loss config and per-epoch
+  history as user attributes (see `aloss_tune.backends.optuna`), the study its objective, the target's
+  robust spread and the baseline;
+* a KerasTuner project directory (or the tuner itself): KerasTuner's ``trial_<id>/trial.json`` beside the
+  records aloss-tune writes there (``aloss_tune.json`` for the study and for each trial; see
+  `aloss_tune.backends.keras_tuner`).
+
+The *baseline* is the objective of predicting the training median (regression) or the class prior
 (classification). A finished trial whose objective is no better than that baseline learned nothing: it is
 counted as **dead**.
 """
@@ -10,7 +19,9 @@ counted as **dead**.
 from __future__ import annotations
 
 import csv
+import json
 import math
+import os
 import statistics
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -225,8 +236,33 @@ def infer_task(metric: str, losses: Sequence[str]) -> str:
     return "regression"
 
 
-def read_study(study: optuna.Study, ctx: Any = None) -> StudyData:
-    """Read ``study`` (and, when given, the run's `aloss_tune.runner.TrialContext`) into `StudyData`."""
+def read_study(study: Any, ctx: Any = None) -> StudyData:
+    """Read a study into `StudyData`, with the run's `aloss_tune.runner.TrialContext` when given.
+
+    ``study`` is an `optuna.Study`, a KerasTuner project directory (``kt_projects/<study>``), a KerasTuner
+    tuner (its ``project_dir``), or `StudyData` already.
+    """
+    if isinstance(study, StudyData):
+        return study
+    if isinstance(study, optuna.Study):
+        return _read_optuna(study, ctx)
+    if isinstance(study, (str, os.PathLike)):
+        return read_keras_tuner_project(Path(study), ctx)
+    project = getattr(study, "project_dir", None)
+    if project is not None:
+        return read_keras_tuner_project(Path(project), ctx)
+    raise TypeError(f"cannot read a study from {type(study).__name__} (give an optuna.Study or a KerasTuner "
+                    "project directory)")
+
+
+def _dead(state: str, value: float | None, baseline: float | None, direction: str) -> bool:
+    """A complete trial whose objective is no better than the baseline."""
+    if state != "complete" or value is None or baseline is None:
+        return False
+    return not (value < baseline if direction == "minimize" else value > baseline)
+
+
+def _read_optuna(study: optuna.Study, ctx: Any) -> StudyData:
     attrs = study.user_attrs
     objective = attrs.get("aloss_tune.objective") or {}
     direction = objective.get("direction") or study.direction.name.lower()
@@ -252,9 +288,7 @@ def read_study(study: optuna.Study, ctx: Any = None) -> StudyData:
         series = history.get(metric) or []
         epochs = len(series) or len(trial.intermediate_values)
         duration = trial.duration.total_seconds() if trial.duration is not None else None
-        dead = False
-        if state == "complete" and value is not None and baseline is not None:
-            dead = not (value < baseline if direction == "minimize" else value > baseline)
+        dead = _dead(state, value, baseline, direction)
         rows.append(TrialRow(
             number=trial.number, state=state, value=value, loss=loss, params=params,
             search_params=dict(trial.params), distributions=dict(trial.distributions), history=history,
@@ -270,6 +304,120 @@ def read_study(study: optuna.Study, ctx: Any = None) -> StudyData:
         baseline=None if baseline is None else float(baseline),
         target_scale=float(scale) if scale else 1.0, task=task, losses=losses, trials=tuple(rows),
         space=space,
+    )
+
+
+# ------------------------------------------------------------------------------------------- KerasTuner
+_KT_STATES = {"COMPLETED": "complete", "FAILED": "failed", "INVALID": "failed", "RUNNING": "running",
+              "IDLE": "waiting", "STOPPED": "failed"}
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def is_keras_tuner_project(project: Path) -> bool:
+    """Whether ``project`` holds a KerasTuner project of aloss-tune's (its study record)."""
+    from aloss_tune.backends.keras_tuner import STUDY_FILE
+
+    return (project / STUDY_FILE).is_file()
+
+
+def optuna_distribution(spec: Mapping[str, Any]) -> Any:
+    """The Optuna distribution of one of aloss-tune's ranges in its dict form (``{type, low, high, ...}``)."""
+    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+    kind = spec.get("type")
+    if kind == "categorical":
+        return CategoricalDistribution(list(spec["choices"]))
+    if kind == "int":
+        return IntDistribution(int(spec["low"]), int(spec["high"]), log=bool(spec.get("log", False)),
+                               step=int(spec.get("step") or 1))
+    return FloatDistribution(float(spec["low"]), float(spec["high"]), log=bool(spec.get("log", False)),
+                             step=None if spec.get("step") is None else float(spec["step"]))
+
+
+def searched_values(params: Mapping[str, Any], names: Sequence[str]) -> dict[str, Any]:
+    """A trial's values of the searched names (``loss.huber.delta``) from its flat params (``loss.delta``);
+    the names of another loss's parameters are left out."""
+    loss = params.get("loss")
+    out = {}
+    for name in names:
+        parts = name.split(".")
+        if len(parts) == 3 and parts[0] == "loss":  # loss.<family>.<param>: only for that family
+            if parts[1] == loss and f"loss.{parts[2]}" in params:
+                out[name] = params[f"loss.{parts[2]}"]
+        elif name in params:
+            out[name] = params[name]
+    return out
+
+
+def read_keras_tuner_project(project: Path, ctx: Any = None) -> StudyData:
+    """Read a KerasTuner project of aloss-tune's (``<directory>/<study>``) into `StudyData`."""
+    from aloss_tune.backends.keras_tuner import STUDY_FILE, TRIAL_FILE
+    from aloss_tune.errors import UsageError
+
+    record = _read_json(project / STUDY_FILE)
+    if not isinstance(record, dict):
+        raise UsageError(f"{project} is not a KerasTuner project of aloss-tune's (no {STUDY_FILE}); give the "
+                         "project root with --directory.")
+    objective = record.get("objective") or {}
+    metric = objective.get("metric") or "objective"
+    direction = objective.get("direction") or "minimize"
+    specs = record.get("search_params") or {}
+    dists = {}
+    for name, spec in specs.items():
+        try:
+            dists[name] = optuna_distribution(spec)
+        except (KeyError, TypeError, ValueError):
+            continue  # a range Optuna cannot hold: left off the figures that need ranges
+    losses = tuple(record.get("losses") or (specs.get("loss") or {}).get("choices") or ())
+    scale = getattr(ctx, "target_scale", None) if ctx is not None else record.get("target_scale")
+    baseline = record.get("baseline")
+    if ctx is not None:
+        baseline = ctx.baseline_value()
+    if baseline is not None and not math.isfinite(float(baseline)):
+        baseline = None
+
+    def trial_number(path: Path) -> int:
+        suffix = path.parent.name.removeprefix("trial_")
+        return int(suffix) if suffix.isdigit() else -1
+
+    rows: list[TrialRow] = []
+    for path in sorted(project.glob("trial_*/trial.json"), key=trial_number):
+        trial = _read_json(path) or {}
+        mine = _read_json(path.parent / TRIAL_FILE) or {}
+        number = mine.get("number", trial_number(path))
+        state = mine.get("state") if mine.get("state") in ("complete", "failed") else None
+        state = state or _KT_STATES.get(str(trial.get("status")), "running")
+        params = dict(mine.get("params") or {})
+        if not params:  # ran where this directory is not shared: KerasTuner's own names and values
+            values = (trial.get("hyperparameters") or {}).get("values") or {}
+            params = {k: v for k, v in values.items() if not k.startswith("tuner/")}
+        loss = str(params.get("loss") or (losses[0] if len(losses) == 1 else "?"))
+        value = mine.get("value", trial.get("score")) if state == "complete" else None
+        value = None if value is None or not math.isfinite(float(value)) else float(value)
+        history = {str(k): [float(x) for x in v] for k, v in (mine.get("history") or {}).items()}
+        searched = searched_values(params, list(dists))
+        rows.append(TrialRow(
+            number=int(number), state=state, value=value, loss=loss, params=params, search_params=searched,
+            distributions={k: dists[k] for k in searched}, history=history,
+            learned=learned_series(history, loss), loss_config=mine.get("loss_config"), seed=mine.get("seed"),
+            duration_s=None, epochs=len(history.get(metric) or ()), error=mine.get("error"),
+            run_id=mine.get("mlflow_run_id"), dead=_dead(state, value, baseline, direction),
+        ))
+    if not losses:
+        losses = tuple(dict.fromkeys(t.loss for t in rows))
+    task = (getattr(getattr(ctx, "data", None), "task", None) or record.get("task")
+            or infer_task(metric, losses))
+    return StudyData(
+        name=str(record.get("study") or project.name), metric=metric, direction=direction,
+        baseline=None if baseline is None else float(baseline),
+        target_scale=float(scale) if scale else 1.0, task=task, losses=losses, trials=tuple(rows),
+        space={"loss": {"choices": list(losses)}},
     )
 
 

@@ -9,6 +9,7 @@ from the KerasTuner project directory, and through ``aloss-tune best``. All stud
 from __future__ import annotations
 
 import contextlib
+import csv
 import io
 import json
 import os
@@ -33,6 +34,8 @@ from aloss_tune.runner import prepare
 from aloss_tune.space import SearchSpace
 
 HERE = Path(__file__).parent
+REPORT_FIGURES = ("optimization_history.png", "objective_by_loss.png", "param_importances.png",
+                  "parallel_coordinates.png", "loss_shape.png")
 ALOSS_TUNE = str(Path(sys.executable).with_name("aloss-tune"))
 
 pytestmark = pytest.mark.filterwarnings(
@@ -112,6 +115,11 @@ class Store:
         folder = self.root / "downloads" / run.info.run_id
         local = self.client.download_artifacts(run.info.run_id, name, str(folder))
         return Path(local).read_text(encoding="utf-8")
+
+
+def trial_key(run: Any) -> str:
+    """``trial-<n>`` of a trial's run (its name also says the loss: ``trial-<n> <loss>``)."""
+    return f"trial-{run.data.tags['aloss_tune.trial']}"
 
 
 def ok(result: subprocess.CompletedProcess[str]) -> str:
@@ -294,9 +302,11 @@ def test_random_search_logs_parent_children_params_histories_and_statuses(
     assert parent.info.status == "FINISHED" and parent.data.tags["aloss_tune.backend"] == "keras-tuner"
     assert parent.data.tags["aloss_tune.best_trial"] in {"0", "1", "2"}
     finished = [c for c in children if c.info.status == "FINISHED"]
-    assert sorted(c.info.run_name for c in finished) == ["trial-0", "trial-1", "trial-2"]
+    assert sorted(trial_key(c) for c in finished) == ["trial-0", "trial-1", "trial-2"]
     for child in finished:
         loss = child.data.params["loss"]
+        assert child.info.run_name == f"{trial_key(child)} {loss}"
+        assert child.data.tags["aloss_tune.state"] == "complete"
         assert logged_params(child) == expected_keys(random_study["space"], loss)
         assert child.data.params["backend"] == "keras-tuner"
         assert child.data.params["seed"] == str(1 + int(child.data.tags["aloss_tune.trial"]))
@@ -306,6 +316,18 @@ def test_random_search_logs_parent_children_params_histories_and_statuses(
         assert best_epoch == pytest.approx(child.data.metrics["objective"])
         config = json.loads(store.artifact(child, "loss_config.json"))
         assert config["params"]["loss"] == loss and config["keras"]["class_name"]
+    # The same report as an Optuna study's on the parent run: figures, trials table, summary.
+    names = {a.path for a in store.client.list_artifacts(parent.info.run_id)}
+    assert {*REPORT_FIGURES, "trials.csv", "summary.md", "summary.html"} <= names
+    rows = list(csv.DictReader(io.StringIO(store.artifact(parent, "trials.csv"))))
+    assert sorted((r["number"], r["state"]) for r in rows) == [("0", "complete"), ("1", "complete"),
+                                                               ("2", "complete")]
+    by_number = {int(trial_key(c).split("-")[1]): c for c in finished}
+    for row in rows:
+        run = by_number[int(row["number"])]
+        assert row["mlflow_run_id"] == run.info.run_id and row["loss"] == run.data.params["loss"]
+        assert float(row["val_mae"]) == pytest.approx(run.data.metrics["objective"])
+    assert "Study `kt_random`" in store.artifact(parent, "summary.md")
 
 
 @pytest.mark.slow
@@ -321,7 +343,7 @@ def test_an_interrupted_search_resumes_without_redoing_finished_trials(store: St
     _, children = store.runs("kt_random")
     by_name: dict[str, list[Any]] = {}
     for child in children:
-        by_name.setdefault(child.info.run_name, []).append(child)
+        by_name.setdefault(trial_key(child), []).append(child)
     assert {k: len(v) for k, v in by_name.items()} == {"trial-0": 1, "trial-1": 1, "trial-2": 2}
     interrupted, retried = by_name["trial-2"]
     assert interrupted.info.status == "FAILED" and retried.info.status == "FINISHED"
@@ -373,9 +395,14 @@ def test_bayesian_failed_trial_is_visible_and_the_best_loss_reloads_exactly(stor
     assert "study 'kt_bayes' (keras-tuner): 2 complete, 1 failed" in out
 
     parent, children = store.runs("kt_bayes")
-    states = {c.info.run_name: c.info.status for c in children}
-    assert states == {"trial-0": "FINISHED", "trial-1": "FAILED", "trial-2": "FINISHED"}
+    states = {trial_key(c): (c.info.status, c.data.tags["aloss_tune.state"]) for c in children}
+    assert states == {"trial-0": ("FINISHED", "complete"), "trial-1": ("FAILED", "failed"),
+                      "trial-2": ("FINISHED", "complete")}
     failed = next(c for c in children if c.info.status == "FAILED")
+    # A failed trial keeps its loss config: its loss rebuilds from its run.
+    assert json.loads(store.artifact(failed, "loss_config.json"))["params"]["loss"] == "adaptive_barron"
+    rebuilt = aloss_tune.load_loss(f"runs:/{failed.info.run_id}", tracking_uri=store.uri)
+    assert type(rebuilt).__name__ == type(aloss_tune.build_loss({"loss": "adaptive_barron"})).__name__
     assert "the training loss is nan at epoch 0" in store.artifact(failed, "error.txt")
     assert "TrialFailed" in failed.data.tags["aloss_tune.error"]
     assert logged_params(failed) == expected_keys(space, "adaptive_barron")  # logged before it failed
@@ -386,7 +413,7 @@ def test_bayesian_failed_trial_is_visible_and_the_best_loss_reloads_exactly(stor
                 assert [step for step, _ in store.history(child, learned)] == [0, 1]
 
     best_number = int(parent.data.tags["aloss_tune.best_trial"])
-    best_run = next(c for c in children if c.info.run_name == f"trial-{best_number}")
+    best_run = next(c for c in children if trial_key(c) == f"trial-{best_number}")
     logged_config = json.loads(store.artifact(best_run, "loss_config.json"))
     shown = json.loads(cli_main("best", "kt_bayes", "--backend", "keras-tuner",
                                 "--directory", str(store.projects)))
@@ -411,8 +438,8 @@ def test_hyperband_continues_its_best_trials_from_their_checkpoints(store: Store
                        search={"tuner": "hyperband", "n_trials": 4, "seed": 0})
     out = ok(store.run(store.tune_args(store.write_space(space))))
     assert "study 'kt_hyperband' (keras-tuner): 4 complete, 0 failed" in out
-    _, children = store.runs("kt_hyperband")
-    runs = {c.info.run_name: c for c in children}
+    parent, children = store.runs("kt_hyperband")
+    runs = {trial_key(c): c for c in children}
     assert sorted(runs) == ["trial-0", "trial-1", "trial-2", "trial-3"]
     assert {c.info.status for c in children} == {"FINISHED"}  # no pruning in Hyperband
     for name in ("trial-0", "trial-1", "trial-2"):
@@ -425,6 +452,27 @@ def test_hyperband_continues_its_best_trials_from_their_checkpoints(store: Store
                                             "seed": runs["trial-3"].data.params["seed"]}
     best_first_round = min(runs[n].data.metrics["objective"] for n in ("trial-0", "trial-1", "trial-2"))
     assert runs[f"trial-{int(source)}"].data.metrics["objective"] == best_first_round
+    # The continuation is linked to the run it continues.
+    assert runs["trial-3"].data.tags["aloss_tune.continues"] == runs[f"trial-{int(source)}"].info.run_id
+    assert all("aloss_tune.continues" not in runs[n].data.tags for n in ("trial-0", "trial-1", "trial-2"))
+
+    # `aloss-tune report` reads the KerasTuner project; the Optuna storage points to it.
+    out = store.root / "kt_hyperband_report"
+    done = ok(store.run([ALOSS_TUNE, "report", "kt_hyperband", "--backend", "keras-tuner", "--directory",
+                         str(store.projects), "--out", str(out)]))
+    assert str(out / "summary.md") in done
+    rows = list(csv.DictReader(io.StringIO((out / "trials.csv").read_text(encoding="utf-8"))))
+    assert [(r["number"], r["state"], r["mlflow_run_id"]) for r in rows] == [
+        (str(n), "complete", runs[f"trial-{n}"].info.run_id) for n in range(4)]
+    assert {*REPORT_FIGURES, "summary.md"} <= {p.name for p in out.iterdir()}
+    assert (store.artifact(parent, "trials.csv").splitlines()[1:]
+            == (out / "trials.csv").read_text(encoding="utf-8").splitlines()[1:])
+    missed = store.run([ALOSS_TUNE, "report", "kt_hyperband", "--storage",
+                        f"sqlite:///{store.root / 'empty_optuna.db'}", "--directory", str(store.projects)])
+    assert missed.returncode == 2
+    assert missed.stderr.strip() == (
+        f"aloss-tune: error: study 'kt_hyperband' is a KerasTuner project in {store.projects}: "
+        f"add --backend keras-tuner --directory {store.projects}.")
 
 
 def _free_port() -> int:
@@ -454,7 +502,7 @@ def test_distributed_chief_and_worker_on_one_machine(store: Store) -> None:
     for text in (chief_out, worker_out):  # KerasTuner's stray print of condition values is filtered
         assert not {"mse", "huber"} & set(text.splitlines())
     parent, children = store.runs("kt_dist")
-    assert sorted((c.info.run_name, c.info.status) for c in children) == [
+    assert sorted((trial_key(c), c.info.status) for c in children) == [
         ("trial-0", "FINISHED"), ("trial-1", "FINISHED")]
     assert parent.data.tags["aloss_tune.best_trial"] in {"0", "1"}  # logged by the chief
     project = store.projects / "kt_dist"
