@@ -76,11 +76,19 @@ import keras
 import keras_tuner as kt
 from keras_tuner.engine import trial as kt_trial
 
+from aloss_tune._urls import redact_url
 from aloss_tune.distributions import Categorical, Distribution, Float, Int
 from aloss_tune.errors import UsageError
 from aloss_tune.runner import TrialContext, build_trial_model, loss_config, run_trial
 from aloss_tune.space import SearchSpace
-from aloss_tune.tracking import RETRY_TAG, STUDY_TAG, StudyTracker, TrackingSettings, load_settings
+from aloss_tune.tracking import (
+    RETRY_TAG,
+    STUDY_TAG,
+    StudyTracker,
+    TrackingSettings,
+    load_settings,
+    missing_store,
+)
 
 DEFAULT_DIRECTORY = "kt_projects"
 STUDY_FILE = "aloss_tune.json"
@@ -505,6 +513,17 @@ def distributed_role() -> str | None:
     return "chief" if "chief" in os.environ.get("KERASTUNER_TUNER_ID", "") else "worker"
 
 
+def check_directory(directory: str | os.PathLike[str] | None = None) -> None:
+    """`UsageError` unless the project root ``directory`` is a folder, or can be made one (nothing is created)."""
+    root = Path(directory if directory is not None else DEFAULT_DIRECTORY)
+    existing = root
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        what = "is" if existing == root else f"would be inside {existing}, which is"
+        raise UsageError(f"KerasTuner project root {str(root)!r} (--directory) {what} not a folder.")
+
+
 def project_dir(study: str, directory: str | os.PathLike[str] | None = None) -> Path:
     """Where the KerasTuner project of ``study`` lives: ``<directory>/<study>`` (default ``kt_projects``)."""
     return Path(directory if directory is not None else DEFAULT_DIRECTORY) / study
@@ -678,8 +697,12 @@ def best_summary(study_name: str, *, directory: str | os.PathLike[str] | None = 
     found = _best_from_mlflow(study_name, tracking_uri)
     if found is not None:
         return found
-    raise UsageError(f"no KerasTuner project {project} (give --directory, the project root) and no study "
-                     f"{study_name!r} with a best trial in the MLflow tracking store.")
+    uri = load_settings(tracking_uri=tracking_uri).tracking_uri
+    store = missing_store(uri)
+    mlflow_part = (f"the MLflow tracking store file {store} does not exist" if store is not None else
+                   f"the MLflow tracking store {redact_url(uri)} records no best trial of it")
+    raise UsageError(f"no KerasTuner study {study_name!r}: no project in {project} (give --directory, the project "
+                     f"root), and {mlflow_part}.")
 
 
 class _MissingRecord(Exception):
@@ -724,6 +747,8 @@ def _best_from_mlflow(study_name: str, tracking_uri: str | None) -> dict[str, An
     from mlflow.tracking import MlflowClient
 
     settings = load_settings(tracking_uri=tracking_uri)
+    if missing_store(settings.tracking_uri) is not None:  # reading would create an empty store
+        return None
     client = MlflowClient(tracking_uri=settings.tracking_uri)
     try:
         experiment = client.get_experiment_by_name(settings.experiment or study_name)

@@ -21,6 +21,7 @@ import atexit
 import base64
 import importlib.util
 import logging
+import os
 import re
 import shutil
 import tempfile
@@ -194,17 +195,31 @@ def load_study(study_name: str, storage: str | None = None) -> Any:
     """Load ``study_name`` from an Optuna storage URL (default: ``$ALOSS_TUNE_STORAGE`` or the embedded)."""
     import optuna
 
-    from aloss_tune.backends.optuna import StorageOptions, open_storage
+    from aloss_tune.backends.optuna import open_existing_storage
     from aloss_tune.best import default_storage
     from aloss_tune.errors import UsageError
 
-    store = open_storage(StorageOptions(url=storage or default_storage()))
+    store = open_existing_storage(storage or default_storage(), study_name)
     try:
         return optuna.load_study(study_name=study_name, storage=store)
     except KeyError:
         names = [s.study_name for s in optuna.get_all_study_summaries(store, include_best_trial=False)]
         known = ", ".join(names) if names else "none"
         raise UsageError(f"no study named {study_name!r} in this storage; studies there: {known}.") from None
+
+
+def check_writable(folder: str | Path) -> None:
+    """`UsageError` unless ``folder`` is, or can be made, a writable folder (nothing is created)."""
+    from aloss_tune.errors import UsageError
+
+    folder = Path(folder)
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise UsageError(f"report: cannot write the folder {folder}: {existing} is not a folder.")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UsageError(f"report: cannot write the folder {folder}: {existing} is not writable.")
 
 
 def write_report(study: Any, out_dir: str | Path, fmt: str = "md", *, storage: str | None = None,
@@ -230,9 +245,13 @@ def write_report(study: Any, out_dir: str | Path, fmt: str = "md", *, storage: s
 
     if fmt not in SUMMARY_FORMATS:
         raise UsageError(f"report: `fmt` must be one of {', '.join(SUMMARY_FORMATS)}, but got {fmt!r}.")
+    check_writable(out_dir)
     if isinstance(study, str):
         study = load_study(study, storage)
-    written = write_artifacts(study, out_dir, ctx, formats=(fmt,))
+    try:
+        written = write_artifacts(study, out_dir, ctx, formats=(fmt,))
+    except OSError as exc:
+        raise UsageError(f"report: cannot write the folder {out_dir} ({exc.strerror or exc}).") from None
     summary = written.get(f"summary.{fmt}")
     if summary is None:
         raise UsageError(f"report: could not write the summary of study {study.study_name!r} "
