@@ -291,7 +291,7 @@ def _version() -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run one command; its exit status (2: a usage or configuration error, 141: the reader of stdout left)."""
+    """Run one command; its exit status (2: a usage or configuration error; 141: stdout's reader left)."""
     try:
         code = _main(argv)
         sys.stdout.flush()

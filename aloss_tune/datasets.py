@@ -210,13 +210,14 @@ def as_dataset(data: Any, *, args: dict[str, Any] | None = None, name: str = "us
             f"but got {describe(type(data).__name__)}."
         )
     names = ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test")
-    arrays = [None if a is None else _numeric(n, a) for n, a in zip(names, data)]
+    arrays = [None if a is None else _numeric(n, a) for n, a in zip(names, data, strict=False)]
     x_train, y_train, x_val, y_val = arrays[:4]
     if x_train is None or y_train is None or x_val is None or y_val is None:
         raise ConfigError("data: x_train, y_train, x_val and y_val are required.")
     x_test, y_test = (arrays[4], arrays[5]) if len(arrays) == 6 else (None, None)
     dataset = Dataset(name=name, task=infer_task(y_train) if y_train.size else "regression",
-                      x_train=x_train, y_train=y_train, x_val=x_val, y_val=y_val, x_test=x_test, y_test=y_test)
+                      x_train=x_train, y_train=y_train, x_val=x_val, y_val=y_val,
+                      x_test=x_test, y_test=y_test)
     check_dataset(dataset)
     return dataset
 
@@ -226,7 +227,8 @@ def _numeric(name: str, array: Any) -> np.ndarray:
     try:
         values = np.asarray(array)
     except (TypeError, ValueError) as exc:  # ragged nested lists
-        raise ConfigError(f"data: {name} is not an array of numbers ({' '.join(str(exc).split())}).") from None
+        reason = " ".join(str(exc).split())
+        raise ConfigError(f"data: {name} is not an array of numbers ({reason}).") from None
     if values.dtype.kind not in "biuf":
         try:
             return values.astype("float32")
@@ -245,8 +247,9 @@ def check_dataset(data: Dataset) -> None:
         pairs.append(("x_test", data.x_test, "y_test", data.y_test))
     for xn, x, yn, y in pairs:
         for name, array in ((xn, x), (yn, y)):
-            if np.asarray(array).dtype.kind not in "biuf":
-                raise ConfigError(f"data: {name} must be numeric, but holds {np.asarray(array).dtype} values.")
+            dtype = np.asarray(array).dtype
+            if dtype.kind not in "biuf":
+                raise ConfigError(f"data: {name} must be numeric, but holds {dtype} values.")
             if len(array) == 0:
                 raise ConfigError(f"data: {name} is empty (shape {tuple(np.shape(array))}); it needs rows.")
             if np.ndim(array) == 0:
@@ -256,18 +259,19 @@ def check_dataset(data: Dataset) -> None:
         if xn != "x_train":
             if np.shape(x)[1:] != np.shape(data.x_train)[1:]:
                 raise ConfigError(
-                    f"data: {xn} has rows of shape {np.shape(x)[1:]} but x_train has {np.shape(data.x_train)[1:]} "
+                    f"data: {xn} has rows of shape {np.shape(x)[1:]} but x_train has "
+                    f"{np.shape(data.x_train)[1:]} "
                     f"(features per row: {_features(x)} against {_features(data.x_train)}).")
             if np.shape(y)[1:] != np.shape(data.y_train)[1:]:
                 raise ConfigError(
-                    f"data: {yn} has shape {np.shape(y)} but y_train has {np.shape(data.y_train)}: the targets "
-                    "of every split must have the same shape per row.")
+                    f"data: {yn} has shape {np.shape(y)} but y_train has {np.shape(data.y_train)}: the "
+                    "targets of every split must have the same shape per row.")
         for name, array in ((xn, x), (yn, y)):
             values = np.asarray(array)
             if not np.isfinite(values).all():
                 n_nan, n_inf = int(np.isnan(values).sum()), int(np.isinf(values).sum())
-                raise ConfigError(f"data: {name} holds NaN or infinite values ({n_nan} NaN, {n_inf} inf among "
-                                  f"{values.size}); drop or impute them before tuning.")
+                raise ConfigError(f"data: {name} holds NaN or infinite values ({n_nan} NaN, {n_inf} inf "
+                                  f"among {values.size}); drop or impute them before tuning.")
 
 
 def _features(x: Any) -> int:
@@ -275,4 +279,5 @@ def _features(x: Any) -> int:
     return int(np.prod(shape)) if shape else 1
 
 
-__all__ = ["Dataset", "BUILTIN", "as_dataset", "check_dataset", "contaminated_regression", "imbalanced_classification"]
+__all__ = ["Dataset", "BUILTIN", "as_dataset", "check_dataset", "contaminated_regression",
+           "imbalanced_classification"]

@@ -8,8 +8,9 @@ which backend runs.
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -103,19 +104,15 @@ def prepare(space: SearchSpace, *, data: Any = None, build_model: Any = None) ->
     return ctx
 
 
-class _located:
+@contextlib.contextmanager
+def _located(where: str) -> Iterator[None]:
     """Prefixes a `ConfigError` raised inside with the space file (``where``), once."""
-
-    def __init__(self, where: str):
-        self.where = where
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, kind: Any, exc: BaseException | None, tb: Any) -> bool:
-        if isinstance(exc, ConfigError) and self.where and not str(exc).startswith(self.where):
-            raise ConfigError(self.where + _one_line(str(exc))) from None
-        return False
+    try:
+        yield
+    except ConfigError as exc:
+        if where and not str(exc).startswith(where):
+            raise ConfigError(where + _one_line(str(exc))) from None
+        raise
 
 
 def _one_line(text: str) -> str:
@@ -123,7 +120,7 @@ def _one_line(text: str) -> str:
 
 
 class FirstSuggester:
-    """The first sample of a space, without a backend: each range's low end, each categorical's first choice."""
+    """A space's first sample, without a backend: each range's low end, each categorical's first choice."""
 
     def suggest(self, name: str, dist: Any) -> Any:
         from aloss_tune.distributions import Categorical
@@ -131,8 +128,6 @@ class FirstSuggester:
         return dist.choices[0] if isinstance(dist, Categorical) else dist.low
 
     def conditional(self, parent: str, value: Any) -> Any:
-        import contextlib
-
         return contextlib.nullcontext()
 
 
@@ -149,36 +144,32 @@ def check_model(ctx: TrialContext) -> None:
     where = f"{space.source}: " if space.source else ""
     params = first_params(space, ctx.target_scale)
     builder_name = space.model if isinstance(space.model, str) else _callable_name(space.model)
-    keras.backend.clear_session()
+    with _located(where):
+        loss = build_loss(params)
     try:
-        with _located(where):
-            loss = build_loss(params)
-        try:
-            model = ctx.build_model(params, ctx.data)
-        except ConfigError as exc:
-            text = _one_line(str(exc))
-            raise ConfigError(text if text.startswith(where) and where else f"{where}model: {text}") from None
-        except Exception as exc:  # noqa: BLE001 - a user's builder fails in its own ways
-            raise ConfigError(f"{where}model.builder: {builder_name} failed to build the space's first sample "
-                              f"({type(exc).__name__}: {_one_line(str(exc))}).") from None
-        if not isinstance(model, keras.Model):
-            raise ConfigError(f"{where}model.builder: must return a keras.Model, but {builder_name} returned "
-                              f"a {type(model).__name__}.")
-        with _located(where):
-            optimizer = make_optimizer(space, params)
+        model = ctx.build_model(params, ctx.data)
+    except ConfigError as exc:
+        text = _one_line(str(exc))
+        raise ConfigError(text if where and text.startswith(where) else f"{where}model: {text}") from None
+    except Exception as exc:  # noqa: BLE001 - a user's builder fails in its own ways
+        raise ConfigError(f"{where}model.builder: {builder_name} failed to build the space's first "
+                          f"sample ({type(exc).__name__}: {_one_line(str(exc))}).") from None
+    if not isinstance(model, keras.Model):
+        raise ConfigError(f"{where}model.builder: must return a keras.Model, but {builder_name} returned "
+                          f"a {type(model).__name__}.")
+    with _located(where):
+        optimizer = make_optimizer(space, params)
         try:
             model = attach(model, loss)
             model.compile(optimizer=optimizer, loss=loss, metrics=TASK_METRICS[ctx.data.task](),
                           jit_compile=space.training.jit_compile)
             model(ctx.data.x_train[:2])
-        except ConfigError as exc:
-            raise ConfigError(where + _one_line(str(exc))) from None
+        except ConfigError:
+            raise
         except Exception as exc:  # noqa: BLE001 - Keras reports shape and type errors in many classes
-            raise ConfigError(f"{where}model.builder: the model of {builder_name} does not take the data's rows "
-                              f"of shape {tuple(ctx.data.x_train.shape[1:])} ({type(exc).__name__}: "
+            raise ConfigError(f"model.builder: the model of {builder_name} does not take the data's rows of "
+                              f"shape {tuple(ctx.data.x_train.shape[1:])} ({type(exc).__name__}: "
                               f"{_one_line(str(exc))[:300]}).") from None
-    finally:
-        keras.backend.clear_session()
 
 
 def _callable_name(obj: Any) -> str:

@@ -554,7 +554,8 @@ class _Loader:
                 candidates = [(f"optimizer.{key}", value)]
             for path, candidate in candidates:
                 number = isinstance(candidate, (int, float)) and not isinstance(candidate, bool)
-                if not number or not math.isfinite(candidate) or not low(candidate) or not high(candidate):
+                x = float(candidate) if number else math.nan  # type: ignore[arg-type]
+                if not math.isfinite(x) or not low(x) or not high(x):
                     raise self.fail(path, f"must be {rule}, but got {describe(candidate)}.")
         return name, params
 

@@ -514,7 +514,7 @@ def distributed_role() -> str | None:
 
 
 def check_directory(directory: str | os.PathLike[str] | None = None) -> None:
-    """`UsageError` unless the project root ``directory`` is a folder, or can be made one (nothing is created)."""
+    """`UsageError` unless the project root ``directory`` is or can become a folder (nothing is created)."""
     root = Path(directory if directory is not None else DEFAULT_DIRECTORY)
     existing = root
     while not existing.exists() and existing != existing.parent:
@@ -701,8 +701,8 @@ def best_summary(study_name: str, *, directory: str | os.PathLike[str] | None = 
     store = missing_store(uri)
     mlflow_part = (f"the MLflow tracking store file {store} does not exist" if store is not None else
                    f"the MLflow tracking store {redact_url(uri)} records no best trial of it")
-    raise UsageError(f"no KerasTuner study {study_name!r}: no project in {project} (give --directory, the project "
-                     f"root), and {mlflow_part}.")
+    raise UsageError(f"no KerasTuner study {study_name!r}: no project in {project} (give --directory, the "
+                     f"project root), and {mlflow_part}.")
 
 
 class _MissingRecord(Exception):

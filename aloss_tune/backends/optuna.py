@@ -70,7 +70,8 @@ _SAMPLERS = {"tpe": "TPESampler", "random": "RandomSampler", "cmaes": "CmaEsSamp
 _PRUNERS = {"median": "MedianPruner", "hyperband": "HyperbandPruner", "none": "NopPruner"}
 
 
-def _check_args(space: SearchSpace, key: str, cls: Any, args: Mapping[str, Any], reserved: tuple[str, ...]) -> None:
+def _check_args(space: SearchSpace, key: str, cls: Any, args: Mapping[str, Any],
+                reserved: tuple[str, ...]) -> None:
     """`ConfigError` at ``search.<key>.<arg>`` for an argument ``cls`` does not take (or that we set)."""
     import inspect
 
@@ -508,10 +509,11 @@ def run_study(space: SearchSpace, ctx: TrialContext, *, storage: StorageOptions,
     config_errors: list[str | None] = []
 
     def stop_on_failures(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-        error = objective.config_errors.pop(trial.number, None) if trial.state == optuna.trial.TrialState.FAIL \
-            else None
+        failed = trial.state == optuna.trial.TrialState.FAIL
+        error = objective.config_errors.pop(trial.number, None) if failed else None
         config_errors.append(error)
-        if error is not None and len(config_errors) >= SAME_CONFIG_ERROR_STOP and set(config_errors) == {error}:
+        same = error is not None and set(config_errors) == {error}
+        if same and len(config_errors) >= SAME_CONFIG_ERROR_STOP:
             study.stop()  # every trial so far refused by the same configuration error: raised below
             return
         if trial.state == optuna.trial.TrialState.FAIL:
