@@ -133,6 +133,21 @@ _SCHEME_HINT = ("sqlite:///mlflow.db, http(s)://host:port, postgresql://..., mys
                 "databricks, or file:///folder with MLFLOW_ALLOW_FILE_STORE=true")
 
 
+def check_tracking_scheme(uri: str) -> str:
+    """The scheme of a tracking URI MLflow can use (``""`` for a bare folder); `UsageError` otherwise."""
+    shown = redact_url(uri)
+    if uri == "databricks" or uri.startswith("databricks://"):
+        return "databricks"
+    scheme = uri.split("://", 1)[0].split("+", 1)[0].lower() if "://" in uri else ""
+    if scheme not in TRACKING_SCHEMES:
+        raise UsageError(f"tracking URI {shown!r}: unknown scheme {scheme!r}; use {_SCHEME_HINT}.")
+    if scheme in ("", "file") and os.environ.get("MLFLOW_ALLOW_FILE_STORE", "").lower() not in ("true", "1"):
+        raise UsageError(f"tracking URI {shown!r}: MLflow refuses file stores unless "
+                         "MLFLOW_ALLOW_FILE_STORE=true; use sqlite:///mlflow.db (the default) or a tracking "
+                         "server.")
+    return scheme
+
+
 def check_tracking_uri(uri: str, timeout: float = 5.0) -> None:
     """Fail fast (`UsageError`) if the tracking store cannot be reached, before any training starts.
 
@@ -141,14 +156,7 @@ def check_tracking_uri(uri: str, timeout: float = 5.0) -> None:
     ``MLFLOW_TRACKING_TOKEN``), and sent as HTTP authentication; a password is never shown.
     """
     shown = redact_url(uri)
-    scheme = uri.split("://", 1)[0].split("+", 1)[0].lower() if "://" in uri else ""
-    if uri == "databricks" or uri.startswith("databricks://"):
-        return
-    if scheme not in TRACKING_SCHEMES:
-        raise UsageError(f"tracking URI {shown!r}: unknown scheme {scheme!r}; use {_SCHEME_HINT}.")
-    if scheme in ("", "file") and os.environ.get("MLFLOW_ALLOW_FILE_STORE", "").lower() not in ("true", "1"):
-        raise UsageError(f"tracking URI {shown!r}: MLflow refuses file stores unless MLFLOW_ALLOW_FILE_STORE=true; "
-                         "use sqlite:///mlflow.db (the default) or a tracking server.")
+    scheme = check_tracking_scheme(uri)
     if scheme in ("http", "https"):
         url, headers = _without_credentials(uri)
         request = urllib.request.Request(url.rstrip("/") + "/health", headers=headers)
@@ -197,7 +205,7 @@ def _without_credentials(uri: str) -> tuple[str, dict[str, str]]:
 
 
 def missing_store(uri: str) -> Path | None:
-    """The file of a SQLite tracking URI when it does not exist (reading it would create it), else ``None``."""
+    """A SQLite tracking URI's file when it does not exist (reading it would create it), else ``None``."""
     if not uri.startswith("sqlite:///"):
         return None
     path = Path(uri[len("sqlite:///"):].split("?", 1)[0])
