@@ -22,3 +22,12 @@ def build(params):
         raise RuntimeError("deliberate failure for testing")
     units = int(params.get("model.units", 8))
     return keras.Sequential([keras.Input((4,)), keras.layers.Dense(units, activation="relu"), keras.layers.Dense(1)])
+
+
+def lenient_mlp(params, data):
+    """The built-in MLP, ignoring model parameters it does not know (spaces that test sampling only)."""
+    from aloss_tune.models import MLP_DEFAULTS, mlp
+
+    known = {k: v for k, v in params.items()
+             if not k.startswith("model.") or k[len("model."):] in MLP_DEFAULTS}
+    return mlp(known, data)
