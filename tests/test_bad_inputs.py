@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import keras
 import pytest
 import yaml
 
@@ -56,6 +57,11 @@ def stores_in(folder: Path) -> list[str]:
     return [name for name in STORES if (folder / name).exists()]
 
 
+def defect(kind: str) -> dict[str, Any]:
+    """A space patch: the data with one defect (see `helpers.bad_inputs.data`)."""
+    return {"data": {"name": "helpers.bad_inputs:data", "args": {"defect": kind}}}
+
+
 DUPLICATE_TRAINING = yaml.safe_dump(GOOD, sort_keys=False) + "training: {epochs: 2}\n"
 
 # ------------------------------------------------------------------------------------ the Python API: tune
@@ -66,10 +72,10 @@ TUNE_CASES: list[tuple[str, dict[str, Any], dict[str, Any], type, tuple[str, ...
     ("mlp_bad_activation", {"model": {"params": {"activation": "foo"}}}, {}, ConfigError,
      ("model.params.activation", "'foo'", "relu")),
     ("mlp_bad_activation_choice",
-     {"model": {"params": {"activation": {"type": "categorical", "choices": ["relu", "foo"]}}}}, {}, ConfigError,
-     ("model.params.activation", "'foo'")),
-    ("mlp_units_range", {"model": {"params": {"units": {"type": "int", "low": 0, "high": 8}}}}, {}, ConfigError,
-     ("model.params.units",)),
+     {"model": {"params": {"activation": {"type": "categorical", "choices": ["relu", "foo"]}}}}, {},
+     ConfigError, ("model.params.activation", "'foo'")),
+    ("mlp_units_range", {"model": {"params": {"units": {"type": "int", "low": 0, "high": 8}}}}, {},
+     ConfigError, ("model.params.units",)),
     ("adam_momentum", {"optimizer": {"momentum": 0.9}}, {}, ConfigError,
      ("optimizer.momentum", "adam does not take momentum", "learning_rate")),
     ("negative_learning_rate", {"optimizer": {"learning_rate": -0.1}}, {}, ConfigError,
@@ -78,17 +84,19 @@ TUNE_CASES: list[tuple[str, dict[str, Any], dict[str, Any], type, tuple[str, ...
      ConfigError, ("model.builder", "keras.Model", "Dense")),
     ("builder_raises", {"model": {"builder": "helpers.bad_inputs:key_error", "params": {}}}, {}, ConfigError,
      ("model.builder", "KeyError", "model.width")),
-    ("data_nan", {"data": {"name": "helpers.bad_inputs:data", "args": {"defect": "nan_x"}}}, {}, ConfigError,
+    ("builder_wrong_input", {"model": {"builder": "helpers.bad_inputs:wrong_input", "params": {}}}, {},
+     ConfigError, ("model.builder", "shape (4,)")),
+    ("data_nan", defect("nan_x"), {}, ConfigError,
      ("data:", "x_train", "NaN")),
-    ("data_inf", {"data": {"name": "helpers.bad_inputs:data", "args": {"defect": "inf_y"}}}, {}, ConfigError,
+    ("data_inf", defect("inf_y"), {}, ConfigError,
      ("data:", "y_val", "inf")),
-    ("data_y_shape", {"data": {"name": "helpers.bad_inputs:data", "args": {"defect": "y_val_shape"}}}, {},
+    ("data_y_shape", defect("y_val_shape"), {},
      ConfigError, ("data:", "y_val", "y_train")),
-    ("data_features", {"data": {"name": "helpers.bad_inputs:data", "args": {"defect": "features"}}}, {},
+    ("data_features", defect("features"), {},
      ConfigError, ("data:", "x_val", "x_train", "features")),
-    ("data_empty", {"data": {"name": "helpers.bad_inputs:data", "args": {"defect": "empty"}}}, {}, ConfigError,
+    ("data_empty", defect("empty"), {}, ConfigError,
      ("data:", "x_train", "empty")),
-    ("data_strings", {"data": {"name": "helpers.bad_inputs:data", "args": {"defect": "strings"}}}, {},
+    ("data_strings", defect("strings"), {},
      ConfigError, ("data:", "y_train", "numeric")),
     ("sampler_args", {"search": {"sampler": {"name": "tpe", "n_startup": 3}}}, {}, ConfigError,
      ("search.sampler.n_startup", "n_startup_trials")),
@@ -105,7 +113,8 @@ TUNE_CASES: list[tuple[str, dict[str, Any], dict[str, Any], type, tuple[str, ...
 ]
 
 
-@pytest.mark.parametrize("case_id, patch, kwargs, exc_type, fragments", TUNE_CASES, ids=[c[0] for c in TUNE_CASES])
+@pytest.mark.parametrize("case_id, patch, kwargs, exc_type, fragments", TUNE_CASES,
+                         ids=[c[0] for c in TUNE_CASES])
 def test_tune_refuses_before_training(in_tmp, case_id, patch, kwargs, exc_type, fragments):
     space = write_space(in_tmp, patch)
     (in_tmp / "afile").write_text("not a folder")
@@ -137,7 +146,8 @@ def test_duplicate_yaml_keys(in_tmp):
     with pytest.raises(ConfigError, match="loss.choices: duplicate key"):
         aloss_tune.SearchSpace.from_yaml(write_space(in_tmp, text=nested))
     with pytest.raises(ConfigError, match="could not determine a constructor"):  # still safe_load's safety
-        aloss_tune.SearchSpace.from_yaml(write_space(in_tmp, text="study: !!python/object/apply:os.getcwd []\n"))
+        unsafe = "study: !!python/object/apply:os.getcwd []\n"
+        aloss_tune.SearchSpace.from_yaml(write_space(in_tmp, text=unsafe))
 
 
 def test_every_trial_failing_with_one_config_error_stops_the_study(in_tmp):
@@ -163,29 +173,34 @@ def _json_file(folder: Path, name: str, content: Any) -> str:
 
 
 def _keras_config(obj: Any) -> dict[str, Any]:
-    import keras
-
     return keras.saving.serialize_keras_object(obj)
+
+
+def _load_saved(folder: Path, name: str, obj: Any) -> Any:
+    """`load_loss` of a JSON file holding ``obj``'s Keras serialization."""
+    return aloss_tune.load_loss(_json_file(folder, name, _keras_config(obj)))
 
 
 # (id, what to load (a function of the folder), exception type, message fragments)
 LOAD_CASES: list[tuple[str, Any, type, tuple[str, ...]]] = [
-    ("dense_json", lambda d: aloss_tune.load_loss(_json_file(d, "dense.json", _keras_config(
-        __import__("keras").layers.Dense(2)))), ConfigError, ("dense.json", "Dense", "keras.losses.Loss")),
-    ("adam_json", lambda d: aloss_tune.load_loss(_json_file(d, "adam.json", _keras_config(
-        __import__("keras").optimizers.Adam()))), ConfigError, ("adam.json", "Adam", "keras.losses.Loss")),
+    ("dense_json", lambda d: _load_saved(d, "dense.json", keras.layers.Dense(2)), ConfigError,
+     ("dense.json", "Dense", "keras.losses.Loss")),
+    ("adam_json", lambda d: _load_saved(d, "adam.json", keras.optimizers.Adam()), ConfigError,
+     ("adam.json", "Adam", "keras.losses.Loss")),
     ("list_json", lambda d: aloss_tune.load_loss(_json_file(d, "list.json", [1, 2])), ConfigError,
      ("list.json", "list")),
     ("unknown_class", lambda d: aloss_tune.load_loss(_json_file(d, "x.json", {"class_name": "NoSuchLoss",
                                                                               "config": {}})),
      ConfigError, ("x.json", "NoSuchLoss")),
     ("directory", lambda d: aloss_tune.load_loss(str(d)), ConfigError, ("is a folder",)),
-    ("dict_of_a_layer", lambda d: aloss_tune.load_loss(_keras_config(__import__("keras").layers.Dense(2))),
+    ("dict_of_a_layer", lambda d: aloss_tune.load_loss(_keras_config(keras.layers.Dense(2))),
      ConfigError, ("Dense", "keras.losses.Loss")),
     ("missing_run", lambda d: aloss_tune.load_loss("runs:/0123456789abcdef"), UsageError,
      ("mlflow.db", "does not exist")),
     ("best_missing_storage", lambda d: aloss_tune.load_best_loss("nope"), UsageError,
      ("no study named 'nope'", "aloss_tune.db", "does not exist")),
+    ("run_tracking_scheme", lambda d: aloss_tune.load_loss("runs:/0123456789abcdef", tracking_uri="foo://bar"),
+     UsageError, ("'foo://bar'", "unknown scheme")),
     ("best_missing_kt_study", lambda d: aloss_tune.load_best_loss("nope", backend="keras-tuner"), UsageError,
      ("nope", "does not exist")),
 ]
@@ -305,10 +320,13 @@ CLI_CASES: list[tuple[str, list[str], dict[str, Any], tuple[str, ...]]] = [
      {"space.yaml": {"model": {"builder": "helpers.bad_inputs:not_a_model", "params": {}}}},
      ("space.yaml: model.builder",)),
     ("tune_data_nan", ["tune", "space.yaml"],
-     {"space.yaml": {"data": {"name": "helpers.bad_inputs:data", "args": {"defect": "nan_x"}}}},
+     {"space.yaml": defect("nan_x")},
+     ("space.yaml: data: x_train",)),
+    ("tune_workers_data_nan", ["tune", "space.yaml", "--workers", "2"],
+     {"space.yaml": defect("nan_x")},
      ("space.yaml: data: x_train",)),
     ("validate_data_features", ["validate", "space.yaml", "--data"],
-     {"space.yaml": {"data": {"name": "helpers.bad_inputs:data", "args": {"defect": "features"}}}},
+     {"space.yaml": defect("features")},
      ("space.yaml: data: x_val",)),
     ("validate_mlp_activation", ["validate", "space.yaml"],
      {"space.yaml": {"model": {"params": {"activation": "foo"}}}}, ("space.yaml: model.params.activation",)),
@@ -331,6 +349,8 @@ CLI_CASES: list[tuple[str, list[str], dict[str, Any], tuple[str, ...]]] = [
     ("best_missing_study", ["best", "nope"], {}, ("no study named 'nope'", "does not exist")),
     ("best_storage_garbage", ["best", "nope", "--storage", "garbage"], {}, ("not a valid database URL",)),
     ("best_missing_run", ["best", "runs:/0123456789abcdef"], {}, ("mlflow.db", "does not exist")),
+    ("best_run_tracking_scheme", ["best", "runs:/0123456789abcdef", "--tracking-uri", "foo://bar"], {},
+     ("tracking URI 'foo://bar': unknown scheme",)),
     ("best_missing_kt_study", ["best", "nope", "--backend", "keras-tuner"], {}, ("nope", "does not exist")),
     ("report_missing_study", ["report", "nope"], {}, ("no study named 'nope'", "does not exist")),
     ("report_out_not_writable", ["report", "nope", "--out", "afile/report"], {"afile": "x"},

@@ -1,4 +1,4 @@
-"""User-side code that is wrong on purpose: defective data and model builders, addressed as module:function."""
+"""User-side code that is wrong on purpose: defective data and model builders (as module:function)."""
 
 from __future__ import annotations
 
@@ -41,6 +41,11 @@ def key_error(params):
     """Reads a parameter that the space does not define."""
     units = params["model.width"]
     return keras.Sequential([keras.Input((4,)), keras.layers.Dense(units), keras.layers.Dense(1)])
+
+
+def wrong_input(params):
+    """Expects 5 features where the data has 4."""
+    return keras.Sequential([keras.Input((5,)), keras.layers.Dense(1)])
 
 
 _calls = {"n": 0}
