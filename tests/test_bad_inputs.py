@@ -150,20 +150,23 @@ def test_duplicate_yaml_keys(in_tmp):
         aloss_tune.SearchSpace.from_yaml(write_space(in_tmp, text=unsafe))
 
 
-def test_every_trial_failing_with_one_config_error_stops_the_study(in_tmp):
+@pytest.mark.parametrize("backend", ["optuna", "keras-tuner"])
+def test_every_trial_failing_with_one_config_error_stops_the_study(in_tmp, backend):
     from helpers import bad_inputs
 
     bad_inputs._calls["n"] = 0
     space = write_space(in_tmp, {"model": {"builder": "helpers.bad_inputs:fails_after_first", "params": {}},
-                                 "search": {"n_trials": 8}})
-    with pytest.raises(ConfigError, match="cannot build more than one model") as info:
+                                 "optimizer": {"learning_rate": {"type": "float", "low": 0.001, "high": 0.1}},
+                                 "search": {"n_trials": 8, "backend": backend}})
+    with pytest.raises(ConfigError, match="space.yaml: model.params.units: this builder cannot") as info:
         aloss_tune.tune(str(space), tracking=False)
     assert "\n" not in str(info.value)
-    import optuna
+    assert bad_inputs._calls["n"] == 4  # the check before training, then three trials: stopped early
+    if backend == "optuna":
+        import optuna
 
-    study = optuna.load_study(study_name="bad", storage="sqlite:///aloss_tune.db")
-    assert 1 <= len(study.trials) < 8  # stopped early
-    assert all(t.state == optuna.trial.TrialState.FAIL for t in study.trials)
+        study = optuna.load_study(study_name="bad", storage="sqlite:///aloss_tune.db")
+        assert [t.state for t in study.trials] == [optuna.trial.TrialState.FAIL] * 3
 
 
 # -------------------------------------------------------------------------- the Python API: reading back

@@ -78,7 +78,7 @@ from keras_tuner.engine import trial as kt_trial
 
 from aloss_tune._urls import redact_url
 from aloss_tune.distributions import Categorical, Distribution, Float, Int
-from aloss_tune.errors import UsageError
+from aloss_tune.errors import ConfigError, UsageError
 from aloss_tune.runner import TrialContext, build_trial_model, loss_config, run_trial
 from aloss_tune.space import SearchSpace
 from aloss_tune.tracking import (
@@ -94,6 +94,8 @@ DEFAULT_DIRECTORY = "kt_projects"
 STUDY_FILE = "aloss_tune.json"
 TRIAL_FILE = "aloss_tune.json"
 MAX_CONSECUTIVE_FAILURES = 5
+# A worker stops once this many trials, and every trial it ran, failed with the same ConfigError.
+SAME_CONFIG_ERROR_STOP = 3
 EXECUTION_SEED_STRIDE = 1_000_003
 HYPERBAND_FACTOR = 3
 
@@ -260,7 +262,14 @@ def make_oracle(space: SearchSpace, metric: str, direction: str, **options: Any)
 
 # ------------------------------------------------------------------------------------------------ tuner
 class _SearchStopped(Exception):
-    """Raised between trials to end a search early (timeout, too many failures); caught by `tune`."""
+    """Raised between trials to end a search early (timeout, too many failures); caught by `tune`.
+
+    ``config_error``: the one `ConfigError` that failed every trial of this worker, raised by `tune`.
+    """
+
+    def __init__(self, message: str, config_error: str | None = None):
+        super().__init__(message)
+        self.config_error = config_error
 
 
 class _TrialCallback(keras.callbacks.Callback):
@@ -343,6 +352,9 @@ class SpaceTuner(kt.Tuner):
         self.ran: dict[str, dict[str, Any]] = {}  # trial id -> record, for the trials this process ran
         self._runs: dict[str, Any] = {}
         self._consecutive_failures = 0
+        # Each trial this worker ran, as the message of the ConfigError that failed it (None: anything else).
+        self._config_errors: list[str | None] = []
+        self._trial_config_error: dict[str, str] = {}
         self._started = time.monotonic()
         reload_log = io.StringIO()
         with contextlib.redirect_stdout(reload_log):  # "Reloading Tuner from ..." goes to the log
@@ -411,6 +423,10 @@ class SpaceTuner(kt.Tuner):
                 if execution == 0:
                     record.update(loss_config=outcome.loss_config, history=outcome.history)
         except BaseException as exc:
+            if isinstance(exc, ConfigError):
+                where = f"{self.ctx.space.source}: " if self.ctx.space.source else ""
+                text = " ".join(str(exc).split())
+                self._trial_config_error[trial.trial_id] = text if text.startswith(where) else where + text
             if not isinstance(exc, Exception) or isinstance(exc, kt.errors.FatalError):
                 # Not a trial failure: the search ends here, without `on_trial_end`; end the run now.
                 record.update(state="failed", error="interrupted")
@@ -430,6 +446,11 @@ class SpaceTuner(kt.Tuner):
             self._finish(trial)
         if self._is_worker():
             return
+        errors = self._config_errors
+        same = bool(errors) and errors[0] is not None and set(errors) == {errors[0]}
+        if same and len(errors) >= SAME_CONFIG_ERROR_STOP:
+            raise _SearchStopped(f"{len(errors)} trials failed with the same configuration error; stopping "
+                                 "this worker.", config_error=errors[0])
         if self._consecutive_failures >= MAX_CONSECUTIVE_FAILURES:
             raise _SearchStopped(
                 f"{self._consecutive_failures} trials failed in a row; stopping this worker.")
@@ -443,6 +464,9 @@ class SpaceTuner(kt.Tuner):
         if record is None:  # failed before run_trial could record anything
             record = {"number": int(trial.trial_id), "trial_id": trial.trial_id}
             self.ran[trial.trial_id] = record
+        config_error = self._trial_config_error.pop(trial.trial_id, None)
+        failed = not (trial.status == kt_trial.TrialStatus.COMPLETED and "value" in record)
+        self._config_errors.append(config_error if failed else None)
         if trial.status == kt_trial.TrialStatus.COMPLETED and "value" in record:
             record["state"] = "complete"
             self._consecutive_failures = 0
@@ -604,6 +628,7 @@ def tune(space: SearchSpace, ctx: TrialContext, *, settings: TrackingSettings | 
     if tracker is not None:
         tracker.open()
     status = "FINISHED"
+    config_error = None
     try:
         with contextlib.ExitStack() as stack:
             if chief or worker:
@@ -613,7 +638,9 @@ def tune(space: SearchSpace, ctx: TrialContext, *, settings: TrackingSettings | 
                 stack.enter_context(contextlib.redirect_stdout(sink))
             tuner.search(verbose=1 if progress else 0)
     except _SearchStopped as stop:
-        _log.warning("%s", stop)
+        if stop.config_error is None:
+            _log.warning("%s", stop)
+        config_error = stop.config_error
     except BaseException:
         status = "KILLED"
         raise
@@ -622,6 +649,11 @@ def tune(space: SearchSpace, ctx: TrialContext, *, settings: TrackingSettings | 
             # A worker's view of the study is partial: the chief logs the study's best.
             best = None if worker else _safe_best(tuner)
             tracker.close(best=best, status=status)
+    errors = tuner._config_errors
+    if config_error is None and errors and errors[0] is not None and set(errors) == {errors[0]}:
+        config_error = errors[0]  # fewer trials than SAME_CONFIG_ERROR_STOP, all refused alike
+    if config_error is not None:
+        raise ConfigError(config_error)
     best = _safe_best(tuner) or {}
     return TuneResult(
         study_name=space.study, backend="keras-tuner", best_params=dict(best.get("params", {})),
