@@ -101,7 +101,17 @@ def tune(
 
     from aloss_tune.runner import prepare
 
+    # Validation order: space (loaded above), data, model and optimizer (prepare), the search's sampler and
+    # pruner, the storage URL, the tracking URI; only then is a store opened or created.
     ctx = prepare(spec)
+
+    from aloss_tune.backends import optuna as optuna_backend
+    from aloss_tune.best import default_storage
+
+    url = storage or default_storage()
+    if backend_name == "optuna":
+        optuna_backend.check_search(spec)
+        optuna_backend.check_storage_url(url)
 
     settings = None
     if tracking:
@@ -120,13 +130,10 @@ def tune(
     if backend_name == "keras-tuner":
         from aloss_tune.backends import keras_tuner as kt_backend
 
+        kt_backend.check_directory(directory)
         return kt_backend.tune(spec, ctx, settings=settings, directory=directory, progress=bar,
                                trial_log=trial_log, after_study=_artifacts_hook(ctx))
 
-    from aloss_tune.backends import optuna as optuna_backend
-    from aloss_tune.best import default_storage
-
-    url = storage or default_storage()
     options = optuna_backend.StorageOptions(url=url, heartbeat_interval=heartbeat_interval, retries=retries)
     optuna_backend.open_storage(options)  # fail fast, before the tracking store is touched
     tracker = None

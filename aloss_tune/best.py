@@ -31,22 +31,41 @@ def default_storage() -> str:
     return os.environ.get(ENV_STORAGE, "sqlite:///aloss_tune.db")
 
 
-def loss_from_config(config: Mapping[str, Any]) -> keras.losses.Loss:
-    """A loss from a loss-config artifact (``{"params", "keras"}``), a Keras serialization or flat params."""
+def loss_from_config(config: Mapping[str, Any], *, source: str = "") -> keras.losses.Loss:
+    """A loss from a loss-config artifact (``{"params", "keras"}``), a Keras serialization or flat params.
+
+    Always a `keras.losses.Loss`: anything else (a layer's or an optimizer's serialization, a list) is a
+    `ConfigError` naming ``source`` (a file or a run) when given.
+    """
     import aloss_tune.losses  # noqa: F401  (registers our classes for deserialization)
 
+    where = f"{source}: " if source else ""
+    if not isinstance(config, Mapping):
+        raise ConfigError(f"{where}a loss config must be a mapping, but got a {type(config).__name__}.")
     if "keras" in config and isinstance(config["keras"], Mapping):
-        return keras.saving.deserialize_keras_object(dict(config["keras"]))
+        return _deserialize(dict(config["keras"]), where)
     if "class_name" in config:
-        return keras.saving.deserialize_keras_object(dict(config))
+        return _deserialize(dict(config), where)
     if isinstance(config.get("loss"), str):
         return build_loss(config)
     if isinstance(config.get("params"), Mapping):
         return build_loss(config["params"])
     raise ConfigError(
-        "a loss config must hold flat params ({'loss': 'huber', ...}), a Keras serialization "
-        f"({{'class_name': ...}}) or both ({{'params', 'keras'}}), but got keys {sorted(config)}."
+        f"{where}a loss config must hold flat params ({{'loss': 'huber', ...}}), a Keras serialization "
+        f"({{'class_name': ...}}) or both ({{'params', 'keras'}}), but got keys {sorted(map(str, config))}."
     )
+
+
+def _deserialize(config: dict[str, Any], where: str) -> keras.losses.Loss:
+    name = config.get("class_name")
+    try:
+        obj = keras.saving.deserialize_keras_object(config)
+    except Exception as exc:  # noqa: BLE001 - Keras raises TypeError, ValueError, ... for unknown objects
+        raise ConfigError(f"{where}cannot rebuild {name!r} from its Keras serialization "
+                          f"({type(exc).__name__}: {' '.join(str(exc).split())[:300]}).") from None
+    if not isinstance(obj, keras.losses.Loss):
+        raise ConfigError(f"{where}holds a {type(obj).__name__} ({name!r}), not a keras.losses.Loss.")
+    return obj
 
 
 def load_loss(source: Any, *, tracking_uri: str | None = None) -> keras.losses.Loss:
@@ -62,14 +81,22 @@ def load_loss(source: Any, *, tracking_uri: str | None = None) -> keras.losses.L
     if isinstance(source, (str, Path)):
         text = str(source)
         if text.startswith("runs:/"):
-            return loss_from_config(_config_from_run(text, tracking_uri))
+            return loss_from_config(_config_from_run(text, tracking_uri), source=text)
         path = Path(text)
         if not path.exists():
             raise UsageError(f"load_loss: no such file {text!r} (give a JSON file, a dict or 'runs:/<run_id>').")
+        if path.is_dir():
+            raise ConfigError(f"load_loss: {text!r} is a folder; give a loss config JSON file, a dict or "
+                              "'runs:/<run_id>'.")
         try:
-            return loss_from_config(json.loads(path.read_text(encoding="utf-8")))
+            config = json.loads(path.read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise ConfigError(f"{path}: cannot read ({exc.strerror or exc}).") from None
+        except UnicodeDecodeError:
+            raise ConfigError(f"{path}: not a text (UTF-8) JSON file.") from None
         except json.JSONDecodeError as exc:
             raise ConfigError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno}).") from None
+        return loss_from_config(config, source=str(path))
     raise ConfigError(f"load_loss: cannot load a loss from {describe(source)}.")
 
 
@@ -77,13 +104,19 @@ def _config_from_run(uri: str, tracking_uri: str | None) -> dict[str, Any]:
     from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
 
-    from aloss_tune.tracking import load_settings
+    from aloss_tune.tracking import check_tracking_scheme, load_settings, missing_store
 
     rest = uri[len("runs:/"):].strip("/")
     run_id, _, artifact = rest.partition("/")
     if not run_id:
         raise ConfigError(f"load_loss: {uri!r} must look like runs:/<run_id>.")
-    client = MlflowClient(tracking_uri=load_settings(tracking_uri=tracking_uri).tracking_uri)
+    uri = load_settings(tracking_uri=tracking_uri).tracking_uri
+    check_tracking_scheme(uri)
+    store = missing_store(uri)
+    if store is not None:  # MLflow would create an empty store to look for the run
+        raise UsageError(f"load_loss: no run {run_id}: the MLflow tracking store file {store} does not exist "
+                         "(give the tracking URI where the study logged).")
+    client = MlflowClient(tracking_uri=uri)
     candidates = [artifact] if artifact else ["loss_config.json", "best_loss_config.json"]
     import tempfile
 
@@ -110,9 +143,9 @@ def best_trial_summary(study_name: str, storage: str | None = None, *, backend: 
         return kt_backend.best_summary(study_name, directory=directory, tracking_uri=tracking_uri)
     import optuna
 
-    from aloss_tune.backends.optuna import StorageOptions, best_summary, open_storage
+    from aloss_tune.backends.optuna import best_summary, open_existing_storage
 
-    store = open_storage(StorageOptions(url=storage or default_storage()))
+    store = open_existing_storage(storage or default_storage(), study_name)
     try:
         study = optuna.load_study(study_name=study_name, storage=store)
     except KeyError:

@@ -195,6 +195,7 @@ def as_dataset(data: Any, *, args: dict[str, Any] | None = None, name: str = "us
     """Resolve a space's ``data`` (a built-in name, ``module:function``, callable, tuple or `Dataset`)."""
     args = dict(args or {})
     if isinstance(data, Dataset):
+        check_dataset(data)
         return data
     if isinstance(data, str):
         if data in BUILTIN:
@@ -215,6 +216,7 @@ def as_dataset(data: Any, *, args: dict[str, Any] | None = None, name: str = "us
         name = getattr(data, "__name__", name)
         data = data(**args)
     if isinstance(data, Dataset):
+        check_dataset(data)
         return data
     if isinstance(data, dict):
         data = tuple(data.get(k) for k in ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test"))
@@ -223,18 +225,75 @@ def as_dataset(data: Any, *, args: dict[str, Any] | None = None, name: str = "us
             "data must be a Dataset or a tuple (x_train, y_train, x_val, y_val[, x_test, y_test]), "
             f"but got {describe(type(data).__name__)}."
         )
-    arrays = [None if a is None else np.asarray(a) for a in data]
+    names = ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test")
+    arrays = [None if a is None else _numeric(n, a) for n, a in zip(names, data, strict=False)]
     x_train, y_train, x_val, y_val = arrays[:4]
     if x_train is None or y_train is None or x_val is None or y_val is None:
         raise ConfigError("data: x_train, y_train, x_val and y_val are required.")
-    for (xn, x), (yn, y) in (((("x_train", x_train), ("y_train", y_train))), (("x_val", x_val), ("y_val", y_val))):
+    x_test, y_test = (arrays[4], arrays[5]) if len(arrays) == 6 else (None, None)
+    dataset = Dataset(name=name, task=infer_task(y_train) if y_train.size else "regression",
+                      x_train=x_train, y_train=y_train, x_val=x_val, y_val=y_val,
+                      x_test=x_test, y_test=y_test)
+    check_dataset(dataset)
+    return dataset
+
+
+def _numeric(name: str, array: Any) -> np.ndarray:
+    """``array`` as float32; `ConfigError` naming it when it holds anything but numbers."""
+    try:
+        values = np.asarray(array)
+    except (TypeError, ValueError) as exc:  # ragged nested lists
+        reason = " ".join(str(exc).split())
+        raise ConfigError(f"data: {name} is not an array of numbers ({reason}).") from None
+    if values.dtype.kind not in "biuf":
+        try:
+            return values.astype("float32")
+        except (TypeError, ValueError):
+            example = next((v for v in values.ravel() if not isinstance(v, (int, float))), values.ravel()[0])
+            raise ConfigError(f"data: {name} must be numeric, but holds {values.dtype} values such as "
+                              f"{describe(example)}.") from None
+    return values.astype("float32")
+
+
+def check_dataset(data: Dataset) -> None:
+    """`ConfigError` (``data: ...``) unless the arrays can train a model: numeric, finite, non-empty, rows of
+    x and y paired, and the same shape per row in train, validation and test."""
+    pairs = [("x_train", data.x_train, "y_train", data.y_train), ("x_val", data.x_val, "y_val", data.y_val)]
+    if data.x_test is not None and data.y_test is not None:
+        pairs.append(("x_test", data.x_test, "y_test", data.y_test))
+    for xn, x, yn, y in pairs:
+        for name, array in ((xn, x), (yn, y)):
+            dtype = np.asarray(array).dtype
+            if dtype.kind not in "biuf":
+                raise ConfigError(f"data: {name} must be numeric, but holds {dtype} values.")
+            if len(array) == 0:
+                raise ConfigError(f"data: {name} is empty (shape {tuple(np.shape(array))}); it needs rows.")
+            if np.ndim(array) == 0:
+                raise ConfigError(f"data: {name} must be an array of rows, but is a scalar.")
         if len(x) != len(y):
             raise ConfigError(f"data: {xn} has {len(x)} rows but {yn} has {len(y)}.")
-    x_test, y_test = (arrays[4], arrays[5]) if len(arrays) == 6 else (None, None)
-    return Dataset(name=name, task=infer_task(y_train), x_train=x_train.astype("float32"),
-                   y_train=y_train.astype("float32"), x_val=x_val.astype("float32"), y_val=y_val.astype("float32"),
-                   x_test=None if x_test is None else x_test.astype("float32"),
-                   y_test=None if y_test is None else y_test.astype("float32"))
+        if xn != "x_train":
+            if np.shape(x)[1:] != np.shape(data.x_train)[1:]:
+                raise ConfigError(
+                    f"data: {xn} has rows of shape {np.shape(x)[1:]} but x_train has "
+                    f"{np.shape(data.x_train)[1:]} "
+                    f"(features per row: {_features(x)} against {_features(data.x_train)}).")
+            if np.shape(y)[1:] != np.shape(data.y_train)[1:]:
+                raise ConfigError(
+                    f"data: {yn} has shape {np.shape(y)} but y_train has {np.shape(data.y_train)}: the "
+                    "targets of every split must have the same shape per row.")
+        for name, array in ((xn, x), (yn, y)):
+            values = np.asarray(array)
+            if not np.isfinite(values).all():
+                n_nan, n_inf = int(np.isnan(values).sum()), int(np.isinf(values).sum())
+                raise ConfigError(f"data: {name} holds NaN or infinite values ({n_nan} NaN, {n_inf} inf "
+                                  f"among {values.size}); drop or impute them before tuning.")
 
 
-__all__ = ["Dataset", "BUILTIN", "as_dataset", "contaminated_regression", "imbalanced_classification"]
+def _features(x: Any) -> int:
+    shape = np.shape(x)[1:]
+    return int(np.prod(shape)) if shape else 1
+
+
+__all__ = ["Dataset", "BUILTIN", "as_dataset", "check_dataset", "contaminated_regression",
+           "imbalanced_classification"]

@@ -25,6 +25,22 @@ MLP_DEFAULTS: dict[str, Any] = {"units": 64, "layers": 2, "dropout": 0.0, "activ
 ACTIVATIONS = ("relu", "gelu", "silu", "tanh", "elu")
 
 
+def check_mlp_param(name: str, value: Any) -> str | None:
+    """What is wrong with the value ``value`` of the mlp parameter ``name``, or ``None`` if it is fine."""
+    if name not in MLP_DEFAULTS:
+        return f"unknown parameter for model 'mlp' (allowed: {', '.join(MLP_DEFAULTS)})."
+    if name in ("units", "layers"):
+        low = 1 if name == "units" else 0
+        if not isinstance(value, int) or isinstance(value, bool) or value < low:
+            return f"must be an integer >= {low}, but got {describe(value)}."
+    elif name == "dropout":
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0.0 <= value < 1.0:
+            return f"must be in [0, 1), but got {describe(value)}."
+    elif value not in ACTIVATIONS:
+        return f"must be one of {', '.join(ACTIVATIONS)}, but got {describe(value)}."
+    return None
+
+
 def mlp(params: Mapping[str, Any], data: Dataset) -> keras.Model:
     """A tabular MLP for ``data``'s task (see the module docstring for its params)."""
     cfg = {k: params.get(f"model.{k}", v) for k, v in MLP_DEFAULTS.items()}
@@ -32,16 +48,11 @@ def mlp(params: Mapping[str, Any], data: Dataset) -> keras.Model:
     if unknown:
         raise ConfigError(f"mlp: unknown parameter `{unknown[0]}`; its parameters are: "
                           + ", ".join(f"model.{k}" for k in MLP_DEFAULTS) + ".")
+    for key, value in cfg.items():
+        problem = check_mlp_param(key, value)
+        if problem:
+            raise ConfigError(f"mlp: `model.{key}` {problem}")
     units, layers, dropout, activation = cfg["units"], cfg["layers"], cfg["dropout"], cfg["activation"]
-    if not isinstance(units, int) or isinstance(units, bool) or units < 1:
-        raise ConfigError(f"mlp: `model.units` must be an integer >= 1, but got {describe(units)}.")
-    if not isinstance(layers, int) or isinstance(layers, bool) or layers < 0:
-        raise ConfigError(f"mlp: `model.layers` must be an integer >= 0, but got {describe(layers)}.")
-    if not isinstance(dropout, (int, float)) or not 0.0 <= dropout < 1.0:
-        raise ConfigError(f"mlp: `model.dropout` must be in [0, 1), but got {describe(dropout)}.")
-    if activation not in ACTIVATIONS:
-        raise ConfigError(f"mlp: `model.activation` must be one of {', '.join(ACTIVATIONS)}, "
-                          f"but got {describe(activation)}.")
     inputs = keras.Input(shape=data.x_train.shape[1:], name="features")
     h = keras.layers.Flatten()(inputs) if len(data.x_train.shape) > 2 else inputs
     for i in range(layers):

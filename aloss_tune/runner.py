@@ -8,8 +8,9 @@ which backend runs.
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -86,10 +87,11 @@ def prepare(space: SearchSpace, *, data: Any = None, build_model: Any = None) ->
 
     Raises `ConfigError` before any training if the objective, a loss or the builder does not fit.
     """
-    dataset = as_dataset(space.data if data is None else data, args=dict(space.data_args))
-    builder = resolve_builder(space.model if build_model is None else build_model)
-    objective = space.resolve_objective(dataset.task)
     where = f"{space.source}: " if space.source else ""
+    with _located(where):
+        dataset = as_dataset(space.data if data is None else data, args=dict(space.data_args))
+        builder = resolve_builder(space.model if build_model is None else build_model)
+    objective = space.resolve_objective(dataset.task)
     for i, name in enumerate(space.losses):
         factory = get_factory(name)
         if dataset.task not in factory.tasks:
@@ -98,7 +100,81 @@ def prepare(space: SearchSpace, *, data: Any = None, build_model: Any = None) ->
                 f"{dataset.name!r} is {dataset.task}."
             )
     _check_per_class(space, dataset, where)
-    return TrialContext(space=space, data=dataset, objective=objective, build_model=builder)
+    ctx = TrialContext(space=space, data=dataset, objective=objective, build_model=builder)
+    check_model(ctx)
+    return ctx
+
+
+@contextlib.contextmanager
+def _located(where: str) -> Iterator[None]:
+    """Prefixes a `ConfigError` raised inside with the space file (``where``), once."""
+    try:
+        yield
+    except ConfigError as exc:
+        if where and not str(exc).startswith(where):
+            raise ConfigError(where + _one_line(str(exc))) from None
+        raise
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+class FirstSuggester:
+    """A space's first sample, without a backend: each range's low end, each categorical's first choice."""
+
+    def suggest(self, name: str, dist: Any) -> Any:
+        from aloss_tune.distributions import Categorical
+
+        return dist.choices[0] if isinstance(dist, Categorical) else dist.low
+
+    def conditional(self, parent: str, value: Any) -> Any:
+        return contextlib.nullcontext()
+
+
+def first_params(space: SearchSpace, target_scale: float = 1.0) -> dict[str, Any]:
+    """The flat params of the space's first sample (see `FirstSuggester`)."""
+    return space.sample(FirstSuggester(), target_scale)
+
+
+def check_model(ctx: TrialContext) -> None:
+    """Build the loss, the model and the optimizer of the space's first sample, compile the model and run it
+    on two training rows, without fitting: a `ConfigError` naming the file and the key if any of them fails.
+    """
+    space = ctx.space
+    where = f"{space.source}: " if space.source else ""
+    params = first_params(space, ctx.target_scale)
+    builder_name = space.model if isinstance(space.model, str) else _callable_name(space.model)
+    with _located(where):
+        loss = build_loss(params)
+    try:
+        model = ctx.build_model(params, ctx.data)
+    except ConfigError as exc:
+        text = _one_line(str(exc))
+        raise ConfigError(text if where and text.startswith(where) else f"{where}model: {text}") from None
+    except Exception as exc:  # noqa: BLE001 - a user's builder fails in its own ways
+        raise ConfigError(f"{where}model.builder: {builder_name} failed to build the space's first "
+                          f"sample ({type(exc).__name__}: {_one_line(str(exc))}).") from None
+    if not isinstance(model, keras.Model):
+        raise ConfigError(f"{where}model.builder: must return a keras.Model, but {builder_name} returned "
+                          f"a {type(model).__name__}.")
+    with _located(where):
+        optimizer = make_optimizer(space, params)
+        try:
+            model = attach(model, loss)
+            model.compile(optimizer=optimizer, loss=loss, metrics=TASK_METRICS[ctx.data.task](),
+                          jit_compile=space.training.jit_compile)
+            model(ctx.data.x_train[:2])
+        except ConfigError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - Keras reports shape and type errors in many classes
+            raise ConfigError(f"model.builder: the model of {builder_name} does not take the data's rows of "
+                              f"shape {tuple(ctx.data.x_train.shape[1:])} ({type(exc).__name__}: "
+                              f"{_one_line(str(exc))[:300]}).") from None
+
+
+def _callable_name(obj: Any) -> str:
+    return getattr(obj, "__qualname__", None) or type(obj).__name__
 
 
 def _check_per_class(space: SearchSpace, dataset: Dataset, where: str) -> None:

@@ -65,6 +65,19 @@ PRUNERS = ("median", "hyperband", "none")
 TUNERS = ("random", "bayesian", "hyperband")
 BACKENDS = ("optuna", "keras-tuner")
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop", "nadam")
+# The optimizer arguments a space may set, per optimizer, and the values each argument takes.
+OPTIMIZER_ARGS: dict[str, tuple[str, ...]] = {
+    "adam": ("learning_rate", "weight_decay"),
+    "adamw": ("learning_rate", "weight_decay"),
+    "nadam": ("learning_rate", "weight_decay"),
+    "sgd": ("learning_rate", "momentum", "weight_decay"),
+    "rmsprop": ("learning_rate", "momentum", "weight_decay"),
+}
+OPTIMIZER_BOUNDS: dict[str, tuple[Callable[[float], bool], Callable[[float], bool], str]] = {
+    "learning_rate": (lambda v: v > 0, lambda v: True, "> 0"),
+    "weight_decay": (lambda v: v >= 0, lambda v: True, ">= 0"),
+    "momentum": (lambda v: v >= 0, lambda v: v < 1, "in [0, 1)"),
+}
 
 ParamValue = Any  # Distribution | fixed value
 
@@ -77,6 +90,46 @@ class Suggester(Protocol):
     def conditional(self, parent: str, value: Any) -> Any:
         """A context manager: parameters suggested inside exist only when ``parent == value``."""
         ...
+
+
+class DuplicateKeyError(yaml.YAMLError):
+    """A mapping of a YAML document names one key twice (YAML forbids it; PyYAML keeps the last)."""
+
+    def __init__(self, path: str, line: int, first: int):
+        super().__init__(f"{path}: duplicate key at line {line} (first at line {first})")
+        self.path, self.line, self.first = path, line, first
+
+
+class UniqueKeyLoader(yaml.SafeLoader):
+    """`yaml.SafeLoader` (same constructors, same safety) that refuses a key repeated in one mapping."""
+
+    def construct_document(self, node: yaml.Node) -> Any:
+        _check_unique_keys(node, "", set())
+        return super().construct_document(node)
+
+
+def _check_unique_keys(node: yaml.Node, path: str, seen: set[int]) -> None:
+    if id(node) in seen:  # an alias of a node already checked
+        return
+    seen.add(id(node))
+    if isinstance(node, yaml.MappingNode):
+        first: dict[Any, int] = {}
+        for key_node, value_node in node.value:
+            key = key_node.value if isinstance(key_node, yaml.ScalarNode) else None
+            sub = f"{path}.{key}" if path else str(key)
+            if key is not None and key != "<<":
+                if key in first:
+                    raise DuplicateKeyError(sub, key_node.start_mark.line + 1, first[key])
+                first[key] = key_node.start_mark.line + 1
+            _check_unique_keys(value_node, sub, seen)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            _check_unique_keys(item, f"{path}[{i}]", seen)
+
+
+def load_yaml(text: str) -> Any:
+    """``yaml.safe_load(text)``, refusing duplicate keys (`DuplicateKeyError`)."""
+    return yaml.load(text, Loader=UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
 
 
 @dataclass(frozen=True)
@@ -151,8 +204,14 @@ class SearchSpace:
             text = path.read_text(encoding="utf-8")
         except OSError as exc:
             raise ConfigError(f"{path}: cannot read the space file ({exc.strerror or exc}).") from None
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"{path}: not a text (UTF-8) YAML file: byte {exc.object[exc.start]:#04x} at "
+                              f"offset {exc.start} is not UTF-8.") from None
         try:
-            raw = yaml.safe_load(text)
+            raw = load_yaml(text)
+        except DuplicateKeyError as exc:
+            raise ConfigError(f"{path}: {exc.path}: duplicate key at line {exc.line} (first at line "
+                              f"{exc.first}); a key may appear only once.") from None
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
             where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
@@ -514,17 +573,50 @@ class _Loader:
         if not isinstance(builder, str):
             raise self.fail("model.builder", f"must be 'mlp' or 'module:function', but got {describe(builder)}.")
         params = self.mapping(mapping.get("params"), "model.params", tuple(mapping.get("params") or ()))
-        return builder, {k: self.param(v, f"model.params.{k}") for k, v in params.items()}
+        resolved = {k: self.param(v, f"model.params.{k}") for k, v in params.items()}
+        if builder == "mlp":
+            self.check_mlp(resolved)
+        return builder, resolved
+
+    def check_mlp(self, params: Mapping[str, ParamValue]) -> None:
+        """The built-in mlp's parameter names, and every value a trial may give them (ranges, choices)."""
+        from aloss_tune.models import check_mlp_param
+
+        for name, value in params.items():
+            path = f"model.params.{name}"
+            if isinstance(value, Categorical):
+                candidates = [(f"{path}.choices", v) for v in value.choices]
+            elif isinstance(value, (Float, Int)):
+                candidates = [(f"{path}.low", value.low), (f"{path}.high", value.high)]
+            else:
+                candidates = [(path, value)]
+            for where, candidate in candidates:
+                problem = check_mlp_param(name, candidate)
+                if problem:
+                    raise self.fail(path if problem.startswith("unknown") else where, problem)
 
     def optimizer(self, value: Any) -> tuple[str, dict[str, ParamValue]]:
         if isinstance(value, str):
             return self.name(value, "optimizer", OPTIMIZERS), {}
-        mapping = self.mapping(value, "optimizer", ("name", "learning_rate", "weight_decay", "momentum"))
+        mapping = self.mapping(value, "optimizer", ("name", *OPTIMIZER_BOUNDS))
         name = self.name(mapping.get("name", "adam"), "optimizer.name", OPTIMIZERS)
         params = {k: self.param(v, f"optimizer.{k}") for k, v in mapping.items() if k != "name"}
         for key, value in params.items():
-            if isinstance(value, (Float, Int)) and value.low < 0:
-                raise self.fail(f"optimizer.{key}.low", f"must be >= 0, but got low={value.low:g}.")
+            if key not in OPTIMIZER_ARGS[name]:
+                raise self.fail(f"optimizer.{key}", f"{name} does not take {key} (allowed: "
+                                f"{', '.join(OPTIMIZER_ARGS[name])}).")
+            low, high, rule = OPTIMIZER_BOUNDS[key]
+            if isinstance(value, Categorical):
+                candidates = [(f"optimizer.{key}.choices", v) for v in value.choices]
+            elif isinstance(value, (Float, Int)):
+                candidates = [(f"optimizer.{key}.low", value.low), (f"optimizer.{key}.high", value.high)]
+            else:
+                candidates = [(f"optimizer.{key}", value)]
+            for path, candidate in candidates:
+                number = isinstance(candidate, (int, float)) and not isinstance(candidate, bool)
+                x = float(candidate) if number else math.nan  # type: ignore[arg-type]
+                if not math.isfinite(x) or not low(x) or not high(x):
+                    raise self.fail(path, f"must be {rule}, but got {describe(candidate)}.")
         return name, params
 
     def loss(self, value: Any) -> tuple[tuple[str, ...], dict[str, dict[str, ParamValue]], dict[str, ParamValue]]:

@@ -144,16 +144,50 @@ def load_settings(path: str | Path | None = None, *, tracking_uri: str | None = 
                             enabled=on)
 
 
-def check_tracking_uri(uri: str, timeout: float = 5.0) -> None:
-    """Fail fast (`UsageError`) if the tracking store cannot be reached, before any training starts."""
+# Tracking URI schemes MLflow can log to ("" is a local folder, MLflow's file store, as is file:).
+TRACKING_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql", "http", "https", "databricks", "file")
+_SCHEME_HINT = ("sqlite:///mlflow.db, http(s)://host:port, postgresql://..., mysql://..., mssql://..., "
+                "databricks, or file:///folder with MLFLOW_ALLOW_FILE_STORE=true")
+
+
+def check_tracking_scheme(uri: str) -> str:
+    """The scheme of a tracking URI MLflow can use (``""`` for a bare folder); `UsageError` otherwise."""
     shown = redact_url(uri)
-    if uri.startswith(("http://", "https://")):
+    if uri == "databricks" or uri.startswith("databricks://"):
+        return "databricks"
+    scheme = uri.split("://", 1)[0].split("+", 1)[0].lower() if "://" in uri else ""
+    if scheme not in TRACKING_SCHEMES:
+        raise UsageError(f"tracking URI {shown!r}: unknown scheme {scheme!r}; use {_SCHEME_HINT}.")
+    if scheme in ("", "file") and os.environ.get("MLFLOW_ALLOW_FILE_STORE", "").lower() not in ("true", "1"):
+        raise UsageError(f"tracking URI {shown!r}: MLflow refuses file stores unless "
+                         "MLFLOW_ALLOW_FILE_STORE=true; use sqlite:///mlflow.db (the default) or a tracking "
+                         "server.")
+    return scheme
+
+
+def check_tracking_uri(uri: str, timeout: float = 5.0) -> None:
+    """Fail fast (`UsageError`) if the tracking store cannot be reached, before any training starts.
+
+    Nothing is created. A tracking server's credentials are taken from the URI (``http://user:pw@host``)
+    or, as MLflow does, from ``MLFLOW_TRACKING_USERNAME`` and ``MLFLOW_TRACKING_PASSWORD`` (or
+    ``MLFLOW_TRACKING_TOKEN``), and sent as HTTP authentication; a password is never shown.
+    """
+    shown = redact_url(uri)
+    scheme = check_tracking_scheme(uri)
+    if scheme in ("http", "https"):
+        url, headers = _without_credentials(uri)
+        request = urllib.request.Request(url.rstrip("/") + "/health", headers=headers)
         try:
-            with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout) as response:
+            with urllib.request.urlopen(request, timeout=timeout) as response:
                 if response.status != 200:
                     raise UsageError(f"tracking server {shown} answered /health with HTTP {response.status}.")
+        except urllib.error.HTTPError as exc:
+            exc.close()
+            raise UsageError(f"tracking server {shown} answered /health with HTTP {exc.code} "
+                             f"({redact_text(str(exc.reason), uri)})"
+                             + ("; check the credentials." if exc.code in (401, 403) else ".")) from None
         except (urllib.error.URLError, OSError, ValueError) as exc:
-            reason = getattr(exc, "reason", exc)
+            reason = redact_text(str(getattr(exc, "reason", exc)), uri)
             raise UsageError(f"cannot reach the MLflow tracking server {shown}: {reason}.") from None
     elif uri.startswith("sqlite:///"):
         path = Path(uri[len("sqlite:///"):])
@@ -182,6 +216,37 @@ def experiment_tags() -> dict[str, str]:
 def trial_run_name(number: int, loss: Any) -> str:
     """``trial-7 barron``: a trial's run name says its loss, so that the runs table shows it at a glance."""
     return f"trial-{number} {loss}" if loss else f"trial-{number}"
+
+
+def _without_credentials(uri: str) -> tuple[str, dict[str, str]]:
+    """``http://user:pw@host/x`` -> (``http://host/x``, its Authorization header); MLflow's variables when
+    the URI holds no user."""
+    import base64
+    from urllib.parse import unquote, urlsplit, urlunsplit
+
+    parts = urlsplit(uri)
+    user, password = parts.username, parts.password
+    netloc = parts.netloc.rpartition("@")[2]
+    url = urlunsplit(parts._replace(netloc=netloc))
+    if user is None:
+        user = os.environ.get("MLFLOW_TRACKING_USERNAME")
+        password = os.environ.get("MLFLOW_TRACKING_PASSWORD")
+    else:
+        user, password = unquote(user), unquote(password or "")
+    if user:
+        token = base64.b64encode(f"{user}:{password or ''}".encode()).decode()
+        return url, {"Authorization": f"Basic {token}"}
+    if os.environ.get("MLFLOW_TRACKING_TOKEN"):
+        return url, {"Authorization": f"Bearer {os.environ['MLFLOW_TRACKING_TOKEN']}"}
+    return url, {}
+
+
+def missing_store(uri: str) -> Path | None:
+    """A SQLite tracking URI's file when it does not exist (reading it would create it), else ``None``."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    path = Path(uri[len("sqlite:///"):].split("?", 1)[0])
+    return None if path.exists() or str(path) in ("", ":memory:") else path
 
 
 def versions() -> dict[str, str]:

@@ -98,6 +98,7 @@ def run_workers(space: Any, workers: int, *, n_trials: int | None = None, timeou
         _log.warning("%d trials for %d workers: starting %d workers.", total, workers, len(shares))
     if heartbeat_interval is None:
         heartbeat_interval = DEFAULT_HEARTBEAT_INTERVAL
+    _check_inputs(spec, url, tune_kwargs)
     settings = _check_stores(url, tracking=tracking, tracking_uri=tracking_uri, mlflow_config=mlflow_config)
     threads = threads or max(1, available_cpus() // len(shares))
 
@@ -116,6 +117,21 @@ def run_workers(space: Any, workers: int, *, n_trials: int | None = None, timeou
     parent_run_id = next((r["parent_run_id"] for r in reports.values() if r.get("parent_run_id")), None)
     return load_result(name, url, parent_run_id=parent_run_id,
                        tracking_uri=settings.tracking_uri if settings is not None else None)
+
+
+def _check_inputs(spec: Any, url: str, tune_kwargs: Mapping[str, Any]) -> None:
+    """What each worker's `aloss_tune.tune` checks first (data, model, optimizer, sampler, pruner, storage
+    URL), checked once here, before `_check_stores` creates any store."""
+    from aloss_tune.backends.optuna import check_search, check_storage_url
+    from aloss_tune.runner import prepare
+
+    if tune_kwargs.get("data") is not None:
+        spec = spec.with_overrides(data=tune_kwargs["data"])
+    if tune_kwargs.get("build_model") is not None:
+        spec = spec.with_overrides(model=tune_kwargs["build_model"])
+    prepare(spec)
+    check_search(spec)
+    check_storage_url(url)
 
 
 def _check_stores(url: str, *, tracking: bool, tracking_uri: str | None, mlflow_config: Any) -> Any:

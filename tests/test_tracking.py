@@ -61,8 +61,10 @@ def test_pruned_trial_is_killed_with_its_params_and_partial_curve(stores, monkey
 def test_non_finite_loss_fails_the_trial_with_its_reason(stores):
     x, y, xv, yv = tiny_data()
     y = y.copy()
-    y[0] = np.inf  # the training loss becomes inf at the first epoch
-    result = tune(space(n_trials=1), data=(x, y, xv, yv), **stores)
+    y[0] = 1e30  # finite (the data check passes), but its squared error overflows: the training loss is inf
+    raw = space(n_trials=1)
+    raw["loss"] = ["mse"]
+    result = tune(raw, data=(x, y, xv, yv), **stores)
     assert result.counts["failed"] == 1
     trial = result.study.trials[0]
     assert "the training loss is" in trial.user_attrs["aloss_tune.error"]

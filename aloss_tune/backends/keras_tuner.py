@@ -80,8 +80,9 @@ import keras
 import keras_tuner as kt
 from keras_tuner.engine import trial as kt_trial
 
+from aloss_tune._urls import redact_url
 from aloss_tune.distributions import Categorical, Distribution, Float, Int
-from aloss_tune.errors import UsageError
+from aloss_tune.errors import ConfigError, UsageError
 from aloss_tune.runner import TrialContext, build_trial_model, loss_config, run_trial
 from aloss_tune.space import SearchSpace
 from aloss_tune.tracking import (
@@ -91,12 +92,15 @@ from aloss_tune.tracking import (
     StudyTracker,
     TrackingSettings,
     load_settings,
+    missing_store,
 )
 
 DEFAULT_DIRECTORY = "kt_projects"
 STUDY_FILE = "aloss_tune.json"
 TRIAL_FILE = "aloss_tune.json"
 MAX_CONSECUTIVE_FAILURES = 5
+# A worker stops once this many trials, and every trial it ran, failed with the same ConfigError.
+SAME_CONFIG_ERROR_STOP = 3
 EXECUTION_SEED_STRIDE = 1_000_003
 HYPERBAND_FACTOR = 3
 
@@ -269,7 +273,14 @@ def make_oracle(space: SearchSpace, metric: str, direction: str, **options: Any)
 
 # ------------------------------------------------------------------------------------------------ tuner
 class _SearchStopped(Exception):
-    """Raised between trials to end a search early (timeout, too many failures); caught by `tune`."""
+    """Raised between trials to end a search early (timeout, too many failures); caught by `tune`.
+
+    ``config_error``: the one `ConfigError` that failed every trial of this worker, raised by `tune`.
+    """
+
+    def __init__(self, message: str, config_error: str | None = None):
+        super().__init__(message)
+        self.config_error = config_error
 
 
 class _TrialCallback(keras.callbacks.Callback):
@@ -353,6 +364,9 @@ class SpaceTuner(kt.Tuner):
         self.ran: dict[str, dict[str, Any]] = {}  # trial id -> record, for the trials this process ran
         self._runs: dict[str, Any] = {}
         self._consecutive_failures = 0
+        # Each trial this worker ran, as the message of the ConfigError that failed it (None: anything else).
+        self._config_errors: list[str | None] = []
+        self._trial_config_error: dict[str, str] = {}
         self._started = time.monotonic()
         reload_log = io.StringIO()
         with contextlib.redirect_stdout(reload_log):  # "Reloading Tuner from ..." goes to the log
@@ -423,6 +437,10 @@ class SpaceTuner(kt.Tuner):
                 if execution == 0:
                     record.update(loss_config=outcome.loss_config, history=outcome.history)
         except BaseException as exc:
+            if isinstance(exc, ConfigError):
+                where = f"{self.ctx.space.source}: " if self.ctx.space.source else ""
+                text = " ".join(str(exc).split())
+                self._trial_config_error[trial.trial_id] = text if text.startswith(where) else where + text
             if not isinstance(exc, Exception) or isinstance(exc, kt.errors.FatalError):
                 # Not a trial failure: the search ends here, without `on_trial_end`; end the run now.
                 record.update(state="failed", error="interrupted")
@@ -442,6 +460,11 @@ class SpaceTuner(kt.Tuner):
             self._finish(trial)
         if self._is_worker():
             return
+        errors = self._config_errors
+        same = bool(errors) and errors[0] is not None and set(errors) == {errors[0]}
+        if same and len(errors) >= SAME_CONFIG_ERROR_STOP:
+            raise _SearchStopped(f"{len(errors)} trials failed with the same configuration error; stopping "
+                                 "this worker.", config_error=errors[0])
         if self._consecutive_failures >= MAX_CONSECUTIVE_FAILURES:
             raise _SearchStopped(
                 f"{self._consecutive_failures} trials failed in a row; stopping this worker.")
@@ -455,6 +478,9 @@ class SpaceTuner(kt.Tuner):
         if record is None:  # failed before run_trial could record anything
             record = {"number": int(trial.trial_id), "trial_id": trial.trial_id}
             self.ran[trial.trial_id] = record
+        config_error = self._trial_config_error.pop(trial.trial_id, None)
+        failed = not (trial.status == kt_trial.TrialStatus.COMPLETED and "value" in record)
+        self._config_errors.append(config_error if failed else None)
         if trial.status == kt_trial.TrialStatus.COMPLETED and "value" in record:
             record["state"] = "complete"
             self._consecutive_failures = 0
@@ -532,6 +558,17 @@ def distributed_role() -> str | None:
     if "KERASTUNER_ORACLE_IP" not in os.environ:
         return None
     return "chief" if "chief" in os.environ.get("KERASTUNER_TUNER_ID", "") else "worker"
+
+
+def check_directory(directory: str | os.PathLike[str] | None = None) -> None:
+    """`UsageError` unless the project root ``directory`` is or can become a folder (nothing is created)."""
+    root = Path(directory if directory is not None else DEFAULT_DIRECTORY)
+    existing = root
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        what = "is" if existing == root else f"would be inside {existing}, which is"
+        raise UsageError(f"KerasTuner project root {str(root)!r} (--directory) {what} not a folder.")
 
 
 def project_dir(study: str, directory: str | os.PathLike[str] | None = None) -> Path:
@@ -624,6 +661,7 @@ def tune(space: SearchSpace, ctx: TrialContext, *, settings: TrackingSettings | 
     if tracker is not None:
         tracker.open()
     status = "FINISHED"
+    config_error = None
     try:
         with contextlib.ExitStack() as stack:
             if chief or worker:
@@ -633,7 +671,9 @@ def tune(space: SearchSpace, ctx: TrialContext, *, settings: TrackingSettings | 
                 stack.enter_context(contextlib.redirect_stdout(sink))
             tuner.search(verbose=1 if progress else 0)
     except _SearchStopped as stop:
-        _log.warning("%s", stop)
+        if stop.config_error is None:
+            _log.warning("%s", stop)
+        config_error = stop.config_error
     except BaseException:
         status = "KILLED"
         raise
@@ -643,6 +683,11 @@ def tune(space: SearchSpace, ctx: TrialContext, *, settings: TrackingSettings | 
             best = None if worker else _safe_best(tuner)
             artifacts = after_study(tuner) if after_study is not None and not worker else None
             tracker.close(best=best, status=status, artifacts=artifacts)
+    errors = tuner._config_errors
+    if config_error is None and errors and errors[0] is not None and set(errors) == {errors[0]}:
+        config_error = errors[0]  # fewer trials than SAME_CONFIG_ERROR_STOP, all refused alike
+    if config_error is not None:
+        raise ConfigError(config_error)
     best = _safe_best(tuner) or {}
     return TuneResult(
         study_name=space.study, backend="keras-tuner", best_params=dict(best.get("params", {})),
@@ -719,8 +764,12 @@ def best_summary(study_name: str, *, directory: str | os.PathLike[str] | None = 
     found = _best_from_mlflow(study_name, tracking_uri)
     if found is not None:
         return found
-    raise UsageError(f"no KerasTuner project {project} (give --directory, the project root) and no study "
-                     f"{study_name!r} with a best trial in the MLflow tracking store.")
+    uri = load_settings(tracking_uri=tracking_uri).tracking_uri
+    store = missing_store(uri)
+    mlflow_part = (f"the MLflow tracking store file {store} does not exist" if store is not None else
+                   f"the MLflow tracking store {redact_url(uri)} records no best trial of it")
+    raise UsageError(f"no KerasTuner study {study_name!r}: no project in {project} (give --directory, the "
+                     f"project root), and {mlflow_part}.")
 
 
 class _MissingRecord(Exception):
@@ -765,6 +814,8 @@ def _best_from_mlflow(study_name: str, tracking_uri: str | None) -> dict[str, An
     from mlflow.tracking import MlflowClient
 
     settings = load_settings(tracking_uri=tracking_uri)
+    if missing_store(settings.tracking_uri) is not None:  # reading would create an empty store
+        return None
     client = MlflowClient(tracking_uri=settings.tracking_uri)
     try:
         experiment = client.get_experiment_by_name(settings.experiment or study_name)

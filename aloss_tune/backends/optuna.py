@@ -20,8 +20,9 @@ import contextlib
 import logging
 import traceback
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import optuna
@@ -65,10 +66,37 @@ class OptunaSuggester:
         yield
 
 
+_SAMPLERS = {"tpe": "TPESampler", "random": "RandomSampler", "cmaes": "CmaEsSampler", "grid": "GridSampler"}
+_PRUNERS = {"median": "MedianPruner", "hyperband": "HyperbandPruner", "none": "NopPruner"}
+
+
+def _check_args(space: SearchSpace, key: str, cls: Any, args: Mapping[str, Any],
+                reserved: tuple[str, ...]) -> None:
+    """`ConfigError` at ``search.<key>.<arg>`` for an argument ``cls`` does not take (or that we set)."""
+    import inspect
+
+    where = f"{space.source}: " if space.source else ""
+    taken = [name for name, p in inspect.signature(cls).parameters.items()
+             if name not in ("self", "search_space", *reserved) and p.kind is not p.VAR_KEYWORD]
+    for name in args:
+        if name in reserved:
+            raise ConfigError(f"{where}search.{key}.{name}: set by aloss-tune (the seed is search.seed).")
+        if name not in taken:
+            raise ConfigError(f"{where}search.{key}.{name}: unknown argument of optuna's {cls.__name__} "
+                              f"(allowed: {', '.join(taken) or 'none'}).")
+
+
+def check_search(space: SearchSpace) -> None:
+    """Build the space's sampler and pruner once (no storage touched): bad arguments fail here."""
+    make_sampler(space)
+    make_pruner(space)
+
+
 def make_sampler(space: SearchSpace) -> optuna.samplers.BaseSampler:
     search = space.search
     args = dict(search.sampler_args)
     seed = search.seed
+    _check_args(space, "sampler", getattr(optuna.samplers, _SAMPLERS[search.sampler]), args, ("seed",))
     try:
         if search.sampler == "tpe":
             args.setdefault("multivariate", True)
@@ -85,8 +113,10 @@ def make_sampler(space: SearchSpace) -> optuna.samplers.BaseSampler:
         for name, dist in space.search_params().items():
             grid[name] = list(_grid_values(dist))
         return optuna.samplers.GridSampler(grid, seed=seed, **args)
-    except TypeError as exc:
-        raise ConfigError(f"search.sampler: {search.sampler} does not accept {sorted(args)} ({exc}).") from None
+    except (TypeError, ValueError) as exc:
+        where = f"{space.source}: " if space.source else ""
+        raise ConfigError(f"{where}search.sampler: {search.sampler} refuses {dict(search.sampler_args)} "
+                          f"({' '.join(str(exc).split())}).") from None
 
 
 def _grid_values(dist: Distribution) -> list[Any]:
@@ -101,6 +131,7 @@ def _grid_values(dist: Distribution) -> list[Any]:
 def make_pruner(space: SearchSpace) -> optuna.pruners.BasePruner:
     search = space.search
     args = dict(search.pruner_args)
+    _check_args(space, "pruner", getattr(optuna.pruners, _PRUNERS[search.pruner]), args, ())
     try:
         if search.pruner == "median":
             args.setdefault("n_startup_trials", 3)
@@ -111,8 +142,10 @@ def make_pruner(space: SearchSpace) -> optuna.pruners.BasePruner:
             args.setdefault("max_resource", space.training.epochs)
             return optuna.pruners.HyperbandPruner(**args)
         return optuna.pruners.NopPruner()
-    except TypeError as exc:
-        raise ConfigError(f"search.pruner: {search.pruner} does not accept {sorted(args)} ({exc}).") from None
+    except (TypeError, ValueError) as exc:
+        where = f"{space.source}: " if space.source else ""
+        raise ConfigError(f"{where}search.pruner: {search.pruner} refuses {dict(search.pruner_args)} "
+                          f"({' '.join(str(exc).split())}).") from None
 
 
 def default_heartbeat(url: str, *, workers: int = 1) -> int | None:
@@ -187,6 +220,46 @@ class _OnStaleTrial:
                 _log.warning("trial %d: could not queue its retry (%s).", trial.number, redact_text(str(exc)))
 
 
+_URL_EXAMPLES = "e.g. sqlite:///aloss_tune.db or postgresql+psycopg2://user@host/db"
+
+
+def check_storage_url(url: str) -> None:
+    """`UsageError` unless ``url`` is a database URL of a known kind (nothing is opened or created)."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+
+    shown = redact_url(url)
+    try:
+        parsed = make_url(url)
+    except (ArgumentError, ValueError):
+        raise UsageError(f"storage: {shown!r} is not a valid database URL ({_URL_EXAMPLES}).") from None
+    try:
+        parsed.get_dialect()
+    except NoSuchModuleError:
+        raise UsageError(f"storage: {shown!r} names no known database kind ({parsed.drivername!r}); "
+                         f"{_URL_EXAMPLES}.") from None
+
+
+def sqlite_file(url: str) -> Path | None:
+    """The file of a SQLite URL (``None`` for another database or an in-memory one)."""
+    if not url.startswith("sqlite"):
+        return None
+    from sqlalchemy.engine import make_url
+
+    database = make_url(url).database
+    return None if not database or database == ":memory:" else Path(database)
+
+
+def open_existing_storage(url: str, study_name: str) -> optuna.storages.BaseStorage:
+    """`open_storage` for reading a study: a SQLite file that does not exist is not created."""
+    check_storage_url(url)
+    path = sqlite_file(url)
+    if path is not None and not path.exists():
+        raise UsageError(f"no study named {study_name!r}: the storage file {path} does not exist "
+                         f"(storage {redact_url(url)}).")
+    return open_storage(StorageOptions(url=url))
+
+
 def open_storage(options: StorageOptions, *,
                  on_stale: StaleTrialHook | None = None) -> optuna.storages.BaseStorage:
     """Connect to the Optuna storage now (so an unreachable one fails before training).
@@ -194,6 +267,7 @@ def open_storage(options: StorageOptions, *,
     ``on_stale(study, trial)`` is called for each trial of a dead worker that this worker fails.
     """
     url = options.url
+    check_storage_url(url)
     kwargs: dict[str, Any] = {}
     interval = options.heartbeat
     if interval:
@@ -249,6 +323,7 @@ class Objective:
         self.ctx = ctx
         self.tracker = tracker
         self.seed = seed
+        self.config_errors: dict[int, str] = {}  # trial number -> the ConfigError that failed it
 
     def __call__(self, trial: optuna.Trial) -> float:
         ctx = self.ctx
@@ -301,6 +376,10 @@ class Objective:
             if run is not None:
                 run.finish("failed", error=traceback.format_exc())
                 record_run()
+            if isinstance(exc, ConfigError):
+                where = f"{ctx.space.source}: " if ctx.space.source else ""
+                text = " ".join(str(exc).split())
+                self.config_errors[trial.number] = text if text.startswith(where) else where + text
             if isinstance(exc, (TrialFailed, ConfigError)):
                 raise
             raise TrialFailed(message) from exc
@@ -446,8 +525,18 @@ def run_study(space: SearchSpace, ctx: TrialContext, *, storage: StorageOptions,
         study.set_user_attr("aloss_tune.baseline", baseline)
     status = "FINISHED"
     failures = {"consecutive": 0}
+    objective = Objective(ctx, tracker, seed=space.search.seed)
+    # This worker's trials, each as the message of the ConfigError that failed it (None: anything else).
+    config_errors: list[str | None] = []
 
     def stop_on_failures(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        failed = trial.state == optuna.trial.TrialState.FAIL
+        error = objective.config_errors.pop(trial.number, None) if failed else None
+        config_errors.append(error)
+        same = error is not None and set(config_errors) == {error}
+        if same and len(config_errors) >= SAME_CONFIG_ERROR_STOP:
+            study.stop()  # every trial so far refused by the same configuration error: raised below
+            return
         if trial.state == optuna.trial.TrialState.FAIL:
             failures["consecutive"] += 1
             if failures["consecutive"] >= max_consecutive_failures:
@@ -461,9 +550,9 @@ def run_study(space: SearchSpace, ctx: TrialContext, *, storage: StorageOptions,
         if not tracker.created_parent:  # a new parent has no runs yet, lost or not
             _reclaim(study, tracker, fail_stale=False)
     try:
-        with _quiet_experimental():
+        with _quiet_experimental(), _config_errors_without_traceback():
             study.optimize(
-                Objective(ctx, tracker, seed=space.search.seed), n_trials=n_trials, timeout=timeout,
+                objective, n_trials=n_trials, timeout=timeout,
                 catch=(Exception,), callbacks=[stop_on_failures, *([_line_per_trial(trial_log)] if trial_log else [])],
                 gc_after_trial=False,
                 show_progress_bar=progress,
@@ -477,4 +566,31 @@ def run_study(space: SearchSpace, ctx: TrialContext, *, storage: StorageOptions,
         if tracker is not None:
             artifacts = after_study(study) if after_study is not None else None
             tracker.close(best=best_summary(study), status=status, artifacts=artifacts)
+    if config_errors and config_errors[0] is not None and set(config_errors) == {config_errors[0]}:
+        raise ConfigError(config_errors[0])
     return study
+
+
+# A worker stops once this many trials, and every trial it ran, failed with the same ConfigError.
+SAME_CONFIG_ERROR_STOP = 3
+
+
+class _DropConfigErrorTraceback(logging.Filter):
+    """Optuna logs each failed trial with its traceback; a ConfigError's one line says it all."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and isinstance(record.exc_info[1], ConfigError):
+            record.exc_info = None
+            record.exc_text = None
+        return True
+
+
+@contextlib.contextmanager
+def _config_errors_without_traceback() -> Iterator[None]:
+    logger = logging.getLogger("optuna.study._optimize")
+    drop = _DropConfigErrorTraceback()
+    logger.addFilter(drop)
+    try:
+        yield
+    finally:
+        logger.removeFilter(drop)

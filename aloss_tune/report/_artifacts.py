@@ -21,6 +21,7 @@ import atexit
 import base64
 import importlib.util
 import logging
+import os
 import re
 import shutil
 import tempfile
@@ -223,19 +224,26 @@ def load_study(study_name: str, storage: str | None = None, *, directory: str | 
     """
     import optuna
 
-    from aloss_tune.backends.optuna import StorageOptions, open_storage
+    from aloss_tune.backends.optuna import open_existing_storage
     from aloss_tune.best import default_storage
     from aloss_tune.errors import UsageError
 
-    store = open_storage(StorageOptions(url=storage or default_storage()))
-    try:
-        return optuna.load_study(study_name=study_name, storage=store)
-    except KeyError:
+    def keras_tuner_hint() -> None:
         project = _kt_project(study_name, directory)
         if project is not None:
             flag = "" if directory is None else f" --directory {directory}"
             raise UsageError(f"study {study_name!r} is a KerasTuner project in {project.parent}: add "
                              f"--backend keras-tuner{flag}.") from None
+
+    try:
+        store = open_existing_storage(storage or default_storage(), study_name)
+    except UsageError:  # no storage file at all
+        keras_tuner_hint()
+        raise
+    try:
+        return optuna.load_study(study_name=study_name, storage=store)
+    except KeyError:
+        keras_tuner_hint()
         names = [s.study_name for s in optuna.get_all_study_summaries(store, include_best_trial=False)]
         known = ", ".join(names) if names else "none"
         raise UsageError(f"no study named {study_name!r} in this storage; studies there: {known}.") from None
@@ -259,6 +267,20 @@ def load_keras_tuner_project(study_name: str, directory: str | Path | None = Non
         raise UsageError(f"no KerasTuner project of aloss-tune's at {where} (give its root with "
                          "--directory).")
     return project
+
+
+def check_writable(folder: str | Path) -> None:
+    """`UsageError` unless ``folder`` is, or can be made, a writable folder (nothing is created)."""
+    from aloss_tune.errors import UsageError
+
+    folder = Path(folder)
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise UsageError(f"report: cannot write the folder {folder}: {existing} is not a folder.")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UsageError(f"report: cannot write the folder {folder}: {existing} is not writable.")
 
 
 def write_report(study: Any, out_dir: str | Path, fmt: str = "md", *, storage: str | None = None,
@@ -291,12 +313,16 @@ def write_report(study: Any, out_dir: str | Path, fmt: str = "md", *, storage: s
         raise UsageError(f"report: `backend` must be optuna or keras-tuner, but got {backend!r}.")
     name = study if isinstance(study, str) else (
         getattr(study, "study_name", None) or getattr(study, "project_name", None) or Path(str(study)).name)
+    check_writable(out_dir)
     if isinstance(study, str):
         if backend == "keras-tuner":
             study = load_keras_tuner_project(study, directory)
         else:
             study = load_study(study, storage, directory=directory)
-    written = write_artifacts(study, out_dir, ctx, formats=(fmt,))
+    try:
+        written = write_artifacts(study, out_dir, ctx, formats=(fmt,))
+    except OSError as exc:
+        raise UsageError(f"report: cannot write the folder {out_dir} ({exc.strerror or exc}).") from None
     summary = written.get(f"summary.{fmt}")
     if summary is None:
         raise UsageError(f"report: could not write the summary of study {name!r} (see the warnings).")

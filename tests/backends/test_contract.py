@@ -32,6 +32,7 @@ SPACE = {
     "study": "contract",
     "data": "contaminated_regression",
     "model": {
+        "builder": "helpers.user_side:lenient_mlp",  # the built-in mlp refuses `flag` and `mixed`
         "params": {
             "units": {"type": "int", "low": 8, "high": 64, "log": True},
             "layers": {"type": "int", "low": 0, "high": 4, "step": 2},

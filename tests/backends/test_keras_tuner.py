@@ -145,11 +145,14 @@ def store(tmp_path_factory: pytest.TempPathFactory, mlflow_db_template: Path) ->
 
 @pytest.fixture(scope="module")
 def random_study(store: Store) -> dict[str, Any]:
-    """A random search of 3 trials, interrupted (Ctrl-C) while building its third model, then resumed."""
+    """A random search of 3 trials, interrupted (Ctrl-C) while building its third trial's model, then resumed.
+
+    Each run first builds one model to check the space (build 1 of the first run, build 5 of the second).
+    """
     space = base_space("kt_random")
     path = store.write_space(space)
     builds = store.root / "kt_random.builds"
-    first = store.run(store.tune_args(path), ALOSS_TEST_BUILDS=str(builds), ALOSS_TEST_INTERRUPT_AT="3")
+    first = store.run(store.tune_args(path), ALOSS_TEST_BUILDS=str(builds), ALOSS_TEST_INTERRUPT_AT="4")
     project = store.projects / "kt_random"
     records_after_first = {p.parent.name: p.read_text() for p in project.glob("trial_*/aloss_tune.json")}
     builds_after_first = builds.read_text().splitlines()
@@ -271,15 +274,26 @@ def test_python_api_averages_executions_and_keras_tuner_reloads_the_best_model(
     assert best_hp["optimizer.learning_rate"] == result.best_params["optimizer.learning_rate"]
 
 
-def broken_builder(params: dict[str, Any]) -> keras.Model:
-    """A user's model builder with a bug: every trial fails."""
-    raise RuntimeError("deliberate failure in the model builder")
+class BrokenBuilder:
+    """A user's model builder with a bug that the model built before training does not hit: every trial fails.
+    """
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def __call__(self, params: dict[str, Any], data: Any) -> keras.Model:
+        self.calls += 1
+        if self.calls == 1:  # the check before training
+            from aloss_tune.models import mlp
+
+            return mlp(params, data)
+        raise RuntimeError("deliberate failure in the model builder")
 
 
 def test_a_worker_stops_after_five_failed_trials_in_a_row(tmp_path: Path,
                                                          caplog: pytest.LogCaptureFixture) -> None:
     space = base_space("kt_failing", training={"epochs": 1}, search={"n_trials": 8})
-    result = aloss_tune.tune(space, backend="keras-tuner", build_model=broken_builder, tracking=False,
+    result = aloss_tune.tune(space, backend="keras-tuner", build_model=BrokenBuilder(), tracking=False,
                              directory=tmp_path)
     assert result.counts == {"complete": 0, "failed": 5} and result.best_trial is None
     assert "5 trials failed in a row" in caplog.text
@@ -333,9 +347,9 @@ def test_random_search_logs_parent_children_params_histories_and_statuses(
 @pytest.mark.slow
 def test_an_interrupted_search_resumes_without_redoing_finished_trials(store: Store,
                                                                        random_study: dict[str, Any]) -> None:
-    # Build 3 was interrupted; the resumed search built one model, for that trial only.
-    assert len(random_study["builds_after_first"]) == 3
-    assert len(random_study["builds"]) == 4
+    # Build 4 (trial 2) was interrupted; the resumed search built its check model and that trial's only.
+    assert len(random_study["builds_after_first"]) == 4
+    assert len(random_study["builds"]) == 6
     project = random_study["project"]
     for name, text in random_study["records_after_first"].items():
         if name != "trial_2":
@@ -391,7 +405,7 @@ def test_bayesian_failed_trial_is_visible_and_the_best_loss_reloads_exactly(stor
                        search={"tuner": "bayesian", "n_trials": 3, "seed": 0})
     path = store.write_space(space)
     out = ok(store.run(store.tune_args(path), ALOSS_TEST_BUILDS=str(store.root / "bayes.builds"),
-                       ALOSS_TEST_NAN_AT="2"))
+                       ALOSS_TEST_NAN_AT="3"))  # trial 1 (build 1 is the check before training)
     assert "study 'kt_bayes' (keras-tuner): 2 complete, 1 failed" in out
 
     parent, children = store.runs("kt_bayes")

@@ -32,3 +32,12 @@ def tiny_multiclass(n: int = 150, seed: int = 0):
     y = np.eye(3, dtype="float32")[labels]
     cut = int(0.75 * n)
     return x[:cut], y[:cut], x[cut:], y[cut:]
+
+
+def lenient_mlp(params, data):
+    """The built-in MLP, ignoring model parameters it does not know (spaces that test sampling only)."""
+    from aloss_tune.models import MLP_DEFAULTS, mlp
+
+    known = {k: v for k, v in params.items()
+             if not k.startswith("model.") or k[len("model."):] in MLP_DEFAULTS}
+    return mlp(known, data)
