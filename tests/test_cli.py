@@ -87,10 +87,11 @@ def test_mlflow_layout(study):
     parent = parents[0]
     assert parent.data.tags["aloss_tune.study"] == "e2e"
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
-    assert sorted(r.info.run_name for r in children) == [f"trial-{i}" for i in range(5)]
     loaded = optuna.load_study(study_name="e2e", storage=f"sqlite:///{study['tmp'] / 'optuna.db'}")
+    names = {t.number: f"trial-{t.number} {t.user_attrs['aloss_tune.params']['loss']}" for t in loaded.get_trials()}
+    assert sorted(r.info.run_name for r in children) == sorted(names.values()) and len(names) == 5
     for trial in loaded.get_trials():
-        run = next(r for r in children if r.info.run_name == f"trial-{trial.number}")
+        run = next(r for r in children if r.info.run_name == names[trial.number])
         params = trial.user_attrs["aloss_tune.params"]
         for key, value in params.items():
             assert run.data.params[key] == str(value)
@@ -137,7 +138,7 @@ def test_best_rebuilds_the_same_loss(study):
 
     assert aloss_tune.load_best_loss("e2e", storage=storage).get_config() == expected
     client, runs = mlflow_runs(tmp)
-    run = next(r for r in runs if r.info.run_name == f"trial-{best.number}")
+    run = next(r for r in runs if r.data.tags.get("aloss_tune.trial") == str(best.number))
     uri = f"sqlite:///{tmp / 'mlflow.db'}"
     assert aloss_tune.load_loss(f"runs:/{run.info.run_id}", tracking_uri=uri).get_config() == expected
     parent = next(r for r in runs if "mlflow.parentRunId" not in r.data.tags)
@@ -305,3 +306,27 @@ def test_validate_finds_a_users_module_in_the_working_directory_and_says_what_it
     assert full.returncode == 0, full.stderr
     assert "not checked" not in full.stdout and "objective: minimize val_mae" in full.stdout
     assert "loss.huber.delta" in full.stdout
+
+
+def test_the_readme_synopsis_lists_every_command_and_flag():
+    import argparse
+
+    from aloss_tune.cli import build_parser
+
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    block = text.split("## Command line", 1)[1].split("```", 2)[1]
+    synopsis: dict[str, str] = {}
+    command = None
+    for line in block.splitlines():
+        if line.startswith("aloss-tune "):
+            command = line.split()[1]
+        if command:
+            synopsis[command] = synopsis.get(command, "") + " " + line
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    assert set(synopsis) == set(sub.choices)
+    for name, command_parser in sub.choices.items():
+        flags = {max(a.option_strings, key=len) for a in command_parser._actions
+                 if a.option_strings and a.dest != "help"}
+        missing = sorted(f for f in flags if f not in synopsis[name].replace("[", " ").replace("]", " ").split())
+        assert not missing, f"README synopsis of `{name}` lacks {missing}"

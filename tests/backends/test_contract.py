@@ -25,6 +25,7 @@ import pytest
 from aloss_tune.backends import keras_tuner as kt_backend
 from aloss_tune.backends import optuna as optuna_backend
 from aloss_tune.distributions import Categorical, Float, Int
+from aloss_tune.factories import get_factory
 from aloss_tune.runner import TrialContext, prepare
 from aloss_tune.space import SearchSpace
 
@@ -149,22 +150,31 @@ def drawn(request: pytest.FixtureRequest, space: SearchSpace, ctx: TrialContext,
     return backend, draws
 
 
-def expected_keys(space: SearchSpace, loss: str, target_scale: float) -> set[str]:
-    """The flat keys the space defines for a trial of ``loss`` (independently of any backend)."""
-    keys = {"loss", *(f"loss.{name}" for name in space.loss_space(loss, target_scale))}
-    keys |= {f"loss.{name}" for name in space.penalty}
-    keys |= {f"model.{name}" for name in space.model_params}
-    keys |= {f"optimizer.{name}" for name in space.optimizer_params}
-    return keys
+def active(params: dict[str, Any], name: str) -> bool:
+    """Whether the loss parameter ``name`` exists in a trial of ``params`` (a formula's constant exists only
+    with its formula)."""
+    factory = get_factory(params["loss"])
+    spec = factory._by_name.get(name)
+    if spec is None or spec.when is None:
+        return True
+    parent, values = spec.when
+    return params.get(f"loss.{parent}", factory.param(parent).default) in values
 
 
-def flat_ranges(space: SearchSpace, loss: str, target_scale: float) -> dict[str, Any]:
-    """Flat key -> range (or fixed value) for a trial of ``loss``."""
-    out: dict[str, Any] = {f"loss.{k}": v for k, v in space.loss_space(loss, target_scale).items()}
+def flat_ranges(space: SearchSpace, params: dict[str, Any], target_scale: float) -> dict[str, Any]:
+    """Flat key -> range (or fixed value) for the trial of ``params`` (its loss and, for dynamic_alpha, its
+    alpha formula), independently of any backend."""
+    out: dict[str, Any] = {f"loss.{k}": v for k, v in space.loss_space(params["loss"], target_scale).items()
+                           if active(params, k)}
     out.update({f"loss.{k}": v for k, v in space.penalty.items()})
     out.update({f"model.{k}": v for k, v in space.model_params.items()})
     out.update({f"optimizer.{k}": v for k, v in space.optimizer_params.items()})
     return out
+
+
+def expected_keys(space: SearchSpace, params: dict[str, Any], target_scale: float) -> set[str]:
+    """The flat keys the space defines for the trial of ``params``."""
+    return {"loss", *flat_ranges(space, params, target_scale)}
 
 
 def on_grid(value: float, dist: Float) -> bool:
@@ -182,18 +192,20 @@ class TestBackendContract:
         if backend.n >= N_DRAWS:
             assert chosen == set(space.losses), f"{backend.name} never chose {set(space.losses) - chosen}"
         for params in draws:
-            own = {f"loss.{name}" for name in space.loss_space(params["loss"], ctx.target_scale)}
+            mine = space.loss_space(params["loss"], ctx.target_scale)
+            own = {f"loss.{name}" for name in mine if active(params, name)}
             others = {f"loss.{name}" for loss in space.losses if loss != params["loss"]
-                      for name in space.loss_space(loss, ctx.target_scale)} - own
+                      for name in space.loss_space(loss, ctx.target_scale)} - {f"loss.{name}" for name in mine}
             assert own <= set(params)
             assert not others & set(params), f"{backend.name}: {params}"
+            assert not {f"loss.{name}" for name in mine if not active(params, name)} & set(params), params
 
     def test_values_honour_their_ranges_steps_and_types(self, drawn: Any, space: SearchSpace,
                                                         ctx: TrialContext) -> None:
         backend, draws = drawn
         assert all(p["loss"] in space.losses for p in draws)
         for params in draws:
-            for key, dist in flat_ranges(space, params["loss"], ctx.target_scale).items():
+            for key, dist in flat_ranges(space, params, ctx.target_scale).items():
                 value = params[key]
                 if isinstance(dist, Categorical):
                     assert dist.contains(value), f"{backend.name}: {key}={value!r} not in {dist.choices}"
@@ -231,7 +243,9 @@ class TestBackendContract:
                                                              ctx: TrialContext,
                                                              optuna_reference: list[dict[str, Any]]) -> None:
         backend, draws = drawn
-        reference = {p["loss"]: set(p) for p in optuna_reference}
+        reference = {(p["loss"], p.get("loss.alpha_formula")): set(p) for p in optuna_reference}
         for params in draws:
-            assert set(params) == expected_keys(space, params["loss"], ctx.target_scale)
-            assert set(params) == reference[params["loss"]]
+            assert set(params) == expected_keys(space, params, ctx.target_scale)
+            kind = (params["loss"], params.get("loss.alpha_formula"))
+            if kind in reference:
+                assert set(params) == reference[kind]

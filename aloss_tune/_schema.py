@@ -1,0 +1,56 @@
+"""The names aloss-tune writes into the stores it shares with other tools, and its default settings.
+
+Optuna trial and study attributes, MLflow tags and artifact names are read back by other workers, by
+``aloss-tune best`` and ``report``, and by people in the MLflow UI: each is spelled once, here. This module
+imports nothing, so every layer can use it.
+"""
+
+from __future__ import annotations
+
+import os
+
+# --------------------------------------------------------------------------------------------- defaults
+ENV_STORAGE = "ALOSS_TUNE_STORAGE"
+DEFAULT_STORAGE = "sqlite:///aloss_tune.db"
+DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
+DEFAULT_KT_DIRECTORY = "kt_projects"
+
+
+def default_storage() -> str:
+    """The Optuna storage URL: ``$ALOSS_TUNE_STORAGE``, else the embedded SQLite file."""
+    return os.environ.get(ENV_STORAGE, DEFAULT_STORAGE)
+
+
+# ------------------------------------------------------------------------------ Optuna trial attributes
+PARAMS_ATTR = "aloss_tune.params"  # the trial's flat params dict
+CONFIG_ATTR = "aloss_tune.loss_config"  # {"params", "keras"}: the loss, rebuildable
+HISTORY_ATTR = "aloss_tune.history"  # per-epoch metrics
+ERROR_ATTR = "aloss_tune.error"  # last line of a failed trial's error
+RUN_ATTR = "aloss_tune.mlflow_run_id"
+SEED_ATTR = "aloss_tune.seed"
+WORKER_ATTR = "aloss_tune.worker"
+
+# ------------------------------------------------------------------------------ Optuna study attributes
+SPACE_ATTR = "aloss_tune.space"  # SearchSpace.to_dict()
+OBJECTIVE_ATTR = "aloss_tune.objective"  # {"metric", "direction"}
+TARGET_SCALE_ATTR = "aloss_tune.target_scale"
+BASELINE_ATTR = "aloss_tune.baseline"  # the objective of a predictor that ignores its inputs
+
+# ---------------------------------------------------------------------------------------- MLflow tags
+STUDY_TAG = "aloss_tune.study"
+BACKEND_TAG = "aloss_tune.backend"
+STATE_TAG = "aloss_tune.state"  # complete | pruned | failed
+TRIAL_TAG = "aloss_tune.trial"
+WORKER_TAG = "aloss_tune.worker"
+RETRY_TAG = "aloss_tune.retry_of"
+RECONCILED_TAG = "aloss_tune.reconciled"
+ERROR_TAG = "aloss_tune.error"
+BEST_TRIAL_TAG = "aloss_tune.best_trial"
+BEST_LOSS_TAG = "aloss_tune.best_loss"
+
+# ----------------------------------------------------------------------------------- MLflow artifacts
+LOSS_CONFIG_ARTIFACT = "loss_config.json"
+BEST_LOSS_CONFIG_ARTIFACT = "best_loss_config.json"
+BEST_PARAMS_ARTIFACT = "best_params.json"
+SPACE_ARTIFACT = "space.yaml"
+ERROR_ARTIFACT = "error.txt"
