@@ -338,10 +338,7 @@ class StudyTracker:
 
     def _oldest_parent(self) -> tuple[str, int] | None:
         """``(run_id, start_time)`` of the study's oldest active parent run, or ``None``."""
-        runs = self.client.search_runs(
-            [self.experiment_id], filter_string=f"tags.`{STUDY_TAG}` = '{_quote(self.study)}'",
-            order_by=["attributes.start_time ASC"], max_results=5,
-        )
+        runs = study_runs(self.client, self.experiment_id, self.study, max_results=5)
         runs = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
         if not runs:
             return None
@@ -570,5 +567,28 @@ class TrialRun:
         client.set_terminated(run_id, status=STATUS[state])
 
 
-def _quote(text: str) -> str:
-    return text.replace("\\", "\\\\").replace("'", "\\'")
+def tag_filter(key: str, value: str) -> str:
+    """An MLflow search filter for the runs whose tag ``key`` is ``value``, and possibly a few more.
+
+    MLflow's filter grammar takes a value verbatim between single or double quotes, with no escape
+    (``'bob\\'s'`` looks for a backslash). So a value without ``'`` goes between single quotes, one with ``'``
+    but no ``"`` between double quotes, and one with both becomes a ``LIKE`` pattern with ``_`` in place of
+    each quote and backslash: it also matches other values, so check the tag of what it returns
+    (`study_runs` does).
+    """
+    if "'" not in value:
+        return f"tags.`{key}` = '{value}'"
+    if '"' not in value:
+        return f'tags.`{key}` = "{value}"'
+    pattern = "".join("_" if c in "'\"\\" else c for c in value)
+    return f"tags.`{key}` LIKE '{pattern}'"
+
+
+def study_runs(client: Any, experiment_id: str, study: str, *, max_results: int = 1000) -> list[Any]:
+    """The runs (parent and trials) tagged with ``study``, oldest first."""
+    flt = tag_filter(STUDY_TAG, study)
+    if " LIKE " in flt:  # a pattern: look further, the exact check comes after
+        max_results = max(max_results, 1000)
+    runs = client.search_runs([experiment_id], filter_string=flt, order_by=["attributes.start_time ASC"],
+                              max_results=max_results)
+    return [r for r in runs if r.data.tags.get(STUDY_TAG) == study]
