@@ -57,6 +57,7 @@ from typing import Any
 
 import yaml
 
+from aloss_tune._filelock import store_lock
 from aloss_tune._urls import redact_text, redact_url
 from aloss_tune.errors import ConfigError, UsageError, describe
 
@@ -242,7 +243,8 @@ class StudyTracker:
             for name, value in HTTP_DEFAULTS.items():
                 os.environ.setdefault(name, value)
         _quiet_retry_noise()
-        self.client = MlflowClient(tracking_uri=settings.tracking_uri)
+        with store_lock(settings.tracking_uri):  # the client opens the store: creates a fresh SQLite one
+            self.client = MlflowClient(tracking_uri=settings.tracking_uri)
         # A server's calls are already retried by MLflow's HTTP client; a local store gets a second attempt.
         self.guard = _Guard(settings.tracking_uri, attempts=1 if server else 2)
         self.experiment_id: str | None = None

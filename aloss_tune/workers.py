@@ -124,6 +124,7 @@ def _check_stores(url: str, *, tracking: bool, tracking_uri: str | None, mlflow_
     Opening the stores here also creates their tables, once: workers creating a fresh MLflow database
     together would race on its schema migrations.
     """
+    from aloss_tune._filelock import store_lock
     from aloss_tune.backends.optuna import StorageOptions, open_storage
 
     open_storage(StorageOptions(url=url, heartbeat_interval=0))
@@ -141,7 +142,9 @@ def _check_stores(url: str, *, tracking: bool, tracking_uri: str | None, mlflow_
         from aloss_tune._urls import redact_text, redact_url
 
         try:
-            MlflowClient(settings.tracking_uri).search_experiments(max_results=1)
+            with store_lock(settings.tracking_uri):
+                client = MlflowClient(settings.tracking_uri)
+            client.search_experiments(max_results=1)
         except Exception as exc:  # noqa: BLE001 - any store error: a usage error, before training
             reason = redact_text(" ".join(str(exc).split())[:300], settings.tracking_uri)
             raise UsageError(f"cannot open the MLflow tracking store {redact_url(settings.tracking_uri)}: "

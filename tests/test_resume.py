@@ -17,7 +17,8 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
-from aloss_tune.backends.optuna import RUN_ATTR
+from aloss_tune.api import tune
+from aloss_tune.backends.optuna import RUN_ATTR, WORKER_ATTR
 from aloss_tune.cli import main
 from aloss_tune.tracking import StudyTracker, TrackingSettings
 
@@ -97,6 +98,86 @@ def in_training(study: str, url: str, count: int = 1):
     running = [t for t in trials
                if t.state == RUNNING and t.intermediate_values and t.user_attrs.get(RUN_ATTR)]
     return running if len(running) >= count and any(t.state == COMPLETE for t in trials) else None
+
+
+# -------------------------------------------------------------------------------------- no params drawn twice
+@pytest.mark.slow
+def test_a_resumed_study_draws_new_params_and_a_fresh_one_repeats_itself(tmp_path, stores):
+    space = write_space(tmp_path, n_trials=2)
+    tune(space, **stores)
+    tune(space, **stores)  # the rerun of the same command resumes the study
+    trials = trials_of("s", stores["storage"])
+    assert [t.number for t in trials] == [0, 1, 2, 3] and all(t.state == COMPLETE for t in trials)
+    assert len(param_sets(trials)) == 4, [t.params for t in trials]
+    _, parents, children = runs_of(stores["tracking_uri"], "s")
+    assert len(parents) == 1
+    assert sorted(r.info.run_name for r in children) == [f"trial-{i}" for i in range(4)]
+    assert {r.info.run_id for r in children} == {t.user_attrs[RUN_ATTR] for t in trials}
+
+    # The same seed on a fresh study draws the same params, trial by trial.
+    again = tune(space, storage=f"sqlite:///{tmp_path / 'again.db'}", tracking=False, n_trials=4)
+    assert [t.params for t in again.study.trials] == [t.params for t in trials]
+
+
+@pytest.mark.slow
+def test_two_processes_started_together_in_a_fresh_directory(tmp_path):
+    """Default stores (./aloss_tune.db, ./mlflow.db) created by two processes at once; 3 trials each."""
+    space = write_space(tmp_path, n_trials=3)
+    procs = [start_cli("tune", space, "--quiet", cwd=tmp_path) for _ in range(2)]
+    outs = [p.communicate(timeout=300) for p in procs]
+    for proc, (_, stderr) in zip(procs, outs, strict=True):
+        assert proc.returncode == 0, stderr[-3000:]
+        assert "Traceback" not in stderr, stderr[-3000:]
+    trials = trials_of("s", f"sqlite:///{tmp_path / 'aloss_tune.db'}")
+    assert sorted(t.number for t in trials) == list(range(6))
+    assert all(t.state == COMPLETE for t in trials)
+    assert len({t.user_attrs[WORKER_ATTR] for t in trials}) == 2
+    assert len(param_sets(trials)) == 6, [t.params for t in trials]
+    _, parents, children = runs_of(f"sqlite:///{tmp_path / 'mlflow.db'}", "s")
+    assert len(parents) == 1
+    assert sorted(r.info.run_name for r in children) == sorted(f"trial-{i}" for i in range(6))
+    assert all(r.info.status == "FINISHED" for r in children)
+
+
+def test_per_trial_seeds_leave_the_grid_sampler_alone(tmp_path):
+    from aloss_tune.backends.optuna import OptunaSuggester, make_sampler
+    from aloss_tune.space import SearchSpace
+
+    spec = SearchSpace.from_dict({"study": "s", "loss": {"choices": ["mse", "huber"], "params": {"huber": {
+        "delta": {"type": "float", "low": 0.5, "high": 1.5, "step": 0.5}}}}, "search": {"sampler": "grid"}})
+    assert type(make_sampler(spec)) is optuna.samplers.GridSampler
+    url = f"sqlite:///{tmp_path / 'grid.db'}"
+    for _ in range(2):  # a resumed grid goes on with the points not run yet
+        study = optuna.create_study(study_name="g", storage=url, sampler=make_sampler(spec),
+                                    load_if_exists=True)
+        study.optimize(lambda t: float(len(spec.sample(OptunaSuggester(t)))), n_trials=3)
+    assert len(study.trials) == 6
+    assert len({t.system_attrs["grid_id"] for t in study.trials}) == 6
+
+
+# ---------------------------------------------------------------------------------------- stores created once
+_OPEN_AT = """
+import sys, time
+from aloss_tune.backends.optuna import StorageOptions, open_storage
+from aloss_tune.tracking import StudyTracker, TrackingSettings
+start = float(sys.argv[1])
+time.sleep(max(0.0, start - time.time()))
+open_storage(StorageOptions(url="sqlite:///aloss_tune.db"))
+StudyTracker(TrackingSettings(tracking_uri="sqlite:///mlflow.db"), "s", backend="optuna").open()
+print("ok")
+"""
+
+
+@pytest.mark.slow
+def test_processes_creating_the_stores_together_do_not_race(tmp_path):
+    start = time.time() + 8  # every process has imported MLflow and Optuna by then
+    procs = [subprocess.Popen([sys.executable, "-c", _OPEN_AT, str(start)], cwd=tmp_path, env=_env(),
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(3)]
+    outs = [p.communicate(timeout=120) for p in procs]
+    for proc, (stdout, stderr) in zip(procs, outs, strict=True):
+        assert proc.returncode == 0 and stdout.strip() == "ok", stderr[-3000:]
+    _, parents, _ = runs_of(f"sqlite:///{tmp_path / 'mlflow.db'}", "s")
+    assert len(parents) == 1
 
 
 # ------------------------------------------------------------------------------------ study names with quotes

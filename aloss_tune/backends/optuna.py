@@ -12,6 +12,9 @@ worker that starts a trial first fails every trial whose heartbeat is older than
 queues a retry with the same params (Optuna's ``RetryHeartbeatStaleTrialCallback``), which the next free
 worker runs under a new trial number. Heartbeats are on by default (`DEFAULT_HEARTBEAT_INTERVAL`) whenever
 the study may be shared: a storage other than SQLite, or several local workers.
+
+The samplers are reseeded before each trial from the study's seed and the trial's number
+(`_SeededPerTrial`), so resumed studies and workers sharing one never propose the params of another trial.
 """
 
 from __future__ import annotations
@@ -24,8 +27,10 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import optuna
 
+from aloss_tune._filelock import store_lock
 from aloss_tune._urls import redact_text, redact_url
 from aloss_tune.distributions import Categorical, Distribution, Float, Int
 from aloss_tune.errors import ConfigError, TrialFailed, UsageError
@@ -65,7 +70,64 @@ class OptunaSuggester:
         yield
 
 
+def trial_seed(seed: int, number: int) -> int:
+    """The seed of the sampler's random streams for trial ``number`` of a study seeded with ``seed``."""
+    return int(np.random.SeedSequence([seed, number]).generate_state(1)[0])
+
+
+class _SeededPerTrial:
+    """Reseeds the sampler's random streams before each trial from ``(seed, trial number)``.
+
+    A sampler seeded once draws the same sequence in every process: a resumed study (same seed, a new
+    process) would propose again the params of its first trials (TPE's start-up trials are random draws),
+    and processes sharing a study would propose the same params as each other. Seeding each trial from its
+    number, which the storage hands out once per study, makes trial n's draw the same in a fresh study
+    (reproducible) and different from every other trial's, whichever process runs it. (TPE's later trials
+    also depend on the trials already finished, as they should.)
+    """
+
+    _seed: int
+
+    def before_trial(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        value = trial_seed(self._seed, trial.number)
+        for name in ("_rng", "_cma_rng"):
+            state = getattr(self, name, None)
+            if state is not None:
+                state.rng.seed(value)
+        for name in ("_random_sampler", "_independent_sampler"):
+            inner = getattr(self, name, None)
+            if isinstance(inner, optuna.samplers.RandomSampler):
+                inner._rng.rng.seed(value)
+        super().before_trial(study, trial)  # type: ignore[misc]
+
+
+class SeededTPESampler(_SeededPerTrial, optuna.samplers.TPESampler):
+    """`optuna.samplers.TPESampler` reseeded per trial (`_SeededPerTrial`)."""
+
+    def __init__(self, *, seed: int, **kwargs: Any):
+        super().__init__(seed=seed, **kwargs)
+        self._seed = seed
+
+
+class SeededRandomSampler(_SeededPerTrial, optuna.samplers.RandomSampler):
+    """`optuna.samplers.RandomSampler` reseeded per trial (`_SeededPerTrial`)."""
+
+    def __init__(self, *, seed: int, **kwargs: Any):
+        super().__init__(seed=seed, **kwargs)
+        self._seed = seed
+
+
+class SeededCmaEsSampler(_SeededPerTrial, optuna.samplers.CmaEsSampler):
+    """`optuna.samplers.CmaEsSampler` reseeded per trial (`_SeededPerTrial`)."""
+
+    def __init__(self, *, seed: int, **kwargs: Any):
+        super().__init__(seed=seed, **kwargs)
+        self._seed = seed
+
+
 def make_sampler(space: SearchSpace) -> optuna.samplers.BaseSampler:
+    """The space's sampler, seeded per trial (see `_SeededPerTrial`); the grid sampler as Optuna makes it
+    (it never proposes a point already run, in any process)."""
     search = space.search
     args = dict(search.sampler_args)
     seed = search.seed
@@ -74,13 +136,13 @@ def make_sampler(space: SearchSpace) -> optuna.samplers.BaseSampler:
             args.setdefault("multivariate", True)
             args.setdefault("group", True)  # conditional (per-loss) parameters
             with _quiet_experimental():
-                return optuna.samplers.TPESampler(seed=seed, **args)
+                return SeededTPESampler(seed=seed, **args)
         if search.sampler == "random":
-            return optuna.samplers.RandomSampler(seed=seed, **args)
+            return SeededRandomSampler(seed=seed, **args)
         if search.sampler == "cmaes":
             # CMA-ES handles the numeric parameters; the loss choice falls to its independent sampler.
             args.setdefault("warn_independent_sampling", False)
-            return optuna.samplers.CmaEsSampler(seed=seed, **args)
+            return SeededCmaEsSampler(seed=seed, **args)
         grid = {}
         for name, dist in space.search_params().items():
             grid[name] = list(_grid_values(dist))
@@ -204,7 +266,8 @@ def open_storage(options: StorageOptions, *,
         with _quiet_experimental():
             if url.startswith("sqlite:"):
                 engine = {"connect_args": {"timeout": 60}}
-                return optuna.storages.RDBStorage(url, engine_kwargs=engine, **kwargs)
+                with store_lock(url):  # a fresh file gets its tables once, whoever opens it at the same time
+                    return optuna.storages.RDBStorage(url, engine_kwargs=engine, **kwargs)
             if "://" in url:
                 engine = {"pool_pre_ping": True}
                 if url.startswith("postgresql"):
@@ -412,10 +475,6 @@ def run_study(space: SearchSpace, ctx: TrialContext, *, storage: StorageOptions,
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     hook = _stale_trial_hook(tracker) if tracker is not None else None
     study = create_study(space, open_storage(storage, on_stale=hook), study_name, ctx.objective.direction)
-    if storage.heartbeat or not storage.url.startswith("sqlite"):
-        # A shared study: workers built the same seeded sampler, so each draws from its own random stream
-        # instead of proposing the same params as the others.
-        study.sampler.reseed_rng()
     study.set_user_attr("aloss_tune.space", space.to_dict())
     study.set_user_attr("aloss_tune.objective", {"metric": ctx.objective.metric,
                                                  "direction": ctx.objective.direction})
