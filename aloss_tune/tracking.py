@@ -347,6 +347,22 @@ class StudyTracker:
         runs.sort(key=lambda r: (r.info.start_time, r.info.run_id))
         return runs[0].info.run_id, runs[0].info.start_time
 
+    def end_parent(self, status: str = "KILLED") -> bool:
+        """End the study's parent run with ``status`` if it is still RUNNING (its workers were stopped before
+        they could end it); returns whether it was ended here. Does not create anything."""
+        return bool(self.guard(self._end_parent, status))
+
+    def _end_parent(self, status: str) -> bool:
+        experiment = self.client.get_experiment_by_name(self.settings.experiment or self.study)
+        if experiment is None:
+            return False
+        self.experiment_id = experiment.experiment_id
+        found = self._oldest_parent()
+        if found is None or self.client.get_run(found[0]).info.status != "RUNNING":
+            return False
+        self.client.set_terminated(found[0], status=status)
+        return True
+
     def _log_parent_setup(self) -> None:
         from mlflow.entities import Param
 

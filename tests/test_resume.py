@@ -6,7 +6,10 @@ Read back through the engines' own clients (`optuna.load_study`, `MlflowClient`)
 
 from __future__ import annotations
 
+import logging
 import os
+import platform
+import signal
 import subprocess
 import sys
 import time
@@ -18,7 +21,7 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 from aloss_tune.api import tune
-from aloss_tune.backends.optuna import RUN_ATTR, WORKER_ATTR
+from aloss_tune.backends.optuna import ERROR_ATTR, PARAMS_ATTR, RUN_ATTR, WORKER_ATTR
 from aloss_tune.cli import main
 from aloss_tune.tracking import StudyTracker, TrackingSettings
 
@@ -206,3 +209,158 @@ def test_a_study_name_with_a_quote_resumes_its_parent_run(tmp_path, stores, monk
     assert len(parents) == 1
     assert sorted(r.info.run_name for r in children) == ["trial-0", "trial-1"]
     assert {r.data.tags["mlflow.parentRunId"] for r in children} == {parents[0].info.run_id}
+
+
+# --------------------------------------------------------------------------------------- nothing left RUNNING
+def _dead_pid() -> int:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def _leave_running(study: str, stores: dict[str, str], worker: str) -> int:
+    """A trial RUNNING in Optuna with a RUNNING MLflow run, as a process killed mid-trial leaves them."""
+    from aloss_tune.backends.optuna import SEED_ATTR
+
+    optuna_study = optuna.load_study(study_name=study, storage=stores["storage"])
+    trial = optuna_study.ask()
+    trial.suggest_categorical("loss", ["mse", "huber"])
+    trial.set_user_attr(PARAMS_ATTR, {"loss": trial.params["loss"]})
+    trial.set_user_attr(SEED_ATTR, trial.number)
+    trial.set_user_attr(WORKER_ATTR, worker)
+    tracker = StudyTracker(TrackingSettings(tracking_uri=stores["tracking_uri"]), study, backend="optuna")
+    tracker.open()
+    run = tracker.start_trial(trial.number, {"loss": trial.params["loss"]}, seed=trial.number)
+    trial.set_user_attr(RUN_ATTR, run.resolve())
+    return trial.number
+
+
+@pytest.mark.slow
+def test_trials_of_a_dead_process_are_reported_and_failed_on_a_rerun(tmp_path, stores, monkeypatch, capsys,
+                                                                      caplog):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(HERE))
+    space = write_space(tmp_path, n_trials=1)
+    args = ["tune", space, "--storage", stores["storage"], "--tracking-uri", stores["tracking_uri"],
+            "--quiet"]
+    assert main(args) == 0
+    host = platform.node() or "localhost"
+    dead = [_leave_running("s", stores, f"{host}:{_dead_pid()}") for _ in range(2)]
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    try:
+        alive = _leave_running("s", stores, f"{host}:{sleeper.pid}")
+        elsewhere = _leave_running("s", stores, "another-host:4242")
+        capsys.readouterr()
+        caplog.clear()
+        with caplog.at_level(logging.WARNING):
+            assert main(args) == 0
+        out = capsys.readouterr().out
+        messages = [r.getMessage() for r in caplog.records]
+        assert (f"2 trials left RUNNING by a process that is gone: #{dead[0]}, #{dead[1]}; marked FAIL."
+                in messages), messages
+        assert any(f"still RUNNING: #{alive}, #{elsewhere}" in m and "--reclaim" in m
+                   for m in messages), messages
+        assert "study 's' (optuna): 2 complete, 0 pruned, 2 failed, 2 running" in out
+        trials = trials_of("s", stores["storage"])
+        assert [trials[n].state for n in dead] == [FAIL, FAIL]
+        assert "gone" in trials[dead[0]].user_attrs[ERROR_ATTR]
+        assert trials[alive].state == trials[elsewhere].state == RUNNING
+        client, parents, children = runs_of(stores["tracking_uri"], "s")
+        for number in dead:
+            run = client.get_run(trials[number].user_attrs[RUN_ATTR])
+            assert run.info.status == "FAILED" and run.data.tags["aloss_tune.state"] == "failed"
+            assert "error.txt" in [a.path for a in client.list_artifacts(run.info.run_id)]
+        assert sorted(r.info.run_name for r in children if r.info.status == "RUNNING") == [
+            f"trial-{alive}", f"trial-{elsewhere}"]
+
+        # --reclaim: the user knows no other process runs the study; every RUNNING trial is failed.
+        caplog.clear()
+        with caplog.at_level(logging.WARNING):
+            assert main([*args, "--reclaim", "--n-trials", "1"]) == 0
+        assert "study 's' (optuna): 3 complete, 0 pruned, 4 failed" in capsys.readouterr().out
+        assert any("2 trials left RUNNING" in r.getMessage() and "--reclaim" in r.getMessage()
+                   for r in caplog.records)
+        assert not [t.number for t in trials_of("s", stores["storage"]) if t.state == RUNNING]
+        _, _, children = runs_of(stores["tracking_uri"], "s")
+        assert not [r.info.run_name for r in children if r.info.status == "RUNNING"]
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+
+
+@pytest.mark.slow
+def test_a_killed_run_then_a_plain_rerun_leaves_nothing_running(tmp_path):
+    storage, tracking = f"sqlite:///{tmp_path / 'optuna.db'}", f"sqlite:///{tmp_path / 'mlflow.db'}"
+    space = write_space(tmp_path, epochs=40, n_trials=5, sampler="random")
+    stores = ["--storage", storage, "--tracking-uri", tracking, "--quiet"]
+    worker = start_cli("tune", space, *stores, cwd=tmp_path)
+    try:
+        victim = wait_for(lambda: in_training("s", storage), timeout=180, what="a trial in training")[0]
+        worker.send_signal(signal.SIGKILL)
+    finally:
+        worker.kill()
+        worker.communicate()
+    done = sum(t.state == COMPLETE for t in trials_of("s", storage))
+    rerun = start_cli("tune", space, *stores, "--n-trials", "1", "--timeout", "1", cwd=tmp_path)
+    stdout, stderr = rerun.communicate(timeout=180)
+    assert rerun.returncode == 0, stderr[-3000:]
+    assert f"1 trial left RUNNING by a process that is gone: #{victim.number}; marked FAIL." in stderr
+    assert f"{done + 1} complete, 0 pruned, 1 failed" in stdout
+    trials = trials_of("s", storage)
+    assert trials[victim.number].state == FAIL
+    client, parents, children = runs_of(tracking, "s")
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    assert len(children) == len(trials)
+    assert client.get_run(victim.user_attrs[RUN_ATTR]).info.status == "FAILED"
+    assert not [r.info.run_name for r in children if r.info.status == "RUNNING"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("how", ["ctrl-c", "sigterm"])
+def test_stopping_local_workers_ends_every_run(tmp_path, how):
+    """Ctrl-C on a terminal reaches the whole process group; SIGTERM (preemption) only the command."""
+    storage, tracking = f"sqlite:///{tmp_path / 'optuna.db'}", f"sqlite:///{tmp_path / 'mlflow.db'}"
+    space = write_space(tmp_path, epochs=40, n_trials=8, sampler="random")
+    command = start_cli("tune", space, "--workers", "2", "--storage", storage, "--tracking-uri", tracking,
+                        cwd=tmp_path, start_new_session=True)
+    try:
+        wait_for(lambda: in_training("s", storage, 2), timeout=240, what="two trials in training")
+        if how == "ctrl-c":
+            os.killpg(command.pid, signal.SIGINT)
+        else:
+            command.send_signal(signal.SIGTERM)
+        stdout, stderr = command.communicate(timeout=120)
+    finally:
+        if command.poll() is None:
+            os.killpg(command.pid, signal.SIGKILL)
+        command.communicate()
+    assert command.returncode == 130, stderr[-3000:]
+    assert "Traceback" not in stderr, stderr[-3000:]
+    trials = trials_of("s", storage)
+    assert not [t.number for t in trials if t.state == RUNNING]
+    failed = [t for t in trials if t.state == FAIL]
+    assert len(failed) == 2
+    client, parents, children = runs_of(tracking, "s")
+    assert len(parents) == 1 and parents[0].info.status == "KILLED"
+    assert len(children) == len(trials)
+    assert not [r.info.run_name for r in children if r.info.status == "RUNNING"]
+    for trial in failed:
+        run = client.get_run(trial.user_attrs[RUN_ATTR])
+        assert run.info.status == "FAILED"
+        assert "error.txt" in [a.path for a in client.list_artifacts(run.info.run_id)]
+
+
+def test_a_failed_trial_is_one_line_and_its_traceback_is_in_error_txt(tmp_path, stores, caplog):
+    space = yaml.safe_load(Path(write_space(tmp_path, n_trials=2, sampler="random")).read_text())
+    space["model"] = {"builder": "helpers.user_side:build", "params": {"mode": "fail"}}
+    with caplog.at_level(logging.WARNING):
+        result = tune(space, **stores)
+    assert result.counts == {"complete": 0, "pruned": 0, "failed": 2}
+    records = [r for r in caplog.records if r.name.startswith("optuna")]
+    assert [r.getMessage() for r in records] == [
+        f"trial {n} failed: {result.study.trials[n].user_attrs[ERROR_ATTR]}" for n in (0, 1)]
+    assert all(r.exc_info is None and "\n" not in r.getMessage() for r in records)
+    client, _, children = runs_of(stores["tracking_uri"], "s")
+    for run in children:
+        text = Path(client.download_artifacts(run.info.run_id, "error.txt", str(tmp_path))).read_text()
+        assert "Traceback" in text and "deliberate failure" in text
