@@ -3,8 +3,8 @@
 Two ``aloss-tune tune`` commands started at the same moment in a fresh folder both create ``mlflow.db``
 (MLflow runs its schema migrations) and ``aloss_tune.db`` (Optuna creates its tables); without a lock one of
 them fails on a table the other has just made (``table ... already exists``). The lock is ``<file>.lock``
-beside the store, taken with ``fcntl.flock`` (POSIX); elsewhere, or for stores that are not SQLite files, it
-is a no-op.
+beside the store, taken with ``fcntl.flock`` (POSIX) and removed when released; elsewhere, or for stores that
+are not SQLite files, it is a no-op.
 """
 
 from __future__ import annotations
@@ -27,7 +27,11 @@ def sqlite_path(url: str) -> Path | None:
 
 @contextlib.contextmanager
 def store_lock(url: str) -> Iterator[None]:
-    """Hold ``<file>.lock`` for a SQLite URL within the block (waits for another process holding it)."""
+    """Hold ``<file>.lock`` for a SQLite URL within the block (waits for another process holding it).
+
+    The holder removes the lock file when it is done, so none is left beside the store; a process that got
+    the lock on a file removed meanwhile takes it again on the new one.
+    """
     path = sqlite_path(url)
     try:
         import fcntl
@@ -36,13 +40,23 @@ def store_lock(url: str) -> Iterator[None]:
     if path is None or fcntl is None:
         yield
         return
-    try:
-        fd = os.open(path.with_name(path.name + ".lock"), os.O_RDWR | os.O_CREAT, 0o666)
-    except OSError:  # a folder we cannot write to: opening the store reports it better
-        yield
-        return
-    try:
+    lock = path.with_name(path.name + ".lock")
+    while True:
+        try:
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
+        except OSError:  # a folder we cannot write to: opening the store reports it better
+            yield
+            return
         fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            if os.stat(lock).st_ino == os.fstat(fd).st_ino:
+                break
+        except FileNotFoundError:
+            pass
+        os.close(fd)  # the holder before us removed this file: lock the new one
+    try:
         yield
     finally:
+        with contextlib.suppress(OSError):
+            os.unlink(lock)
         os.close(fd)  # releases the lock

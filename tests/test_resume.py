@@ -181,6 +181,7 @@ def test_processes_creating_the_stores_together_do_not_race(tmp_path):
         assert proc.returncode == 0 and stdout.strip() == "ok", stderr[-3000:]
     _, parents, _ = runs_of(f"sqlite:///{tmp_path / 'mlflow.db'}", "s")
     assert len(parents) == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["aloss_tune.db", "mlflow.db"]  # no lock file left
 
 
 # ------------------------------------------------------------------------------------ study names with quotes
