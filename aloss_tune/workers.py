@@ -26,6 +26,8 @@ import multiprocessing
 import os
 import queue as queue_module
 import signal
+import sys
+import threading
 import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -265,16 +267,32 @@ def _raise_interrupt(signum: int, frame: Any) -> None:
 
 @contextlib.contextmanager
 def interrupt_once() -> Iterator[None]:
-    """Within the block, the first SIGINT or SIGTERM raises KeyboardInterrupt and later ones are ignored.
+    """Within the block, SIGINT or SIGTERM raises KeyboardInterrupt, unless the study is already ending after
+    one (`aloss_tune.backends.optuna.STOPPING`): then it is ignored.
 
     For a worker: Ctrl-C on a terminal reaches it, then its parent interrupts it again (`_stop`); a second
     KeyboardInterrupt would cut short the cleanup that ends its trial, its run and the study's parent run.
+    A KeyboardInterrupt raised inside a finaliser or weakref callback, where Python only prints it, is
+    delivered again a moment later (from a thread: a signal sent to itself would be handled inside the
+    same callback).
     """
 
+    def stopping() -> bool:
+        backend = sys.modules.get("aloss_tune.backends.optuna")
+        return backend is not None and backend.STOPPING.is_set()
+
     def handler(signum: int, frame: Any) -> None:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(sig, signal.SIG_IGN)
-        _raise_interrupt(signum, frame)
+        if not stopping():
+            _raise_interrupt(signum, frame)
+
+    previous_hook = sys.unraisablehook
+
+    def unraisable(info: Any) -> None:
+        if isinstance(info.exc_value, KeyboardInterrupt):
+            if not stopping():
+                threading.Timer(0.05, os.kill, (os.getpid(), signal.SIGINT)).start()
+            return
+        previous_hook(info)
 
     previous = {}
     try:
@@ -282,9 +300,12 @@ def interrupt_once() -> Iterator[None]:
             previous[sig] = signal.signal(sig, handler)
     except ValueError:  # not the main thread
         pass
+    if previous:
+        sys.unraisablehook = unraisable
     try:
         yield
     finally:
+        sys.unraisablehook = previous_hook
         for sig, old in previous.items():
             signal.signal(sig, old)
 

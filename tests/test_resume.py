@@ -345,6 +345,7 @@ def test_stopping_local_workers_ends_every_run(tmp_path, how):
     assert len(parents) == 1 and parents[0].info.status == "KILLED"
     assert len(children) == len(trials)
     assert not [r.info.run_name for r in children if r.info.status == "RUNNING"]
+    assert {r.info.run_id for r in children} == {t.user_attrs[RUN_ATTR] for t in trials}
     for trial in failed:
         run = client.get_run(trial.user_attrs[RUN_ATTR])
         assert run.info.status == "FAILED"
@@ -365,3 +366,28 @@ def test_a_failed_trial_is_one_line_and_its_traceback_is_in_error_txt(tmp_path, 
     for run in children:
         text = Path(client.download_artifacts(run.info.run_id, "error.txt", str(tmp_path))).read_text()
         assert "Traceback" in text and "deliberate failure" in text
+
+
+_LOST_IN_A_FINALISER = """
+import os, signal, time
+from aloss_tune.workers import interrupt_once
+
+class Finalised:
+    def __del__(self):
+        os.kill(os.getpid(), signal.SIGINT)  # handled here, inside the finaliser: Python drops the exception
+
+try:
+    with interrupt_once():
+        Finalised()
+        time.sleep(10)
+    print("not interrupted")
+except KeyboardInterrupt as exc:
+    print("interrupted:", exc)
+"""
+
+
+def test_an_interrupt_lost_in_a_finaliser_is_delivered_again():
+    out = subprocess.run([sys.executable, "-c", _LOST_IN_A_FINALISER], env=_env(), capture_output=True,
+                         text=True, timeout=60)
+    assert out.stdout.strip() == "interrupted: signal SIGINT", out.stderr[-3000:]
+    assert out.stderr == ""

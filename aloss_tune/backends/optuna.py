@@ -25,6 +25,7 @@ import contextlib
 import logging
 import os
 import re
+import threading
 import traceback
 import warnings
 from collections.abc import Callable, Iterator
@@ -56,6 +57,9 @@ LOST_WORKER = "worker lost (no heartbeat)"
 GONE = "left RUNNING by a process that is gone"
 
 _log = logging.getLogger("aloss_tune.optuna")
+# Set once this process has begun ending its study after an interrupt: a worker's signal handler then
+# ignores further signals rather than cut short the ending of its trial and runs (`aloss_tune.workers`).
+STOPPING = threading.Event()
 
 
 class OptunaSuggester:
@@ -377,8 +381,11 @@ class Objective:
                 raise
             raise TrialFailed(message) from exc
         except BaseException:  # interrupted (Ctrl-C, SystemExit): never leave the run RUNNING
+            STOPPING.set()
             if run is not None:
                 run.finish("failed", error="interrupted\n" + traceback.format_exc())
+                with contextlib.suppress(Exception):  # the interrupt goes on whatever the storage says
+                    record_run()  # interrupted before its first epoch: the run was created just now
             raise
         trial.set_user_attr(CONFIG_ATTR, outcome.loss_config)
         trial.set_user_attr(HISTORY_ATTR, outcome.history)
@@ -599,6 +606,7 @@ def run_study(space: SearchSpace, ctx: TrialContext, *, storage: StorageOptions,
     """
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     quiet_failed_trials()
+    STOPPING.clear()
     hook = _stale_trial_hook(tracker) if tracker is not None else None
     study = create_study(space, open_storage(storage, on_stale=hook), study_name, ctx.objective.direction)
     study.set_user_attr("aloss_tune.space", space.to_dict())
@@ -635,6 +643,7 @@ def run_study(space: SearchSpace, ctx: TrialContext, *, storage: StorageOptions,
                 show_progress_bar=progress,
             )
     except BaseException:
+        STOPPING.set()
         status = "KILLED"
         raise
     finally:
