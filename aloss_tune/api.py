@@ -60,6 +60,7 @@ def tune(
     heartbeat_interval: int | None = None,
     retries: int = 0,
     directory: str | Path | None = None,
+    reclaim: bool | None = False,
 ) -> TuneResult:
     """Run (or resume) a study.
 
@@ -80,6 +81,10 @@ def tune(
         heartbeat_interval, retries: Optuna heartbeats for many workers: trials of a dead worker are marked
             failed (and retried ``retries`` times).
         directory: KerasTuner's project root (default ``kt_projects``).
+        reclaim: trials left RUNNING when the study starts (Optuna): by default those of processes of this
+            machine that are gone are marked failed and the others reported; ``True`` marks them all failed
+            (nothing else runs the study); ``None`` skips the check (`aloss_tune.workers` checks once for all
+            its workers).
 
     Everything is validated (space, data, model, objective, storage, tracking store) before any training.
     """
@@ -144,7 +149,7 @@ def tune(
     study = optuna_backend.run_study(
         spec, ctx, storage=options, study_name=spec.study, n_trials=spec.search.n_trials,
         timeout=spec.search.timeout, tracker=tracker, progress=bar, after_study=_artifacts_hook(ctx),
-        trial_log=trial_log,
+        trial_log=trial_log, reclaim=reclaim,
     )
     return _result(spec, ctx, study, url, tracker, settings)
 

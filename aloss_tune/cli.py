@@ -80,6 +80,10 @@ def _add_tune(sub: Any) -> None:
                         "60 with --workers > 1 or a storage other than SQLite, else off; 0: off)")
     p.add_argument("--retries", type=_non_negative_int, default=0,
                    help="retry a dead worker's trial this many times (needs heartbeats)")
+    p.add_argument("--reclaim", action="store_true",
+                   help="mark failed every trial still RUNNING when the command starts (use it when no other "
+                        "process runs the study); without it, only trials of processes of this machine that "
+                        "are gone are marked failed, and the others are reported")
     p.add_argument("--directory", help="KerasTuner project root (default: kt_projects)")
     p.add_argument("--quiet", action="store_true",
                    help="no progress (default: a bar on a terminal, else one line per finished trial)")
@@ -100,6 +104,8 @@ def _tune(args: argparse.Namespace) -> int:
         tracking_uri=args.tracking_uri, mlflow_config=args.mlflow_config,
         heartbeat_interval=args.heartbeat, retries=args.retries, directory=args.directory,
     )
+    if args.reclaim:
+        kwargs["reclaim"] = True
     from aloss_tune.workers import run_workers, sigterm_as_interrupt
 
     if args.workers > 1:

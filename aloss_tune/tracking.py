@@ -66,6 +66,7 @@ from typing import Any
 
 import yaml
 
+from aloss_tune._filelock import store_lock
 from aloss_tune._urls import redact_text, redact_url
 from aloss_tune.errors import ConfigError, UsageError, describe
 
@@ -344,7 +345,8 @@ class StudyTracker:
             for name, value in HTTP_DEFAULTS.items():
                 os.environ.setdefault(name, value)
         _quiet_retry_noise()
-        self.client = MlflowClient(tracking_uri=settings.tracking_uri)
+        with store_lock(settings.tracking_uri):  # the client opens the store: creates a fresh SQLite one
+            self.client = MlflowClient(tracking_uri=settings.tracking_uri)
         # A server's calls are already retried by MLflow's HTTP client; a local store gets a second attempt.
         self.guard = _Guard(settings.tracking_uri, attempts=1 if server else 2)
         self.experiment_id: str | None = None
@@ -446,15 +448,28 @@ class StudyTracker:
 
     def _oldest_parent(self) -> tuple[str, int] | None:
         """``(run_id, start_time)`` of the study's oldest active parent run, or ``None``."""
-        runs = self.client.search_runs(
-            [self.experiment_id], filter_string=f"tags.`{STUDY_TAG}` = '{_quote(self.study)}'",
-            order_by=["attributes.start_time ASC"], max_results=5,
-        )
+        runs = study_runs(self.client, self.experiment_id, self.study, max_results=5)
         runs = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
         if not runs:
             return None
         runs.sort(key=lambda r: (r.info.start_time, r.info.run_id))
         return runs[0].info.run_id, runs[0].info.start_time
+
+    def end_parent(self, status: str = "KILLED") -> bool:
+        """End the study's parent run with ``status`` if it is still RUNNING (its workers were stopped before
+        they could end it); returns whether it was ended here. Does not create anything."""
+        return bool(self.guard(self._end_parent, status))
+
+    def _end_parent(self, status: str) -> bool:
+        experiment = self.client.get_experiment_by_name(self.settings.experiment or self.study)
+        if experiment is None:
+            return False
+        self.experiment_id = experiment.experiment_id
+        found = self._oldest_parent()
+        if found is None or self.client.get_run(found[0]).info.status != "RUNNING":
+            return False
+        self.client.set_terminated(found[0], status=status)
+        return True
 
     def _log_parent_setup(self) -> None:
         from mlflow.entities import Param
@@ -698,5 +713,28 @@ class TrialRun:
         client.set_terminated(run_id, status=STATUS[state])
 
 
-def _quote(text: str) -> str:
-    return text.replace("\\", "\\\\").replace("'", "\\'")
+def tag_filter(key: str, value: str) -> str:
+    """An MLflow search filter for the runs whose tag ``key`` is ``value``, and possibly a few more.
+
+    MLflow's filter grammar takes a value verbatim between single or double quotes, with no escape
+    (``'bob\\'s'`` looks for a backslash). So a value without ``'`` goes between single quotes, one with ``'``
+    but no ``"`` between double quotes, and one with both becomes a ``LIKE`` pattern with ``_`` in place of
+    each quote and backslash: it also matches other values, so check the tag of what it returns
+    (`study_runs` does).
+    """
+    if "'" not in value:
+        return f"tags.`{key}` = '{value}'"
+    if '"' not in value:
+        return f'tags.`{key}` = "{value}"'
+    pattern = "".join("_" if c in "'\"\\" else c for c in value)
+    return f"tags.`{key}` LIKE '{pattern}'"
+
+
+def study_runs(client: Any, experiment_id: str, study: str, *, max_results: int = 1000) -> list[Any]:
+    """The runs (parent and trials) tagged with ``study``, oldest first."""
+    flt = tag_filter(STUDY_TAG, study)
+    if " LIKE " in flt:  # a pattern: look further, the exact check comes after
+        max_results = max(max_results, 1000)
+    runs = client.search_runs([experiment_id], filter_string=flt, order_by=["attributes.start_time ASC"],
+                              max_results=max_results)
+    return [r for r in runs if r.data.tags.get(STUDY_TAG) == study]

@@ -9,7 +9,9 @@ here: this module only starts the processes, waits for them and reads the study 
 the workers (10 trials on 3 workers: 4, 3 and 3), so the study gains exactly ``n_trials`` trials when no
 worker dies. ``timeout`` applies to each worker. A worker that dies (SIGKILL, OOM) does not stop the others;
 the trial it was running is failed, and retried if ``retries`` asks for it, by the heartbeat of a live
-worker (or of the next run on the study), and its share of trials is not run.
+worker (or of the next run on the study), and its share of trials is not run. Ctrl-C or SIGTERM stops the
+workers: each ends its running trial (FAIL) and runs, ignoring further signals while it does; whatever a
+worker could not end (the trial of one killed meanwhile, the parent run) is ended by this process.
 
 Heartbeats are on by default here (`aloss_tune.backends.optuna.DEFAULT_HEARTBEAT_INTERVAL`), whatever the
 storage. Each worker gets ``cpus // n`` threads for TensorFlow and OpenMP unless the environment sets them,
@@ -24,6 +26,8 @@ import multiprocessing
 import os
 import queue as queue_module
 import signal
+import sys
+import threading
 import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -57,7 +61,7 @@ def run_workers(space: Any, workers: int, *, n_trials: int | None = None, timeou
                 storage: str | None = None, study_name: str | None = None,
                 heartbeat_interval: int | None = None, retries: int = 0, tracking: bool = True,
                 tracking_uri: str | None = None, mlflow_config: str | Path | None = None,
-                threads: int | None = None, **tune_kwargs: Any) -> Any:
+                threads: int | None = None, reclaim: bool = False, **tune_kwargs: Any) -> Any:
     """Run one study with ``workers`` processes on this machine; return its `aloss_tune.api.TuneResult`.
 
     Args:
@@ -71,6 +75,9 @@ def run_workers(space: Any, workers: int, *, n_trials: int | None = None, timeou
         heartbeat_interval: seconds between trial heartbeats (default 60; ``0`` turns heartbeats off).
         retries: how many times a trial of a dead worker is run again.
         threads: threads per worker for TensorFlow and OpenMP (default: CPUs // workers).
+        reclaim: mark failed every trial left RUNNING when the command starts (see
+            `aloss_tune.backends.optuna.reclaim_running`; by default only those of processes of this machine
+            that are gone). Checked once, here, before the workers start.
         tracking, tracking_uri, mlflow_config, **tune_kwargs: passed to `aloss_tune.tune` in every worker.
 
     Raises:
@@ -101,10 +108,12 @@ def run_workers(space: Any, workers: int, *, n_trials: int | None = None, timeou
     _check_inputs(spec, url, tune_kwargs)
     settings = _check_stores(url, tracking=tracking, tracking_uri=tracking_uri, mlflow_config=mlflow_config)
     threads = threads or max(1, available_cpus() // len(shares))
+    _reclaim_left_running(name, url, settings, everything=reclaim, heartbeat=bool(heartbeat_interval))
 
     common = dict(tune_kwargs, timeout=timeout, storage=url, study_name=name,
                   heartbeat_interval=heartbeat_interval, retries=retries, tracking=tracking,
-                  tracking_uri=tracking_uri, mlflow_config=mlflow_config, progress=False)
+                  tracking_uri=tracking_uri, mlflow_config=mlflow_config, progress=False,
+                  reclaim=None)  # checked above: a worker must not fail the trial a sibling has just started
     context = multiprocessing.get_context("spawn")
     messages = context.Queue()
     procs = [
@@ -112,7 +121,13 @@ def run_workers(space: Any, workers: int, *, n_trials: int | None = None, timeou
                         args=(i, space, {**common, "n_trials": share}, threads, messages))
         for i, share in enumerate(shares)
     ]
-    reports = _run(procs, messages)
+    try:
+        reports = _run(procs, messages)
+    except KeyboardInterrupt:
+        with _signals_ignored():  # the workers are stopped; what they could not end is ended here
+            _reclaim_left_running(name, url, settings, heartbeat=False)
+            _end_parent_run(name, settings)
+        raise
     _check_outcome(procs, reports)
     parent_run_id = next((r["parent_run_id"] for r in reports.values() if r.get("parent_run_id")), None)
     return load_result(name, url, parent_run_id=parent_run_id,
@@ -134,12 +149,60 @@ def _check_inputs(spec: Any, url: str, tune_kwargs: Mapping[str, Any]) -> None:
     check_storage_url(url)
 
 
+def _reclaim_left_running(study_name: str, url: str, settings: Any, *, everything: bool = False,
+                          heartbeat: bool) -> None:
+    """`aloss_tune.backends.optuna.reclaim_running` on the study, if it exists (its MLflow runs ended too)."""
+    import optuna
+
+    from aloss_tune.backends.optuna import StorageOptions, open_storage, reclaim_running
+
+    storage = open_storage(StorageOptions(url=url, heartbeat_interval=0))
+    try:
+        study = optuna.load_study(study_name=study_name, storage=storage)
+    except KeyError:  # a new study
+        return
+    reclaim_running(study, _tracker(study_name, settings), everything=everything, heartbeat=heartbeat)
+
+
+def _tracker(study_name: str, settings: Any) -> Any:
+    if settings is None:
+        return None
+    from aloss_tune.tracking import StudyTracker
+
+    return StudyTracker(settings, study_name, backend="optuna")
+
+
+def _end_parent_run(study_name: str, settings: Any) -> None:
+    """End the study's parent run as KILLED if the stopped workers left it RUNNING."""
+    tracker = _tracker(study_name, settings)
+    if tracker is not None and tracker.end_parent("KILLED"):
+        _log.warning("the study's MLflow parent run was left RUNNING by the stopped workers; ended as "
+                     "KILLED.")
+
+
+@contextlib.contextmanager
+def _signals_ignored() -> Iterator[None]:
+    """Within the block, Ctrl-C and SIGTERM are ignored (cleanup after the first must not be cut short)."""
+    previous = {}
+    try:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            previous[sig] = signal.signal(sig, signal.SIG_IGN)
+    except ValueError:  # not the main thread
+        pass
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
 def _check_stores(url: str, *, tracking: bool, tracking_uri: str | None, mlflow_config: Any) -> Any:
     """Fail before any worker starts if the storage or the tracking store cannot be reached.
 
     Opening the stores here also creates their tables, once: workers creating a fresh MLflow database
     together would race on its schema migrations.
     """
+    from aloss_tune._filelock import store_lock
     from aloss_tune.backends.optuna import StorageOptions, open_storage
 
     open_storage(StorageOptions(url=url, heartbeat_interval=0))
@@ -157,7 +220,9 @@ def _check_stores(url: str, *, tracking: bool, tracking_uri: str | None, mlflow_
         from aloss_tune._urls import redact_text, redact_url
 
         try:
-            MlflowClient(settings.tracking_uri).search_experiments(max_results=1)
+            with store_lock(settings.tracking_uri):
+                client = MlflowClient(settings.tracking_uri)
+            client.search_experiments(max_results=1)
         except Exception as exc:  # noqa: BLE001 - any store error: a usage error, before training
             reason = redact_text(" ".join(str(exc).split())[:300], settings.tracking_uri)
             raise UsageError(f"cannot open the MLflow tracking store {redact_url(settings.tracking_uri)}: "
@@ -183,7 +248,8 @@ def _run(procs: list[Any], messages: Any) -> dict[int, dict[str, Any]]:
             while any(proc.is_alive() for proc in procs):
                 collect(0.5)
     except KeyboardInterrupt:
-        _stop(procs)
+        with _signals_ignored():  # a second Ctrl-C must not leave the workers unstopped
+            _stop(procs)
         raise
     deadline = time.monotonic() + 5.0
     while len(reports) < len(procs) and time.monotonic() < deadline:  # reports of workers that ended last
@@ -213,6 +279,51 @@ def sigterm_as_interrupt() -> Iterator[None]:
 
 def _raise_interrupt(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt(f"signal {signal.Signals(signum).name}")
+
+
+@contextlib.contextmanager
+def interrupt_once() -> Iterator[None]:
+    """Within the block, SIGINT or SIGTERM raises KeyboardInterrupt, unless the study is already ending after
+    one (`aloss_tune.backends.optuna.STOPPING`): then it is ignored.
+
+    For a worker: Ctrl-C on a terminal reaches it, then its parent interrupts it again (`_stop`); a second
+    KeyboardInterrupt would cut short the cleanup that ends its trial, its run and the study's parent run.
+    A KeyboardInterrupt raised inside a finaliser or weakref callback, where Python only prints it, is
+    delivered again a moment later (from a thread: a signal sent to itself would be handled inside the
+    same callback).
+    """
+
+    def stopping() -> bool:
+        backend = sys.modules.get("aloss_tune.backends.optuna")
+        return backend is not None and backend.STOPPING.is_set()
+
+    def handler(signum: int, frame: Any) -> None:
+        if not stopping():
+            _raise_interrupt(signum, frame)
+
+    previous_hook = sys.unraisablehook
+
+    def unraisable(info: Any) -> None:
+        if isinstance(info.exc_value, KeyboardInterrupt):
+            if not stopping():
+                threading.Timer(0.05, os.kill, (os.getpid(), signal.SIGINT)).start()
+            return
+        previous_hook(info)
+
+    previous = {}
+    try:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            previous[sig] = signal.signal(sig, handler)
+    except ValueError:  # not the main thread
+        pass
+    if previous:
+        sys.unraisablehook = unraisable
+    try:
+        yield
+    finally:
+        sys.unraisablehook = previous_hook
+        for sig, old in previous.items():
+            signal.signal(sig, old)
 
 
 def _stop(procs: list[Any]) -> None:
@@ -302,7 +413,7 @@ def _worker_main(index: int, space: Any, kwargs: dict[str, Any], threads: int, m
         _apply_tensorflow_threads(threads)
         from aloss_tune.api import tune
 
-        with sigterm_as_interrupt():
+        with interrupt_once():
             result = tune(space, **kwargs)
         report.update(parent_run_id=result.parent_run_id, counts=result.counts)
     except KeyboardInterrupt:

@@ -88,11 +88,11 @@ from aloss_tune.space import SearchSpace
 from aloss_tune.tracking import (
     CONTINUES_TAG,
     RETRY_TAG,
-    STUDY_TAG,
     StudyTracker,
     TrackingSettings,
     load_settings,
     missing_store,
+    study_runs,
 )
 
 DEFAULT_DIRECTORY = "kt_projects"
@@ -823,9 +823,7 @@ def _best_from_mlflow(study_name: str, tracking_uri: str | None) -> dict[str, An
         return None
     if experiment is None:
         return None
-    quoted = study_name.replace("\\", "\\\\").replace("'", "\\'")
-    runs = client.search_runs([experiment.experiment_id], filter_string=f"tags.`{STUDY_TAG}` = '{quoted}'",
-                              order_by=["attributes.start_time ASC"], max_results=50)
+    runs = study_runs(client, experiment.experiment_id, study_name, max_results=50)
     parents = [r for r in runs
                if "mlflow.parentRunId" not in r.data.tags and "aloss_tune.best_trial" in r.data.tags]
     if not parents:

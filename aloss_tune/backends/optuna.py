@@ -11,13 +11,21 @@ worker that starts a trial first fails every trial whose heartbeat is older than
 (Optuna's ``fail_stale_trials``), ends that trial's MLflow run as FAILED ("worker lost") and, if asked,
 queues a retry with the same params (Optuna's ``RetryHeartbeatStaleTrialCallback``), which the next free
 worker runs under a new trial number. Heartbeats are on by default (`DEFAULT_HEARTBEAT_INTERVAL`) whenever
-the study may be shared: a storage other than SQLite, or several local workers.
+the study may be shared: a storage other than SQLite, or several local workers. Without heartbeats, a trial
+left RUNNING by a process of this machine that is gone is failed when the next command starts on the study
+(`reclaim_running`).
+
+The samplers are reseeded before each trial from the study's seed and the trial's number
+(`_SeededPerTrial`), so resumed studies and workers sharing one never propose the params of another trial.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import os
+import re
+import threading
 import traceback
 import warnings
 from collections.abc import Callable, Iterator, Mapping
@@ -25,8 +33,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import optuna
 
+from aloss_tune._filelock import store_lock
 from aloss_tune._urls import redact_text, redact_url
 from aloss_tune.distributions import Categorical, Distribution, Float, Int
 from aloss_tune.errors import ConfigError, TrialFailed, UsageError
@@ -43,9 +53,14 @@ ERROR_ATTR = "aloss_tune.error"
 RUN_ATTR = "aloss_tune.mlflow_run_id"
 SEED_ATTR = "aloss_tune.seed"
 WORKER_ATTR = "aloss_tune.worker"
+HEARTBEAT_ATTR = "aloss_tune.heartbeat"
 LOST_WORKER = "worker lost (no heartbeat)"
+GONE = "left RUNNING by a process that is gone"
 
 _log = logging.getLogger("aloss_tune.optuna")
+# Set once this process has begun ending its study after an interrupt: a worker's signal handler then
+# ignores further signals rather than cut short the ending of its trial and runs (`aloss_tune.workers`).
+STOPPING = threading.Event()
 
 
 class OptunaSuggester:
@@ -92,7 +107,64 @@ def check_search(space: SearchSpace) -> None:
     make_pruner(space)
 
 
+def trial_seed(seed: int, number: int) -> int:
+    """The seed of the sampler's random streams for trial ``number`` of a study seeded with ``seed``."""
+    return int(np.random.SeedSequence([seed, number]).generate_state(1)[0])
+
+
+class _SeededPerTrial:
+    """Reseeds the sampler's random streams before each trial from ``(seed, trial number)``.
+
+    A sampler seeded once draws the same sequence in every process: a resumed study (same seed, a new
+    process) would propose again the params of its first trials (TPE's start-up trials are random draws),
+    and processes sharing a study would propose the same params as each other. Seeding each trial from its
+    number, which the storage hands out once per study, makes trial n's draw the same in a fresh study
+    (reproducible) and different from every other trial's, whichever process runs it. (TPE's later trials
+    also depend on the trials already finished, as they should.)
+    """
+
+    _seed: int
+
+    def before_trial(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        value = trial_seed(self._seed, trial.number)
+        for name in ("_rng", "_cma_rng"):
+            state = getattr(self, name, None)
+            if state is not None:
+                state.rng.seed(value)
+        for name in ("_random_sampler", "_independent_sampler"):
+            inner = getattr(self, name, None)
+            if isinstance(inner, optuna.samplers.RandomSampler):
+                inner._rng.rng.seed(value)
+        super().before_trial(study, trial)  # type: ignore[misc]
+
+
+class SeededTPESampler(_SeededPerTrial, optuna.samplers.TPESampler):
+    """`optuna.samplers.TPESampler` reseeded per trial (`_SeededPerTrial`)."""
+
+    def __init__(self, *, seed: int, **kwargs: Any):
+        super().__init__(seed=seed, **kwargs)
+        self._seed = seed
+
+
+class SeededRandomSampler(_SeededPerTrial, optuna.samplers.RandomSampler):
+    """`optuna.samplers.RandomSampler` reseeded per trial (`_SeededPerTrial`)."""
+
+    def __init__(self, *, seed: int, **kwargs: Any):
+        super().__init__(seed=seed, **kwargs)
+        self._seed = seed
+
+
+class SeededCmaEsSampler(_SeededPerTrial, optuna.samplers.CmaEsSampler):
+    """`optuna.samplers.CmaEsSampler` reseeded per trial (`_SeededPerTrial`)."""
+
+    def __init__(self, *, seed: int, **kwargs: Any):
+        super().__init__(seed=seed, **kwargs)
+        self._seed = seed
+
+
 def make_sampler(space: SearchSpace) -> optuna.samplers.BaseSampler:
+    """The space's sampler, seeded per trial (see `_SeededPerTrial`); the grid sampler as Optuna makes it
+    (it never proposes a point already run, in any process)."""
     search = space.search
     args = dict(search.sampler_args)
     seed = search.seed
@@ -102,13 +174,13 @@ def make_sampler(space: SearchSpace) -> optuna.samplers.BaseSampler:
             args.setdefault("multivariate", True)
             args.setdefault("group", True)  # conditional (per-loss) parameters
             with _quiet_experimental():
-                return optuna.samplers.TPESampler(seed=seed, **args)
+                return SeededTPESampler(seed=seed, **args)
         if search.sampler == "random":
-            return optuna.samplers.RandomSampler(seed=seed, **args)
+            return SeededRandomSampler(seed=seed, **args)
         if search.sampler == "cmaes":
             # CMA-ES handles the numeric parameters; the loss choice falls to its independent sampler.
             args.setdefault("warn_independent_sampling", False)
-            return optuna.samplers.CmaEsSampler(seed=seed, **args)
+            return SeededCmaEsSampler(seed=seed, **args)
         grid = {}
         for name, dist in space.search_params().items():
             grid[name] = list(_grid_values(dist))
@@ -278,7 +350,8 @@ def open_storage(options: StorageOptions, *,
         with _quiet_experimental():
             if url.startswith("sqlite:"):
                 engine = {"connect_args": {"timeout": 60}}
-                return optuna.storages.RDBStorage(url, engine_kwargs=engine, **kwargs)
+                with store_lock(url):  # a fresh file gets its tables once, whoever opens it at the same time
+                    return optuna.storages.RDBStorage(url, engine_kwargs=engine, **kwargs)
             if "://" in url:
                 engine = {"pool_pre_ping": True}
                 if url.startswith("postgresql"):
@@ -319,11 +392,13 @@ def _quiet_experimental() -> Iterator[None]:
 class Objective:
     """The define-by-run objective: sample, track, train, report each epoch for pruning, return the value."""
 
-    def __init__(self, ctx: TrialContext, tracker: StudyTracker | None, *, seed: int):
+    def __init__(self, ctx: TrialContext, tracker: StudyTracker | None, *, seed: int,
+                 heartbeat: bool = False):
         self.ctx = ctx
         self.tracker = tracker
         self.seed = seed
         self.config_errors: dict[int, str] = {}  # trial number -> the ConfigError that failed it
+        self.heartbeat = heartbeat
 
     def __call__(self, trial: optuna.Trial) -> float:
         ctx = self.ctx
@@ -332,6 +407,7 @@ class Objective:
         trial.set_user_attr(PARAMS_ATTR, params)
         trial.set_user_attr(SEED_ATTR, seed)
         trial.set_user_attr(WORKER_ATTR, worker_id())
+        trial.set_user_attr(HEARTBEAT_ATTR, self.heartbeat)  # how a lost worker's trial will be found
         # A retry of a lost trial (same params, new number) inherits the lost trial's attributes.
         retry_of = trial.storage.get_trial_system_attrs(trial._trial_id).get("failed_trial")
         run = None
@@ -384,8 +460,11 @@ class Objective:
                 raise
             raise TrialFailed(message) from exc
         except BaseException:  # interrupted (Ctrl-C, SystemExit): never leave the run RUNNING
+            STOPPING.set()
             if run is not None:
                 run.finish("failed", error="interrupted\n" + traceback.format_exc())
+                with contextlib.suppress(Exception):  # the interrupt goes on whatever the storage says
+                    record_run()  # interrupted before its first epoch: the run was created just now
             raise
         trial.set_user_attr(CONFIG_ATTR, outcome.loss_config)
         trial.set_user_attr(HISTORY_ATTR, outcome.history)
@@ -412,12 +491,17 @@ def best_summary(study: optuna.Study) -> dict[str, Any] | None:
 
 
 def state_counts(study: optuna.Study) -> dict[str, int]:
-    """``{"complete": n, "pruned": n, "failed": n}`` over the study's trials (running ones not counted)."""
+    """``{"complete": n, "pruned": n, "failed": n}`` over the study's trials, and ``"running": n`` when some
+    are still running (in other processes, or left so by a process that is gone)."""
     counts = dict.fromkeys(_STATE_NAMES.values(), 0)
+    running = 0
     for trial in study.get_trials(deepcopy=False):
         name = _STATE_NAMES.get(trial.state)
         if name is not None:
             counts[name] += 1
+        running += trial.state == optuna.trial.TrialState.RUNNING
+    if running:
+        counts["running"] = running
     return counts
 
 
@@ -449,6 +533,115 @@ _STATE_NAMES = {
     optuna.trial.TrialState.PRUNED: "pruned",
     optuna.trial.TrialState.FAIL: "failed",
 }
+
+
+def reclaim_running(study: optuna.Study, tracker: StudyTracker | None, *, everything: bool = False,
+                    heartbeat: bool = False) -> list[int]:
+    """Fail the trials left RUNNING by processes that are gone, end their MLflow runs; returns their numbers.
+
+    Without heartbeats nothing tells a trial of a killed process from a running one, so when a command starts:
+
+    * a trial whose worker (``host:pid``) is a process of this machine that has ended is failed (a live
+      process, even a sibling worker, is never touched);
+    * a trial of another machine, or of a live process, is only reported (with how many there are), unless
+      ``everything`` (``--reclaim``: the user knows that nothing else runs the study) fails it too;
+    * with ``heartbeat`` on, a trial that was running with heartbeats is left to them (its retry included).
+    """
+    trials = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
+    gone, others = [], []
+    for trial in trials:
+        if everything:
+            gone.append(trial)
+        elif heartbeat and trial.user_attrs.get(HEARTBEAT_ATTR):
+            continue
+        elif process_gone(trial.user_attrs.get(WORKER_ATTR)):
+            gone.append(trial)
+        else:
+            others.append(trial)
+    how = "marked failed by --reclaim" if everything else "marked failed"
+    failed = [t.number for t in gone if _fail_left_running(study, t, tracker, how)]
+    if failed:
+        _log.warning("%s left RUNNING %s: %s; marked FAIL%s.", _trials(len(failed)),
+                     "when this command started" if everything else "by a process that is gone",
+                     ", ".join(f"#{n}" for n in failed), " (--reclaim)" if everything else "")
+    if others:
+        _log.warning("%s still RUNNING: %s, in other processes or on other machines; if none of them runs "
+                     "any more, rerun with --reclaim to mark them failed.", _trials(len(others)),
+                     ", ".join(f"#{t.number}" for t in others))
+    return failed
+
+
+def _trials(n: int) -> str:
+    return f"{n} trial" + ("" if n == 1 else "s")
+
+
+def process_gone(worker: str | None) -> bool:
+    """Whether ``worker`` (``host:pid``) is a process of this machine that has ended (unknown: ``False``)."""
+    host, _, pid = (worker or "").rpartition(":")
+    if host != worker_id().rpartition(":")[0] or not pid.isdigit() or int(pid) == os.getpid():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # it exists (another user's)
+        return False
+    try:  # a killed process its parent has not reaped yet
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as fh:
+            return fh.read().rpartition(")")[2].split()[0] == "Z"
+    except (OSError, IndexError):
+        return False
+
+
+def _fail_left_running(study: optuna.Study, trial: optuna.trial.FrozenTrial, tracker: StudyTracker | None,
+                       how: str) -> bool:
+    """Mark one trial left RUNNING as failed (unless it finished meanwhile) and end its MLflow run."""
+    worker = trial.user_attrs.get(WORKER_ATTR, "unknown")
+    reason = "when a command started" if how.endswith("--reclaim") else GONE
+    message = f"trial {trial.number} {reason} (worker {worker}); {how}."
+    storage = study._storage
+    try:
+        storage.set_trial_user_attr(trial._trial_id, ERROR_ATTR, message)
+        storage.set_trial_state_values(trial._trial_id, optuna.trial.TrialState.FAIL)
+    except optuna.exceptions.UpdateFinishedTrialError:  # its process was alive after all, and finished it
+        return False
+    run_id = trial.user_attrs.get(RUN_ATTR)
+    if tracker is not None and run_id:
+        tracker.end_lost_run(run_id, "failed", error=message)
+    return True
+
+
+class _OneLinePerFailure(logging.Filter):
+    """Optuna logs a failed trial with its params and full traceback, then its value on a second line.
+
+    Keep one line, ``trial N failed: <exception type>: <message>``: the traceback is in the trial run's
+    ``error.txt`` (MLflow) and the message in the trial's ``aloss_tune.error`` attribute.
+    """
+
+    FAILED = re.compile(r"Trial (\d+) failed with (parameters|value)")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        found = self.FAILED.match(str(record.msg))
+        if found is None:
+            return True
+        if found.group(2) == "value" or record.exc_info is None or record.exc_info[1] is None:
+            return found.group(2) != "value"
+        exc = record.exc_info[1]
+        text = " ".join(str(exc).split())
+        if isinstance(exc, KeyboardInterrupt):
+            text = "interrupted" + (f" ({text})" if text else "")
+        elif not isinstance(exc, TrialFailed):  # a TrialFailed message names the original error already
+            text = f"{type(exc).__name__}: {text}"
+        record.msg, record.args = "trial %s failed: %s", (found.group(1), text[:500])
+        record.exc_info = record.exc_text = None
+        return True
+
+
+def quiet_failed_trials() -> None:
+    """Install `_OneLinePerFailure` on Optuna's optimize logger (once)."""
+    logger = logging.getLogger("optuna.study._optimize")
+    if not any(isinstance(f, _OneLinePerFailure) for f in logger.filters):
+        logger.addFilter(_OneLinePerFailure())
 
 
 def _reclaim(study: optuna.Study, tracker: StudyTracker | None, *, fail_stale: bool) -> None:
@@ -502,20 +695,20 @@ def _line_per_trial(log: Any) -> Any:
 def run_study(space: SearchSpace, ctx: TrialContext, *, storage: StorageOptions, study_name: str,
               n_trials: int | None, timeout: float | None, tracker: StudyTracker | None,
               progress: bool = False, max_consecutive_failures: int = 5,
-              after_study: Any = None, trial_log: Any = None) -> optuna.Study:
+              after_study: Any = None, trial_log: Any = None, reclaim: bool | None = False) -> optuna.Study:
     """Run (or resume, or join) ``study_name`` until this worker has done ``n_trials`` or ``timeout``.
 
     Lost trials are reclaimed on the way: with heartbeats on, trials of dead workers are failed (and
     retried) when this worker starts each trial and once more when it ends, and the MLflow runs of trials
     that finished without their worker ending them are ended (`end_lost_runs`) when it starts and ends.
+    Trials left RUNNING by a process that is gone are failed when it starts (`reclaim_running`; ``reclaim``:
+    every RUNNING trial; ``None``: no check, the caller made it).
     """
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    quiet_failed_trials()
+    STOPPING.clear()
     hook = _stale_trial_hook(tracker) if tracker is not None else None
     study = create_study(space, open_storage(storage, on_stale=hook), study_name, ctx.objective.direction)
-    if storage.heartbeat or not storage.url.startswith("sqlite"):
-        # A shared study: workers built the same seeded sampler, so each draws from its own random stream
-        # instead of proposing the same params as the others.
-        study.sampler.reseed_rng()
     study.set_user_attr("aloss_tune.space", space.to_dict())
     study.set_user_attr("aloss_tune.objective", {"metric": ctx.objective.metric,
                                                  "direction": ctx.objective.direction})
@@ -525,7 +718,7 @@ def run_study(space: SearchSpace, ctx: TrialContext, *, storage: StorageOptions,
         study.set_user_attr("aloss_tune.baseline", baseline)
     status = "FINISHED"
     failures = {"consecutive": 0}
-    objective = Objective(ctx, tracker, seed=space.search.seed)
+    objective = Objective(ctx, tracker, seed=space.search.seed, heartbeat=bool(storage.heartbeat))
     # This worker's trials, each as the message of the ConfigError that failed it (None: anything else).
     config_errors: list[str | None] = []
 
@@ -545,6 +738,8 @@ def run_study(space: SearchSpace, ctx: TrialContext, *, storage: StorageOptions,
         else:
             failures["consecutive"] = 0
 
+    if reclaim is not None:
+        reclaim_running(study, tracker, everything=reclaim, heartbeat=bool(storage.heartbeat))
     if tracker is not None:
         tracker.start()
         if not tracker.created_parent:  # a new parent has no runs yet, lost or not
@@ -558,6 +753,7 @@ def run_study(space: SearchSpace, ctx: TrialContext, *, storage: StorageOptions,
                 show_progress_bar=progress,
             )
     except BaseException:
+        STOPPING.set()
         status = "KILLED"
         raise
     finally:
