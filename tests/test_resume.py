@@ -354,14 +354,28 @@ def test_stopping_local_workers_ends_every_run(tmp_path, how):
 
 def test_a_failed_trial_is_one_line_and_its_traceback_is_in_error_txt(tmp_path, stores, caplog):
     space = yaml.safe_load(Path(write_space(tmp_path, n_trials=2, sampler="random")).read_text())
-    space["model"] = {"builder": "helpers.user_side:build", "params": {"mode": "fail"}}
+    space["model"] = {"builder": "helpers.user_side:build", "params": {"units": 8}}
+    builds = []
+
+    def build_then_fail(params):  # the up-front check of the space builds it; every trial fails
+        from helpers.user_side import build
+
+        builds.append(params)
+        return build({**params, "model.mode": "fail" if len(builds) > 1 else "ok"})
+
     with caplog.at_level(logging.WARNING):
-        result = tune(space, **stores)
+        result = tune(space, build_model=build_then_fail, progress=False, **stores)
     assert result.counts == {"complete": 0, "pruned": 0, "failed": 2}
     records = [r for r in caplog.records if r.name.startswith("optuna")]
     assert [r.getMessage() for r in records] == [
         f"trial {n} failed: {result.study.trials[n].user_attrs[ERROR_ATTR]}" for n in (0, 1)]
     assert all(r.exc_info is None and "\n" not in r.getMessage() for r in records)
+    # With a line per trial (no terminal), that line says it; the log does not repeat it.
+    caplog.clear()
+    builds.clear()
+    with caplog.at_level(logging.WARNING):
+        tune(space, build_model=build_then_fail, progress=None, study_name="s2", **stores)
+    assert not [r for r in caplog.records if r.name.startswith("optuna")]
     client, _, children = runs_of(stores["tracking_uri"], "s")
     for run in children:
         text = Path(client.download_artifacts(run.info.run_id, "error.txt", str(tmp_path))).read_text()

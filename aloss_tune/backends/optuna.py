@@ -620,10 +620,14 @@ class _OneLinePerFailure(logging.Filter):
 
     FAILED = re.compile(r"Trial (\d+) failed with (parameters|value)")
 
+    silent = False  # True while a progress line per trial (`aloss_tune.progress.TrialLog`) says it already
+
     def filter(self, record: logging.LogRecord) -> bool:
         found = self.FAILED.match(str(record.msg))
         if found is None:
             return True
+        if _OneLinePerFailure.silent:
+            return False
         if found.group(2) == "value" or record.exc_info is None or record.exc_info[1] is None:
             return found.group(2) != "value"
         exc = record.exc_info[1]
@@ -635,6 +639,17 @@ class _OneLinePerFailure(logging.Filter):
         record.msg, record.args = "trial %s failed: %s", (found.group(1), text[:500])
         record.exc_info = record.exc_text = None
         return True
+
+
+@contextlib.contextmanager
+def _failures_told_by(trial_log: Any) -> Iterator[None]:
+    """While a `TrialLog` writes a line per trial, failed trials are not logged a second time."""
+    saved = _OneLinePerFailure.silent
+    _OneLinePerFailure.silent = trial_log is not None
+    try:
+        yield
+    finally:
+        _OneLinePerFailure.silent = saved
 
 
 def quiet_failed_trials() -> None:
@@ -745,7 +760,7 @@ def run_study(space: SearchSpace, ctx: TrialContext, *, storage: StorageOptions,
         if not tracker.created_parent:  # a new parent has no runs yet, lost or not
             _reclaim(study, tracker, fail_stale=False)
     try:
-        with _quiet_experimental(), _config_errors_without_traceback():
+        with _quiet_experimental(), _config_errors_without_traceback(), _failures_told_by(trial_log):
             study.optimize(
                 objective, n_trials=n_trials, timeout=timeout,
                 catch=(Exception,), callbacks=[stop_on_failures, *([_line_per_trial(trial_log)] if trial_log else [])],
