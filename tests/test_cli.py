@@ -319,12 +319,15 @@ def test_the_readme_synopsis_lists_every_command_and_flag():
     command = None
     for line in block.splitlines():
         if line.startswith("aloss-tune "):
-            command = line.split()[1]
-        if command:
+            word = line.split()[1]
+            command = "" if word.startswith("[") else word  # "": the options before the command
+        if command is not None:
             synopsis[command] = synopsis.get(command, "") + " " + line
     parser = build_parser()
     sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-    assert set(synopsis) == set(sub.choices)
+    assert set(synopsis) == {"", *sub.choices}
+    top = {max(a.option_strings, key=len) for a in parser._actions if a.option_strings and a.dest != "help"}
+    assert top <= set(synopsis[""].replace("[", " ").replace("]", " ").split())
     for name, command_parser in sub.choices.items():
         flags = {max(a.option_strings, key=len) for a in command_parser._actions
                  if a.option_strings and a.dest != "help"}
