@@ -9,7 +9,6 @@ from typing import Any
 
 import keras
 
-from aloss_tune.errors import ConfigError
 from aloss_tune.space import SearchSpace, load_space
 
 
@@ -164,10 +163,7 @@ def _validated(spec: SearchSpace, overrides: Mapping[str, Any]) -> SearchSpace:
         else:
             search[key] = value
     raw["search"] = search
-    try:
-        new = SearchSpace.from_dict(raw, source=spec.source)
-    except ConfigError:
-        raise
+    new = SearchSpace.from_dict(raw, source=spec.source)
     # Python objects given directly (callables, arrays) are not in the raw dict: keep them.
     keep = {k: getattr(spec, k) for k in ("data", "model") if not isinstance(getattr(spec, k), str)}
     return new.with_overrides(**keep) if keep else new
@@ -175,12 +171,9 @@ def _validated(spec: SearchSpace, overrides: Mapping[str, Any]) -> SearchSpace:
 
 def _artifacts_hook(ctx: Any) -> Callable[[Any], Path | None]:
     def hook(study: Any) -> Path | None:
-        try:
-            from aloss_tune import report
-        except ImportError:
-            return None
-        write = getattr(report, "study_artifacts_dir", None)
-        return None if write is None else write(study, ctx)
+        from aloss_tune.report import study_artifacts_dir
+
+        return study_artifacts_dir(study, ctx)
 
     return hook
 

@@ -284,13 +284,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub.required = True
     for add in COMMANDS:
         add(sub)
-    try:
-        from aloss_tune import report
-    except ImportError:
-        pass
-    else:
-        if hasattr(report, "add_cli"):
-            report.add_cli(sub)
+    from aloss_tune.report import add_cli as add_report
+
+    add_report(sub)
     return parser
 
 

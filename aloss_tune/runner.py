@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import keras
@@ -48,7 +48,6 @@ class TrialOutcome:
     value: float
     history: dict[str, list[float]]
     loss_config: dict[str, Any]
-    learned: dict[str, list[float]] = field(default_factory=dict)
     epochs: int = 0
 
 
@@ -333,12 +332,8 @@ def train(ctx: TrialContext, params: Mapping[str, Any], *, seed: int,
     if not finite:
         raise TrialFailed(f"the objective metric {ctx.objective.metric!r} was never finite")
     value = min(finite) if mode == "min" else max(finite)
-    learned_names = set(flatten_learned(learned_values(model)))
-    learned = {k: v for k, v in history.items() if k in learned_names}
-    outcome = TrialOutcome(
-        value=float(value), history=history, loss_config=loss_config(params, loss), learned=learned,
-        epochs=len(series),
-    )
+    outcome = TrialOutcome(value=float(value), history=history, loss_config=loss_config(params, loss),
+                           epochs=len(series))
     return model, outcome
 
 

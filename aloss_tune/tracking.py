@@ -441,11 +441,6 @@ class StudyTracker:
         found = self._oldest_parent()
         return None if found is None else found[0]
 
-    def find_parent(self) -> str | None:
-        """The id of the study's oldest active parent run, or ``None``."""
-        found = self._oldest_parent()
-        return None if found is None else found[0]
-
     def _oldest_parent(self) -> tuple[str, int] | None:
         """``(run_id, start_time)`` of the study's oldest active parent run, or ``None``."""
         runs = study_runs(self.client, self.experiment_id, self.study, max_results=5)
@@ -535,13 +530,6 @@ class StudyTracker:
         self.client.log_batch(run.info.run_id,
                               params=[Param(k, _param_value(v)) for k, v in all_params.items()])
         return run.info.run_id
-
-    def children(self) -> list[Any]:
-        """The trial runs of this study (for tests and reports)."""
-        return self.client.search_runs(
-            [self.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{self.parent_run_id}'",
-            max_results=10000,
-        )
 
     # ------------------------------------------------------------------------------- lost trial runs
     def running_trials(self) -> dict[str, int] | None:
