@@ -29,6 +29,7 @@ ERROR_ATTR = "aloss_tune.error"  # last line of a failed trial's error
 RUN_ATTR = "aloss_tune.mlflow_run_id"
 SEED_ATTR = "aloss_tune.seed"
 WORKER_ATTR = "aloss_tune.worker"
+HEARTBEAT_ATTR = "aloss_tune.heartbeat"  # whether the trial's worker sent heartbeats
 
 # ------------------------------------------------------------------------------ Optuna study attributes
 SPACE_ATTR = "aloss_tune.space"  # SearchSpace.to_dict()
@@ -44,6 +45,7 @@ TRIAL_TAG = "aloss_tune.trial"
 WORKER_TAG = "aloss_tune.worker"
 RETRY_TAG = "aloss_tune.retry_of"
 RECONCILED_TAG = "aloss_tune.reconciled"
+CONTINUES_TAG = "aloss_tune.continues"  # a Hyperband trial continuing an earlier trial's run
 ERROR_TAG = "aloss_tune.error"
 BEST_TRIAL_TAG = "aloss_tune.best_trial"
 BEST_LOSS_TAG = "aloss_tune.best_loss"

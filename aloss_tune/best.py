@@ -13,7 +13,6 @@
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -21,14 +20,9 @@ from typing import Any
 import keras
 import yaml
 
+from aloss_tune._schema import ENV_STORAGE, default_storage  # noqa: F401 - re-exported
 from aloss_tune.errors import ConfigError, UsageError, describe
 from aloss_tune.factories import build_loss
-
-ENV_STORAGE = "ALOSS_TUNE_STORAGE"
-
-
-def default_storage() -> str:
-    return os.environ.get(ENV_STORAGE, "sqlite:///aloss_tune.db")
 
 
 def loss_from_config(config: Mapping[str, Any], *, source: str = "") -> keras.losses.Loss:
@@ -254,7 +248,7 @@ def run_summary(uri: str, tracking_uri: str | None = None) -> dict[str, Any]:
         parent_id = run.data.tags.get("mlflow.parentRunId")
         parent = client.get_run(parent_id) if parent_id else run
     params = {k: _param_value(v) for k, v in logged.items() if k.startswith(("model.", "optimizer."))}
-    params.update((config.get("params") or {}))
+    params.update(config.get("params") or {})
     optimizer = "adam"
     try:
         space = yaml.safe_load(_download_text(client, parent.info.run_id, "space.yaml")) or {}

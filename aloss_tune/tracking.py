@@ -67,19 +67,25 @@ from typing import Any
 import yaml
 
 from aloss_tune._filelock import store_lock
+from aloss_tune._schema import (  # noqa: F401 - the tag names are also read from here
+    BACKEND_TAG,
+    BEST_LOSS_TAG,
+    BEST_TRIAL_TAG,
+    CONTINUES_TAG,
+    DEFAULT_TRACKING_URI,
+    ERROR_TAG,
+    RECONCILED_TAG,
+    RETRY_TAG,
+    STATE_TAG,
+    STUDY_TAG,
+    TRIAL_TAG,
+    WORKER_TAG,
+)
 from aloss_tune._urls import redact_text, redact_url
 from aloss_tune.errors import ConfigError, UsageError, describe
 
 _log = logging.getLogger("aloss_tune.tracking")
 
-DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
-STUDY_TAG = "aloss_tune.study"
-STATE_TAG = "aloss_tune.state"
-TRIAL_TAG = "aloss_tune.trial"
-WORKER_TAG = "aloss_tune.worker"
-RETRY_TAG = "aloss_tune.retry_of"
-RECONCILED_TAG = "aloss_tune.reconciled"
-CONTINUES_TAG = "aloss_tune.continues"
 # MLflow 3's UI picks an experiment's first page from this tag; this value opens the runs table.
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 EXPERIMENT_KIND = "custom_model_development"
@@ -395,7 +401,7 @@ class StudyTracker:
                     self.client.set_experiment_tag(self.experiment_id, key, value)
         existing = self._oldest_parent()
         if existing is None:
-            tags = {STUDY_TAG: self.study, "aloss_tune.backend": self.backend, **self.settings.tags}
+            tags = {STUDY_TAG: self.study, BACKEND_TAG: self.backend, **self.settings.tags}
             run = self.client.create_run(self.experiment_id, tags=tags, run_name=self.study)
             mine, start_time = run.info.run_id, run.info.start_time
         else:
@@ -490,8 +496,8 @@ class StudyTracker:
         from mlflow.entities import Metric, RunTag
 
         now = int(time.time() * 1000)
-        tags = [RunTag("aloss_tune.best_trial", str(best.get("number"))),
-                RunTag("aloss_tune.best_loss", str(best.get("params", {}).get("loss")))]
+        tags = [RunTag(BEST_TRIAL_TAG, str(best.get("number"))),
+                RunTag(BEST_LOSS_TAG, str(best.get("params", {}).get("loss")))]
         metrics = [Metric("best_objective", float(best["value"]), now, 0)] if best.get("value") is not None else []
         self.client.log_batch(run_id, metrics=metrics, tags=tags)
         self.client.log_dict(run_id, dict(best.get("params", {})), "best_params.json")
@@ -522,7 +528,7 @@ class StudyTracker:
         from mlflow.entities import Param
 
         tags = {"mlflow.parentRunId": self.parent_run_id, STUDY_TAG: self.study, TRIAL_TAG: str(number),
-                STATE_TAG: "running", "aloss_tune.backend": self.backend, WORKER_TAG: worker_id(),
+                STATE_TAG: "running", BACKEND_TAG: self.backend, WORKER_TAG: worker_id(),
                 **self.settings.tags, **more_tags}
         run = self.client.create_run(self.experiment_id, tags=tags,
                                      run_name=trial_run_name(number, params.get("loss")))
@@ -570,7 +576,7 @@ class StudyTracker:
         if objective is not None:
             metrics.append(Metric("objective", float(objective), int(time.time() * 1000), 0))
         if error:
-            tags.append(RunTag("aloss_tune.error", error.strip().splitlines()[-1][:500]))
+            tags.append(RunTag(ERROR_TAG, error.strip().splitlines()[-1][:500]))
             self.client.log_text(run_id, error, "error.txt")
         self.client.log_batch(run_id, metrics=metrics, tags=tags)
         self.client.set_terminated(run_id, status=STATUS[state])
@@ -693,7 +699,7 @@ class TrialRun:
             metrics.append(Metric("objective", float(objective), int(time.time() * 1000), 0))
         if error:
             error = redact_text(error, self.tracker.settings.tracking_uri)
-            tags.append(RunTag("aloss_tune.error", error.strip().splitlines()[-1][:500] if error.strip() else ""))
+            tags.append(RunTag(ERROR_TAG, error.strip().splitlines()[-1][:500] if error.strip() else ""))
             client.log_text(run_id, error, "error.txt")
         client.log_batch(run_id, metrics=metrics, tags=tags)
         if loss_config is not None:

@@ -33,6 +33,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+from aloss_tune._schema import OBJECTIVE_ATTR
 from aloss_tune.errors import AlossTuneError, ConfigError, UsageError
 
 _log = logging.getLogger("aloss_tune.workers")
@@ -383,7 +384,7 @@ def load_result(study_name: str, storage: str, *, parent_run_id: str | None = No
                               storage=open_storage(StorageOptions(url=storage, heartbeat_interval=0)))
     best = best_summary(study) or {}
     counts = state_counts(study)
-    objective = study.user_attrs.get("aloss_tune.objective") or {"metric": "objective",
+    objective = study.user_attrs.get(OBJECTIVE_ATTR) or {"metric": "objective",
                                                                  "direction": study.direction.name.lower()}
     return TuneResult(
         study_name=study_name, backend="optuna", best_params=dict(best.get("params", {})),

@@ -80,6 +80,7 @@ import keras
 import keras_tuner as kt
 from keras_tuner.engine import trial as kt_trial
 
+from aloss_tune._schema import BEST_TRIAL_TAG, DEFAULT_KT_DIRECTORY
 from aloss_tune._urls import redact_url
 from aloss_tune.distributions import Categorical, Distribution, Float, Int
 from aloss_tune.errors import ConfigError, UsageError
@@ -95,7 +96,7 @@ from aloss_tune.tracking import (
     study_runs,
 )
 
-DEFAULT_DIRECTORY = "kt_projects"
+DEFAULT_DIRECTORY = DEFAULT_KT_DIRECTORY
 STUDY_FILE = "aloss_tune.json"
 TRIAL_FILE = "aloss_tune.json"
 MAX_CONSECUTIVE_FAILURES = 5
@@ -825,7 +826,7 @@ def _best_from_mlflow(study_name: str, tracking_uri: str | None) -> dict[str, An
         return None
     runs = study_runs(client, experiment.experiment_id, study_name, max_results=50)
     parents = [r for r in runs
-               if "mlflow.parentRunId" not in r.data.tags and "aloss_tune.best_trial" in r.data.tags]
+               if "mlflow.parentRunId" not in r.data.tags and BEST_TRIAL_TAG in r.data.tags]
     if not parents:
         return None
     parent = parents[0]
@@ -841,7 +842,7 @@ def _best_from_mlflow(study_name: str, tracking_uri: str | None) -> dict[str, An
         params, config = artifact("best_params.json"), artifact("best_loss_config.json")
     if params is None:
         return None
-    return _summary(int(parent.data.tags["aloss_tune.best_trial"]), parent.data.metrics.get("best_objective"),
+    return _summary(int(parent.data.tags[BEST_TRIAL_TAG]), parent.data.metrics.get("best_objective"),
                     params, config or loss_config(params))
 
 

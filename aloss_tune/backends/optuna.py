@@ -37,6 +37,21 @@ import numpy as np
 import optuna
 
 from aloss_tune._filelock import store_lock
+from aloss_tune._schema import (  # noqa: F401 - the attribute names are also read from here
+    BASELINE_ATTR,
+    CONFIG_ATTR,
+    DEFAULT_STORAGE,
+    ERROR_ATTR,
+    HEARTBEAT_ATTR,
+    HISTORY_ATTR,
+    OBJECTIVE_ATTR,
+    PARAMS_ATTR,
+    RUN_ATTR,
+    SEED_ATTR,
+    SPACE_ATTR,
+    TARGET_SCALE_ATTR,
+    WORKER_ATTR,
+)
 from aloss_tune._urls import redact_text, redact_url
 from aloss_tune.distributions import Categorical, Distribution, Float, Int
 from aloss_tune.errors import ConfigError, TrialFailed, UsageError
@@ -44,16 +59,7 @@ from aloss_tune.runner import TrialContext, run_trial
 from aloss_tune.space import SearchSpace
 from aloss_tune.tracking import RETRY_TAG, StudyTracker, worker_id
 
-DEFAULT_STORAGE = "sqlite:///aloss_tune.db"
 DEFAULT_HEARTBEAT_INTERVAL = 60  # seconds; the grace period defaults to twice this
-PARAMS_ATTR = "aloss_tune.params"
-CONFIG_ATTR = "aloss_tune.loss_config"
-HISTORY_ATTR = "aloss_tune.history"
-ERROR_ATTR = "aloss_tune.error"
-RUN_ATTR = "aloss_tune.mlflow_run_id"
-SEED_ATTR = "aloss_tune.seed"
-WORKER_ATTR = "aloss_tune.worker"
-HEARTBEAT_ATTR = "aloss_tune.heartbeat"
 LOST_WORKER = "worker lost (no heartbeat)"
 GONE = "left RUNNING by a process that is gone"
 
@@ -480,7 +486,7 @@ def best_summary(study: optuna.Study) -> dict[str, Any] | None:
         best = study.best_trial
     except ValueError:
         return None
-    optimizer = (study.user_attrs.get("aloss_tune.space") or {}).get("optimizer")
+    optimizer = (study.user_attrs.get(SPACE_ATTR) or {}).get("optimizer")
     return {
         "number": best.number,
         "value": best.value,
@@ -724,13 +730,13 @@ def run_study(space: SearchSpace, ctx: TrialContext, *, storage: StorageOptions,
     STOPPING.clear()
     hook = _stale_trial_hook(tracker) if tracker is not None else None
     study = create_study(space, open_storage(storage, on_stale=hook), study_name, ctx.objective.direction)
-    study.set_user_attr("aloss_tune.space", space.to_dict())
-    study.set_user_attr("aloss_tune.objective", {"metric": ctx.objective.metric,
+    study.set_user_attr(SPACE_ATTR, space.to_dict())
+    study.set_user_attr(OBJECTIVE_ATTR, {"metric": ctx.objective.metric,
                                                  "direction": ctx.objective.direction})
-    study.set_user_attr("aloss_tune.target_scale", ctx.target_scale)
+    study.set_user_attr(TARGET_SCALE_ATTR, ctx.target_scale)
     baseline = ctx.baseline_value()
     if baseline is not None:
-        study.set_user_attr("aloss_tune.baseline", baseline)
+        study.set_user_attr(BASELINE_ATTR, baseline)
     status = "FINISHED"
     failures = {"consecutive": 0}
     objective = Objective(ctx, tracker, seed=space.search.seed, heartbeat=bool(storage.heartbeat))

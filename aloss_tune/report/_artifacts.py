@@ -31,10 +31,12 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from aloss_tune._schema import DEFAULT_KT_DIRECTORY
+
 _log = logging.getLogger("aloss_tune.report")
 
 SUMMARY_FORMATS = ("md", "html")
-KT_DIRECTORY = "kt_projects"  # the KerasTuner backend's default project root
+KT_DIRECTORY = DEFAULT_KT_DIRECTORY  # the KerasTuner backend's default project root
 MIN_TRIALS_FOR_IMPORTANCE = 2
 
 

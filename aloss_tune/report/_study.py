@@ -30,7 +30,18 @@ from typing import Any
 
 import optuna
 
-from aloss_tune.backends.optuna import CONFIG_ATTR, ERROR_ATTR, HISTORY_ATTR, PARAMS_ATTR, RUN_ATTR, SEED_ATTR
+from aloss_tune._schema import (
+    BASELINE_ATTR,
+    CONFIG_ATTR,
+    ERROR_ATTR,
+    HISTORY_ATTR,
+    OBJECTIVE_ATTR,
+    PARAMS_ATTR,
+    RUN_ATTR,
+    SEED_ATTR,
+    SPACE_ATTR,
+    TARGET_SCALE_ATTR,
+)
 
 # Names the runner logs per epoch that are metrics, not learned loss parameters.
 _METRIC_NAMES = frozenset({"loss", "mae", "mse", "rmse", "auc", "pr_auc", "accuracy", "learning_rate"})
@@ -264,15 +275,15 @@ def _dead(state: str, value: float | None, baseline: float | None, direction: st
 
 def _read_optuna(study: optuna.Study, ctx: Any) -> StudyData:
     attrs = study.user_attrs
-    objective = attrs.get("aloss_tune.objective") or {}
+    objective = attrs.get(OBJECTIVE_ATTR) or {}
     direction = objective.get("direction") or study.direction.name.lower()
     metric = objective.get("metric") or "objective"
-    space = attrs.get("aloss_tune.space") or {}
+    space = attrs.get(SPACE_ATTR) or {}
     losses = tuple((space.get("loss") or {}).get("choices") or ())
-    scale = attrs.get("aloss_tune.target_scale")
+    scale = attrs.get(TARGET_SCALE_ATTR)
     if ctx is not None:
         scale = getattr(ctx, "target_scale", scale)
-    baseline = attrs.get("aloss_tune.baseline")
+    baseline = attrs.get(BASELINE_ATTR)
     if baseline is not None and not math.isfinite(float(baseline)):
         baseline = None
 
