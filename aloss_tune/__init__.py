@@ -55,7 +55,7 @@ _LAZY = {
     "learned_values": "aloss_tune.losses",
     "SearchSpace": "aloss_tune.space",
     "tune": "aloss_tune.api",
-    "TuneResult": "aloss_tune.api",
+    "TuneResult": "aloss_tune.result",
     "load_best_loss": "aloss_tune.best",
     "load_best_params": "aloss_tune.best",
     "load_loss": "aloss_tune.best",

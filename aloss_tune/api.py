@@ -3,41 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import keras
 
+from aloss_tune.backends.base import make_backend
+from aloss_tune.result import TuneResult
 from aloss_tune.space import SearchSpace, load_space
 
-
-@dataclass
-class TuneResult:
-    """What a study produced on this worker (the best trial is over the whole study)."""
-
-    study_name: str
-    backend: str
-    best_params: dict[str, Any]
-    best_value: float | None
-    best_trial: int | None
-    best_loss_config: dict[str, Any] | None
-    objective: dict[str, str]
-    counts: dict[str, int] = field(default_factory=dict)
-    storage: str | None = None
-    parent_run_id: str | None = None
-    experiment_id: str | None = None  # the MLflow experiment holding the study's runs
-    tracking_uri: str | None = None
-    study: Any = None  # the optuna.Study or the KerasTuner tuner
-
-    @property
-    def best_loss(self) -> keras.losses.Loss:
-        """The best trial's loss, rebuilt from its config."""
-        from aloss_tune.best import loss_from_config
-
-        if self.best_loss_config:
-            return loss_from_config(self.best_loss_config)
-        return loss_from_config(self.best_params)
+__all__ = ["TuneResult", "tune"]
 
 
 def tune(
@@ -109,13 +84,9 @@ def tune(
     # pruner, the storage URL, the tracking URI; only then is a store opened or created.
     ctx = prepare(spec)
 
-    from aloss_tune.backends import optuna as optuna_backend
-    from aloss_tune.best import default_storage
-
-    url = storage or default_storage()
-    if backend_name == "optuna":
-        optuna_backend.check_search(spec)
-        optuna_backend.check_storage_url(url)
+    chosen = make_backend(backend_name, storage=storage, heartbeat_interval=heartbeat_interval, retries=retries,
+                          reclaim=reclaim, directory=directory)
+    chosen.check(spec)
 
     settings = None
     if tracking:
@@ -131,26 +102,8 @@ def tune(
 
     bar, lines = resolve(progress)
     trial_log = TrialLog(ctx.objective.metric, ctx.objective.direction) if lines else None
-    if backend_name == "keras-tuner":
-        from aloss_tune.backends import keras_tuner as kt_backend
-
-        kt_backend.check_directory(directory)
-        return kt_backend.tune(spec, ctx, settings=settings, directory=directory, progress=bar,
-                               trial_log=trial_log, after_study=_artifacts_hook(ctx))
-
-    options = optuna_backend.StorageOptions(url=url, heartbeat_interval=heartbeat_interval, retries=retries)
-    optuna_backend.open_storage(options)  # fail fast, before the tracking store is touched
-    tracker = None
-    if settings is not None:
-        from aloss_tune.tracking import StudyTracker
-
-        tracker = StudyTracker(settings, spec.study, backend="optuna", space=spec.to_dict(), storage=url)
-    study = optuna_backend.run_study(
-        spec, ctx, storage=options, study_name=spec.study, n_trials=spec.search.n_trials,
-        timeout=spec.search.timeout, tracker=tracker, progress=bar, after_study=_artifacts_hook(ctx),
-        trial_log=trial_log, reclaim=reclaim,
-    )
-    return _result(spec, ctx, study, url, tracker, settings)
+    return chosen.run(spec, ctx, settings=settings, progress=bar, trial_log=trial_log,
+                      after_study=_artifacts_hook(ctx))
 
 
 def _validated(spec: SearchSpace, overrides: Mapping[str, Any]) -> SearchSpace:
@@ -176,19 +129,3 @@ def _artifacts_hook(ctx: Any) -> Callable[[Any], Path | None]:
         return study_artifacts_dir(study, ctx)
 
     return hook
-
-
-def _result(spec: SearchSpace, ctx: Any, study: Any, url: str, tracker: Any, settings: Any) -> TuneResult:
-    from aloss_tune._urls import redact_url
-    from aloss_tune.backends.optuna import best_summary, state_counts
-
-    best = best_summary(study) or {}
-    counts = state_counts(study)
-    return TuneResult(
-        study_name=spec.study, backend="optuna", best_params=dict(best.get("params", {})),
-        best_value=best.get("value"), best_trial=best.get("number"), best_loss_config=best.get("loss_config"),
-        objective={"metric": ctx.objective.metric, "direction": ctx.objective.direction}, counts=counts,
-        storage=redact_url(url), parent_run_id=getattr(tracker, "parent_run_id", None),
-        experiment_id=getattr(tracker, "experiment_id", None),
-        tracking_uri=redact_url(settings.tracking_uri) if settings is not None else None, study=study,
-    )

@@ -131,25 +131,9 @@ def best_trial_summary(study_name: str, storage: str | None = None, *, backend: 
     A KerasTuner study (``backend="keras-tuner"``) is read from its project under ``directory`` (default
     ``kt_projects``), or, when that project is not there, from its MLflow parent run at ``tracking_uri``.
     """
-    if backend == "keras-tuner":
-        from aloss_tune.backends import keras_tuner as kt_backend
+    from aloss_tune.backends.base import make_backend
 
-        return kt_backend.best_summary(study_name, directory=directory, tracking_uri=tracking_uri)
-    import optuna
-
-    from aloss_tune.backends.optuna import best_summary, open_existing_storage
-
-    store = open_existing_storage(storage or default_storage(), study_name)
-    try:
-        study = optuna.load_study(study_name=study_name, storage=store)
-    except KeyError:
-        names = [s.study_name for s in optuna.get_all_study_summaries(store, include_best_trial=False)]
-        known = ", ".join(names) if names else "none"
-        raise UsageError(f"no study named {study_name!r} in this storage; studies there: {known}.") from None
-    best = best_summary(study)
-    if best is None:
-        raise UsageError(f"study {study_name!r} has no finished trial yet.")
-    return best
+    return make_backend(backend, storage=storage, directory=directory).best(study_name, tracking_uri=tracking_uri)
 
 
 def load_best_params(study_name: str, storage: str | None = None, **kwargs: Any) -> dict[str, Any]:

@@ -131,7 +131,8 @@ def run_workers(space: Any, workers: int, *, n_trials: int | None = None, timeou
         raise
     _check_outcome(procs, reports)
     parent_run_id = next((r["parent_run_id"] for r in reports.values() if r.get("parent_run_id")), None)
-    return load_result(name, url, parent_run_id=parent_run_id,
+    experiment_id = next((r["experiment_id"] for r in reports.values() if r.get("experiment_id")), None)
+    return load_result(name, url, parent_run_id=parent_run_id, experiment_id=experiment_id,
                        tracking_uri=settings.tracking_uri if settings is not None else None)
 
 
@@ -372,26 +373,20 @@ def _check_outcome(procs: list[Any], reports: Mapping[int, Mapping[str, Any]]) -
 
 
 def load_result(study_name: str, storage: str, *, parent_run_id: str | None = None,
-                tracking_uri: str | None = None) -> Any:
-    """The `aloss_tune.api.TuneResult` of a whole study, read back from its storage."""
+                experiment_id: str | None = None, tracking_uri: str | None = None) -> Any:
+    """The `aloss_tune.result.TuneResult` of a whole study, read back from its storage."""
     import optuna
 
-    from aloss_tune._urls import redact_url
-    from aloss_tune.api import TuneResult
     from aloss_tune.backends.optuna import StorageOptions, best_summary, open_storage, state_counts
+    from aloss_tune.result import make_result
 
     study = optuna.load_study(study_name=study_name,
                               storage=open_storage(StorageOptions(url=storage, heartbeat_interval=0)))
-    best = best_summary(study) or {}
-    counts = state_counts(study)
     objective = study.user_attrs.get(OBJECTIVE_ATTR) or {"metric": "objective",
-                                                                 "direction": study.direction.name.lower()}
-    return TuneResult(
-        study_name=study_name, backend="optuna", best_params=dict(best.get("params", {})),
-        best_value=best.get("value"), best_trial=best.get("number"), best_loss_config=best.get("loss_config"),
-        objective=dict(objective), counts=counts, storage=redact_url(storage), parent_run_id=parent_run_id,
-        tracking_uri=redact_url(tracking_uri), study=study,
-    )
+                                                         "direction": study.direction.name.lower()}
+    return make_result(study_name=study_name, backend="optuna", best=best_summary(study), objective=objective,
+                       counts=state_counts(study), storage=storage, tracking_uri=tracking_uri,
+                       parent_run_id=parent_run_id, experiment_id=experiment_id, study=study)
 
 
 # ---------------------------------------------------------------------------------------- in a worker
@@ -416,7 +411,7 @@ def _worker_main(index: int, space: Any, kwargs: dict[str, Any], threads: int, m
 
         with interrupt_once():
             result = tune(space, **kwargs)
-        report.update(parent_run_id=result.parent_run_id, counts=result.counts)
+        report.update(parent_run_id=result.parent_run_id, experiment_id=result.experiment_id, counts=result.counts)
     except KeyboardInterrupt:
         report.update(ok=False, kind="KeyboardInterrupt", message="interrupted")
     except Exception as exc:  # noqa: BLE001 - reported to the parent process, which raises it

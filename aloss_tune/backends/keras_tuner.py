@@ -84,6 +84,7 @@ from aloss_tune._schema import BEST_TRIAL_TAG, DEFAULT_KT_DIRECTORY
 from aloss_tune._urls import redact_url
 from aloss_tune.distributions import Categorical, Distribution, Float, Int
 from aloss_tune.errors import ConfigError, UsageError
+from aloss_tune.result import make_result
 from aloss_tune.runner import TrialContext, build_trial_model, loss_config, run_trial
 from aloss_tune.space import SearchSpace
 from aloss_tune.tracking import (
@@ -640,12 +641,9 @@ def tune(space: SearchSpace, ctx: TrialContext, *, settings: TrackingSettings | 
     ``after_study(tuner)`` returns a folder of artifacts (the report) to log on the parent run when the
     search ends; a distributed worker leaves that to the chief.
 
-    Returns an `aloss_tune.api.TuneResult` whose ``storage`` is the project root directory and whose
+    Returns an `aloss_tune.result.TuneResult` whose ``storage`` is the project root directory and whose
     ``study`` is the `SpaceTuner`.
     """
-    from aloss_tune._urls import redact_url
-    from aloss_tune.api import TuneResult
-
     root = Path(directory if directory is not None else DEFAULT_DIRECTORY)
     project = project_dir(space.study, root)
     tracker = None
@@ -689,15 +687,11 @@ def tune(space: SearchSpace, ctx: TrialContext, *, settings: TrackingSettings | 
         config_error = errors[0]  # fewer trials than SAME_CONFIG_ERROR_STOP, all refused alike
     if config_error is not None:
         raise ConfigError(config_error)
-    best = _safe_best(tuner) or {}
-    return TuneResult(
-        study_name=space.study, backend="keras-tuner", best_params=dict(best.get("params", {})),
-        best_value=best.get("value"), best_trial=best.get("number"), best_loss_config=best.get("loss_config"),
+    return make_result(
+        study_name=space.study, backend="keras-tuner", best=_safe_best(tuner),
         objective={"metric": ctx.objective.metric, "direction": ctx.objective.direction},
-        counts=tuner.counts(), storage=str(root),
-        parent_run_id=getattr(tracker, "parent_run_id", None),
-        experiment_id=getattr(tracker, "experiment_id", None),
-        tracking_uri=redact_url(settings.tracking_uri) if settings is not None else None, study=tuner,
+        counts=tuner.counts(), storage=str(root), tracker=tracker,
+        tracking_uri=settings.tracking_uri if settings is not None else None, study=tuner,
     )
 
 

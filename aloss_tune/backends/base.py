@@ -1,0 +1,157 @@
+"""One interface for the search backends: `Backend` runs a study and reads back its best trial.
+
+`aloss_tune.tune` and `aloss_tune.load_best_loss` talk to a backend only through it::
+
+    backend = make_backend("optuna", storage="postgresql+psycopg2://...", heartbeat_interval=60)
+    backend.check(space)                      # before any store exists: arguments, URLs, directories
+    result = backend.run(space, ctx, settings=settings, progress=False, trial_log=None, after_study=hook)
+    backend.best("robust_regression")         # {number, value, params, loss_config, ...}
+
+The backends themselves live in `aloss_tune.backends.optuna` and `aloss_tune.backends.keras_tuner`; the
+classes here only hold each one's own options and import it when first used.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+from aloss_tune._schema import default_storage
+from aloss_tune.errors import UsageError
+
+if TYPE_CHECKING:
+    from aloss_tune.result import TuneResult
+    from aloss_tune.runner import TrialContext
+    from aloss_tune.space import SearchSpace
+    from aloss_tune.tracking import TrackingSettings
+
+BACKENDS = ("optuna", "keras-tuner")
+
+
+class Backend(Protocol):
+    """A search backend (Optuna, KerasTuner) with its own options (storage, project directory, ...)."""
+
+    name: str
+
+    def check(self, space: SearchSpace) -> None:
+        """Raise `aloss_tune.ConfigError` / `UsageError` for a setting this backend refuses, creating nothing."""
+        ...
+
+    def run(self, space: SearchSpace, ctx: TrialContext, *, settings: TrackingSettings | None,
+            progress: bool, trial_log: Any, after_study: Callable[[Any], Path | None] | None) -> TuneResult:
+        """Run (or resume, or join) the study of ``space``; track it in MLflow when ``settings`` is given."""
+        ...
+
+    def best(self, study_name: str, *, tracking_uri: str | None = None) -> dict[str, Any]:
+        """``{number, value, params, loss_config, ...}`` of the study's best finished trial, reading only."""
+        ...
+
+
+@dataclass
+class OptunaBackend:
+    """Optuna: a study in an RDB storage (``storage``, default ``$ALOSS_TUNE_STORAGE`` or the embedded
+    SQLite file), heartbeats and retries for many workers, and the check of trials left RUNNING."""
+
+    storage: str | None = None
+    heartbeat_interval: int | None = None
+    retries: int = 0
+    reclaim: bool | None = False
+    name: str = "optuna"
+
+    @property
+    def url(self) -> str:
+        return self.storage or default_storage()
+
+    def check(self, space: SearchSpace) -> None:
+        from aloss_tune.backends import optuna as optuna_backend
+
+        optuna_backend.check_search(space)
+        optuna_backend.check_storage_url(self.url)
+
+    def run(self, space: SearchSpace, ctx: TrialContext, *, settings: TrackingSettings | None,
+            progress: bool, trial_log: Any, after_study: Callable[[Any], Path | None] | None) -> TuneResult:
+        from aloss_tune.backends import optuna as optuna_backend
+        from aloss_tune.result import make_result
+
+        options = optuna_backend.StorageOptions(url=self.url, heartbeat_interval=self.heartbeat_interval,
+                                                retries=self.retries)
+        optuna_backend.open_storage(options)  # fail fast, before the tracking store is touched
+        tracker = None
+        if settings is not None:
+            from aloss_tune.tracking import StudyTracker
+
+            tracker = StudyTracker(settings, space.study, backend=self.name, space=space.to_dict(),
+                                   storage=self.url)
+        study = optuna_backend.run_study(
+            space, ctx, storage=options, study_name=space.study, n_trials=space.search.n_trials,
+            timeout=space.search.timeout, tracker=tracker, progress=progress, after_study=after_study,
+            trial_log=trial_log, reclaim=self.reclaim,
+        )
+        return make_result(
+            study_name=space.study, backend=self.name, best=optuna_backend.best_summary(study),
+            objective={"metric": ctx.objective.metric, "direction": ctx.objective.direction},
+            counts=optuna_backend.state_counts(study), storage=self.url, tracker=tracker,
+            tracking_uri=settings.tracking_uri if settings is not None else None, study=study,
+        )
+
+    def best(self, study_name: str, *, tracking_uri: str | None = None) -> dict[str, Any]:
+        import optuna
+
+        from aloss_tune.backends.optuna import best_summary, open_existing_storage
+
+        store = open_existing_storage(self.url, study_name)
+        try:
+            study = optuna.load_study(study_name=study_name, storage=store)
+        except KeyError:
+            names = [s.study_name for s in optuna.get_all_study_summaries(store, include_best_trial=False)]
+            known = ", ".join(names) if names else "none"
+            raise UsageError(f"no study named {study_name!r} in this storage; studies there: {known}.") from None
+        best = best_summary(study)
+        if best is None:
+            raise UsageError(f"study {study_name!r} has no finished trial yet.")
+        return best
+
+
+@dataclass
+class KerasTunerBackend:
+    """KerasTuner: a project under ``directory`` (default ``kt_projects``), searched by the space's
+    ``search.tuner`` (random, bayesian or hyperband) unless ``tuner`` overrides it."""
+
+    directory: str | Path | None = None
+    tuner: str | None = None
+    name: str = "keras-tuner"
+
+    def check(self, space: SearchSpace) -> None:
+        from aloss_tune.backends import keras_tuner as kt_backend
+
+        kt_backend.check_directory(self.directory)
+
+    def run(self, space: SearchSpace, ctx: TrialContext, *, settings: TrackingSettings | None,
+            progress: bool, trial_log: Any, after_study: Callable[[Any], Path | None] | None) -> TuneResult:
+        from aloss_tune.backends import keras_tuner as kt_backend
+
+        if self.tuner is not None:
+            space = space.with_overrides(tuner=self.tuner)
+        return kt_backend.tune(space, ctx, settings=settings, directory=self.directory, progress=progress,
+                               trial_log=trial_log, after_study=after_study)
+
+    def best(self, study_name: str, *, tracking_uri: str | None = None) -> dict[str, Any]:
+        from aloss_tune.backends import keras_tuner as kt_backend
+
+        return kt_backend.best_summary(study_name, directory=self.directory, tracking_uri=tracking_uri)
+
+
+def make_backend(name: str, **options: Any) -> Backend:
+    """The backend called ``name`` with ``options`` (those of the other backend, left ``None``, are ignored).
+
+    Optuna takes ``storage``, ``heartbeat_interval``, ``retries``, ``reclaim``; KerasTuner ``directory`` and
+    ``tuner``.
+    """
+    own = {"optuna": ("storage", "heartbeat_interval", "retries", "reclaim"),
+           "keras-tuner": ("directory", "tuner")}
+    if name not in own:
+        raise UsageError(f"backend must be one of {', '.join(BACKENDS)}, but got {name!r}.")
+    kwargs = {k: v for k, v in options.items() if k in own[name]}
+    return OptunaBackend(**kwargs) if name == "optuna" else KerasTunerBackend(**kwargs)
