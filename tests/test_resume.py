@@ -114,7 +114,7 @@ def test_a_resumed_study_draws_new_params_and_a_fresh_one_repeats_itself(tmp_pat
     assert len(param_sets(trials)) == 4, [t.params for t in trials]
     _, parents, children = runs_of(stores["tracking_uri"], "s")
     assert len(parents) == 1
-    assert sorted(r.info.run_name for r in children) == [f"trial-{i}" for i in range(4)]
+    assert sorted(r.info.run_name.split()[0] for r in children) == [f"trial-{i}" for i in range(4)]
     assert {r.info.run_id for r in children} == {t.user_attrs[RUN_ATTR] for t in trials}
 
     # The same seed on a fresh study draws the same params, trial by trial.
@@ -138,7 +138,7 @@ def test_two_processes_started_together_in_a_fresh_directory(tmp_path):
     assert len(param_sets(trials)) == 6, [t.params for t in trials]
     _, parents, children = runs_of(f"sqlite:///{tmp_path / 'mlflow.db'}", "s")
     assert len(parents) == 1
-    assert sorted(r.info.run_name for r in children) == sorted(f"trial-{i}" for i in range(6))
+    assert sorted(r.info.run_name.split()[0] for r in children) == sorted(f"trial-{i}" for i in range(6))
     assert all(r.info.status == "FINISHED" for r in children)
 
 
@@ -208,7 +208,7 @@ def test_a_study_name_with_a_quote_resumes_its_parent_run(tmp_path, stores, monk
     assert main(args) == 0
     _, parents, children = runs_of(stores["tracking_uri"], "bob's")
     assert len(parents) == 1
-    assert sorted(r.info.run_name for r in children) == ["trial-0", "trial-1"]
+    assert sorted(r.info.run_name.split()[0] for r in children) == ["trial-0", "trial-1"]
     assert {r.data.tags["mlflow.parentRunId"] for r in children} == {parents[0].info.run_id}
 
 
@@ -271,7 +271,7 @@ def test_trials_of_a_dead_process_are_reported_and_failed_on_a_rerun(tmp_path, s
             run = client.get_run(trials[number].user_attrs[RUN_ATTR])
             assert run.info.status == "FAILED" and run.data.tags["aloss_tune.state"] == "failed"
             assert "error.txt" in [a.path for a in client.list_artifacts(run.info.run_id)]
-        assert sorted(r.info.run_name for r in children if r.info.status == "RUNNING") == [
+        assert sorted(r.info.run_name.split()[0] for r in children if r.info.status == "RUNNING") == [
             f"trial-{alive}", f"trial-{elsewhere}"]
 
         # --reclaim: the user knows no other process runs the study; every RUNNING trial is failed.

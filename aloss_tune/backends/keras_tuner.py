@@ -70,7 +70,6 @@ import math
 import os
 import sys
 import time
-import traceback
 from collections.abc import Callable, Iterator, Mapping
 from decimal import Decimal
 from pathlib import Path
@@ -84,12 +83,11 @@ from aloss_tune._schema import BEST_TRIAL_TAG, DEFAULT_KT_DIRECTORY
 from aloss_tune._urls import redact_url
 from aloss_tune.distributions import Categorical, Distribution, Float, Int
 from aloss_tune.errors import ConfigError, UsageError
+from aloss_tune.lifecycle import finish_interrupted, located, start_run, training_seed
 from aloss_tune.result import make_result
 from aloss_tune.runner import TrialContext, build_trial_model, loss_config, run_trial
 from aloss_tune.space import SearchSpace
 from aloss_tune.tracking import (
-    CONTINUES_TAG,
-    RETRY_TAG,
     StudyTracker,
     TrackingSettings,
     load_settings,
@@ -387,7 +385,7 @@ class SpaceTuner(kt.Tuner):
         hp = trial.hyperparameters
         number = int(trial.trial_id)
         params = self.hypermodel.params(hp)
-        seed = self.seed + number
+        seed = training_seed(self.seed, number)
         epochs = hp.values.get("tuner/epochs")
         initial_epoch = int(hp.values.get("tuner/initial_epoch", 0))
         source = hp.values.get("tuner/trial_id")
@@ -405,10 +403,8 @@ class SpaceTuner(kt.Tuner):
                 self.tracker.end_lost_run(previous["mlflow_run_id"], "failed", error=(
                     f"lost: the process running trial {number} stopped before the trial ended; "
                     "KerasTuner retried the trial"))
-            tags = {RETRY_TAG: str(number)} if retry else {}
-            if source is not None:
-                tags[CONTINUES_TAG] = self._run_of(source)
-            run = self.tracker.start_trial(number, params, seed=seed, tags=tags or None)
+            run = start_run(self.tracker, number, params, seed, retry_of=number if retry else None,
+                            continues=None if source is None else self._run_of(source))
             record["mlflow_run_id"] = run.resolve()
         self._runs[trial.trial_id] = run
         self.ran[trial.trial_id] = record
@@ -440,15 +436,12 @@ class SpaceTuner(kt.Tuner):
                     record.update(loss_config=outcome.loss_config, history=outcome.history)
         except BaseException as exc:
             if isinstance(exc, ConfigError):
-                where = f"{self.ctx.space.source}: " if self.ctx.space.source else ""
-                text = " ".join(str(exc).split())
-                self._trial_config_error[trial.trial_id] = text if text.startswith(where) else where + text
+                self._trial_config_error[trial.trial_id] = located(exc, self.ctx.space)
             if not isinstance(exc, Exception) or isinstance(exc, kt.errors.FatalError):
                 # Not a trial failure: the search ends here, without `on_trial_end`; end the run now.
                 record.update(state="failed", error="interrupted")
                 self._save_record(trial.trial_id, record)
-                if run is not None:
-                    run.finish("failed", error="interrupted\n" + traceback.format_exc())
+                finish_interrupted(run)
             raise
         record["value"] = value = float(sum(values) / len(values))
         if len(values) > 1:

@@ -55,9 +55,10 @@ from aloss_tune._schema import (  # noqa: F401 - the attribute names are also re
 from aloss_tune._urls import redact_text, redact_url
 from aloss_tune.distributions import Categorical, Distribution, Float, Int
 from aloss_tune.errors import ConfigError, TrialFailed, UsageError
+from aloss_tune.lifecycle import finish_interrupted, located, start_run, training_seed
 from aloss_tune.runner import TrialContext, run_trial
 from aloss_tune.space import SearchSpace
-from aloss_tune.tracking import RETRY_TAG, StudyTracker, worker_id
+from aloss_tune.tracking import StudyTracker, worker_id
 
 DEFAULT_HEARTBEAT_INTERVAL = 60  # seconds; the grace period defaults to twice this
 LOST_WORKER = "worker lost (no heartbeat)"
@@ -409,17 +410,14 @@ class Objective:
     def __call__(self, trial: optuna.Trial) -> float:
         ctx = self.ctx
         params = ctx.space.sample(OptunaSuggester(trial), ctx.target_scale)
-        seed = self.seed + trial.number
+        seed = training_seed(self.seed, trial.number)
         trial.set_user_attr(PARAMS_ATTR, params)
         trial.set_user_attr(SEED_ATTR, seed)
         trial.set_user_attr(WORKER_ATTR, worker_id())
         trial.set_user_attr(HEARTBEAT_ATTR, self.heartbeat)  # how a lost worker's trial will be found
         # A retry of a lost trial (same params, new number) inherits the lost trial's attributes.
         retry_of = trial.storage.get_trial_system_attrs(trial._trial_id).get("failed_trial")
-        run = None
-        if self.tracker is not None:
-            tags = {RETRY_TAG: str(retry_of)} if retry_of is not None else None
-            run = self.tracker.start_trial(trial.number, params, seed=seed, tags=tags)
+        run = start_run(self.tracker, trial.number, params, seed, retry_of=retry_of)
         if retry_of is not None:
             trial.set_user_attr(RUN_ATTR, None)  # not the lost trial's run
         recorded = False
@@ -459,16 +457,14 @@ class Objective:
                 run.finish("failed", error=traceback.format_exc())
                 record_run()
             if isinstance(exc, ConfigError):
-                where = f"{ctx.space.source}: " if ctx.space.source else ""
-                text = " ".join(str(exc).split())
-                self.config_errors[trial.number] = text if text.startswith(where) else where + text
+                self.config_errors[trial.number] = located(exc, ctx.space)
             if isinstance(exc, (TrialFailed, ConfigError)):
                 raise
             raise TrialFailed(message) from exc
         except BaseException:  # interrupted (Ctrl-C, SystemExit): never leave the run RUNNING
             STOPPING.set()
+            finish_interrupted(run)
             if run is not None:
-                run.finish("failed", error="interrupted\n" + traceback.format_exc())
                 with contextlib.suppress(Exception):  # the interrupt goes on whatever the storage says
                     record_run()  # interrupted before its first epoch: the run was created just now
             raise
