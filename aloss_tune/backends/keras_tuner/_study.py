@@ -1,0 +1,328 @@
+"""Running a KerasTuner study (a project directory) and reading back its best trial."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import math
+import os
+import sys
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from keras_tuner.engine import trial as kt_trial
+
+from aloss_tune._schema import BEST_TRIAL_TAG
+from aloss_tune._urls import redact_url
+from aloss_tune.backends.keras_tuner._common import (
+    DEFAULT_DIRECTORY,
+    STUDY_FILE,
+    TRIAL_FILE,
+    _log,
+    _read_json,
+    _summary,
+    _write_json,
+)
+from aloss_tune.backends.keras_tuner._space import SpaceHyperModel, choice_labels, make_oracle
+from aloss_tune.backends.keras_tuner._tuner import SpaceTuner, _SearchStopped
+from aloss_tune.distributions import Categorical
+from aloss_tune.errors import ConfigError, UsageError
+from aloss_tune.result import make_result
+from aloss_tune.runner import TrialContext, loss_config
+from aloss_tune.space import SearchSpace
+from aloss_tune.tracking import (
+    StudyTracker,
+    TrackingSettings,
+    load_settings,
+    missing_store,
+    study_runs,
+)
+
+
+# ----------------------------------------------------------------------------------------------- studies
+def distributed_role() -> str | None:
+    """``"chief"``, ``"worker"`` or ``None``: KerasTuner's distributed mode, read from its environment as it
+    reads it (``KERASTUNER_ORACLE_IP`` set; a ``KERASTUNER_TUNER_ID`` containing ``chief`` is the chief)."""
+    if "KERASTUNER_ORACLE_IP" not in os.environ:
+        return None
+    return "chief" if "chief" in os.environ.get("KERASTUNER_TUNER_ID", "") else "worker"
+
+
+def check_directory(directory: str | os.PathLike[str] | None = None) -> None:
+    """`UsageError` unless the project root ``directory`` is or can become a folder (nothing is created)."""
+    root = Path(directory if directory is not None else DEFAULT_DIRECTORY)
+    existing = root
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        what = "is" if existing == root else f"would be inside {existing}, which is"
+        raise UsageError(f"KerasTuner project root {str(root)!r} (--directory) {what} not a folder.")
+
+
+def project_dir(study: str, directory: str | os.PathLike[str] | None = None) -> Path:
+    """Where the KerasTuner project of ``study`` lives: ``<directory>/<study>`` (default ``kt_projects``)."""
+    return Path(directory if directory is not None else DEFAULT_DIRECTORY) / study
+
+
+def _study_record(space: SearchSpace, ctx: TrialContext) -> dict[str, Any]:
+    baseline = ctx.baseline_value()
+    return {
+        "study": space.study,
+        "backend": "keras-tuner",
+        "tuner": space.search.tuner,
+        "objective": {"metric": ctx.objective.metric, "direction": ctx.objective.direction},
+        "seed": space.search.seed,
+        "search_params": {k: v.to_dict() for k, v in space.search_params(ctx.target_scale).items()},
+        "target_scale": ctx.target_scale,
+        "losses": list(space.losses),
+        "task": ctx.data.task,
+        "baseline": baseline if baseline is not None and math.isfinite(baseline) else None,
+    }
+
+
+def _check_project(project: Path, record: Mapping[str, Any]) -> None:
+    """Refuse to resume a project made with another tuner, objective or set of ranges."""
+    old = _read_json(project / STUDY_FILE)
+    if old is None:
+        if (project / "oracle.json").exists():
+            raise UsageError(f"{project} holds a KerasTuner project that aloss-tune did not create; "
+                             "use another study name or --directory.")
+        return
+    for key, what in (("tuner", "tuner"), ("objective", "objective"), ("search_params", "searched ranges")):
+        if old.get(key) != record[key]:
+            raise UsageError(
+                f"study {record['study']!r} exists in {project} with another {what} "
+                f"({json.dumps(old.get(key))[:300]}); resume it with the same space, or use another study "
+                "name or --directory."
+            )
+
+
+def make_tuner(space: SearchSpace, ctx: TrialContext, *, directory: str | os.PathLike[str] | None = None,
+               tracker: StudyTracker | None = None, overwrite: bool = False,
+               oracle_options: Mapping[str, Any] | None = None) -> SpaceTuner:
+    """The `SpaceTuner` of ``space`` in ``<directory>/<study>``, resuming the project if it exists.
+
+    Raises `UsageError` if an existing project was made with another tuner, objective or ranges.
+    """
+    project = project_dir(space.study, directory)
+    record = _study_record(space, ctx)
+    if not overwrite:
+        _check_project(project, record)
+    oracle = make_oracle(space, ctx.objective.metric, ctx.objective.direction, **dict(oracle_options or {}))
+    tuner = SpaceTuner(
+        oracle, SpaceHyperModel(space, ctx.target_scale, ctx), ctx=ctx, tracker=tracker,
+        timeout=space.search.timeout, directory=str(project.parent), project_name=project.name,
+        overwrite=overwrite, executions_per_trial=space.search.executions_per_trial,
+    )
+    _write_json(project / STUDY_FILE, record)
+    return tuner
+
+
+def tune(space: SearchSpace, ctx: TrialContext, *, settings: TrackingSettings | None = None,
+         directory: str | os.PathLike[str] | None = None, progress: bool = False, trial_log: Any = None,
+         after_study: Callable[[Any], Path | None] | None = None) -> Any:
+    """Run (or resume, or join as a distributed chief or worker) the study of ``space`` on KerasTuner.
+
+    ``trial_log`` (an `aloss_tune.progress.TrialLog`) is called once per finished trial.
+    ``after_study(tuner)`` returns a folder of artifacts (the report) to log on the parent run when the
+    search ends; a distributed worker leaves that to the chief.
+
+    Returns an `aloss_tune.result.TuneResult` whose ``storage`` is the project root directory and whose
+    ``study`` is the `SpaceTuner`.
+    """
+    root = Path(directory if directory is not None else DEFAULT_DIRECTORY)
+    project = project_dir(space.study, root)
+    tracker = None
+    if settings is not None:
+        tracker = StudyTracker(settings, space.study, backend="keras-tuner", space=space.to_dict(),
+                               storage=str(project))
+    tuner = make_tuner(space, ctx, directory=root, tracker=tracker)
+    tuner.trial_log = trial_log
+    role = distributed_role()
+    chief, worker = role == "chief", role == "worker"
+    if worker and space.search.timeout is not None:
+        _log.warning("search.timeout is not applied on a distributed KerasTuner worker (the chief waits for "
+                     "every worker); the chief's max_trials bounds the search.")
+    if tracker is not None:
+        tracker.open()
+    status = "FINISHED"
+    config_error = None
+    try:
+        with contextlib.ExitStack() as stack:
+            if chief or worker:
+                echoes = {str(label) for label in choice_labels(Categorical(space.losses))}
+                sink = _DropLines(sys.stdout, echoes)
+                stack.callback(sink.write_pending)
+                stack.enter_context(contextlib.redirect_stdout(sink))
+            tuner.search(verbose=1 if progress else 0)
+    except _SearchStopped as stop:
+        if stop.config_error is None:
+            _log.warning("%s", stop)
+        config_error = stop.config_error
+    except BaseException:
+        status = "KILLED"
+        raise
+    finally:
+        if tracker is not None:
+            # A worker's view of the study is partial: the chief logs the study's best and its report.
+            best = None if worker else _safe_best(tuner)
+            artifacts = after_study(tuner) if after_study is not None and not worker else None
+            tracker.close(best=best, status=status, artifacts=artifacts)
+    errors = tuner._config_errors
+    if config_error is None and errors and errors[0] is not None and set(errors) == {errors[0]}:
+        config_error = errors[0]  # fewer trials than SAME_CONFIG_ERROR_STOP, all refused alike
+    if config_error is not None:
+        raise ConfigError(config_error)
+    return make_result(
+        study_name=space.study, backend="keras-tuner", best=_safe_best(tuner),
+        objective={"metric": ctx.objective.metric, "direction": ctx.objective.direction},
+        counts=tuner.counts(), storage=str(root), tracker=tracker,
+        tracking_uri=settings.tracking_uri if settings is not None else None, study=tuner,
+    )
+
+
+class _DropLines(io.TextIOBase):
+    """Forwards text to ``stream`` except whole lines equal to one of ``lines``.
+
+    KerasTuner 1.4.8 prints the first value of a conditional scope's parent each time it sends a trial over
+    gRPC (a leftover ``print`` in ``Parent.to_proto``): in distributed mode a bare loss name per message.
+    """
+
+    def __init__(self, stream: Any, lines: set[str]):
+        super().__init__()
+        self.stream = stream
+        self.lines = lines
+        self.pending = ""
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        self.pending += text
+        *complete, self.pending = self.pending.split("\n")
+        for line in complete:
+            if line not in self.lines:
+                self.stream.write(line + "\n")
+        return len(text)
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+    def write_pending(self) -> None:
+        """Forward a last line left without its newline."""
+        if self.pending and self.pending not in self.lines:
+            self.stream.write(self.pending)
+        self.pending = ""
+
+
+def _safe_best(tuner: SpaceTuner) -> dict[str, Any] | None:
+    try:
+        return tuner.best_summary()
+    except Exception as exc:  # noqa: BLE001 - never lose the study's end over its summary
+        _log.warning("could not read the best trial: %s: %s", type(exc).__name__, exc)
+        return None
+
+
+# --------------------------------------------------------------------------------------------- best loss
+def best_summary(study_name: str, *, directory: str | os.PathLike[str] | None = None,
+                 tracking_uri: str | None = None) -> dict[str, Any]:
+    """``{number, value, params, loss_config}`` of a KerasTuner study's best finished trial.
+
+    Read from the project directory ``<directory>/<study_name>`` (default ``kt_projects``) when it exists,
+    otherwise (or when the best trial's record is not there: a distributed worker on another machine ran
+    it) from the study's MLflow parent run (``tracking_uri``, else ``$MLFLOW_TRACKING_URI`` / ``mlflow.yaml``
+    / ``sqlite:///mlflow.db``), where every backend logs the best trial.
+    """
+    project = project_dir(study_name, directory)
+    if (project / "oracle.json").exists():
+        try:
+            return _best_from_directory(project)
+        except _MissingRecord as exc:  # the best trial ran on a machine that does not share this directory
+            found = _best_from_mlflow(study_name, tracking_uri)
+            if found is None:
+                raise UsageError(str(exc)) from None
+            return found
+    found = _best_from_mlflow(study_name, tracking_uri)
+    if found is not None:
+        return found
+    uri = load_settings(tracking_uri=tracking_uri).tracking_uri
+    store = missing_store(uri)
+    mlflow_part = (f"the MLflow tracking store file {store} does not exist" if store is not None else
+                   f"the MLflow tracking store {redact_url(uri)} records no best trial of it")
+    raise UsageError(f"no KerasTuner study {study_name!r}: no project in {project} (give --directory, the "
+                     f"project root), and {mlflow_part}.")
+
+
+class _MissingRecord(Exception):
+    """The best trial's record is not in the project directory."""
+
+
+def _best_from_directory(project: Path) -> dict[str, Any]:
+    study = _read_json(project / STUDY_FILE) or {}
+    best: tuple[float, dict[str, Any], Path] | None = None
+    direction = (study.get("objective") or {}).get("direction")
+    for path in sorted(project.glob("trial_*/trial.json")):
+        trial = _read_json(path) or {}
+        score = trial.get("score")
+        if trial.get("status") != kt_trial.TrialStatus.COMPLETED or score is None or not math.isfinite(score):
+            continue
+        if direction is None:
+            metrics = (trial.get("metrics") or {}).get("metrics") or {}
+            maximize = any(m.get("direction") == "max" for m in metrics.values())
+            direction = "maximize" if maximize else "minimize"
+        better = best is None or (score < best[0] if direction == "minimize" else score > best[0])
+        if better:
+            best = (float(score), trial, path.parent)
+    if best is None:
+        raise UsageError(f"study {project.name!r} ({project}) has no finished trial yet.")
+    score, trial, folder = best
+    record = _read_json(folder / TRIAL_FILE)
+    if record is None or "params" not in record:
+        raise _MissingRecord(
+            f"trial {trial.get('trial_id')} of {project} has no {TRIAL_FILE} (it ran on another machine: "
+            "give every distributed worker the same shared --directory, or read the study from MLflow)."
+        )
+    params = record["params"]
+    return _summary(int(trial["trial_id"]), score, params, record.get("loss_config") or loss_config(params))
+
+
+def _best_from_mlflow(study_name: str, tracking_uri: str | None) -> dict[str, Any] | None:
+    """The best trial the study's MLflow parent run records (``best_params.json``, ``best_loss_config.json``,
+    the ``aloss_tune.best_trial`` tag and the ``best_objective`` metric), or ``None``."""
+    import tempfile
+
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    settings = load_settings(tracking_uri=tracking_uri)
+    if missing_store(settings.tracking_uri) is not None:  # reading would create an empty store
+        return None
+    client = MlflowClient(tracking_uri=settings.tracking_uri)
+    try:
+        experiment = client.get_experiment_by_name(settings.experiment or study_name)
+    except MlflowException:
+        return None
+    if experiment is None:
+        return None
+    runs = study_runs(client, experiment.experiment_id, study_name, max_results=50)
+    parents = [r for r in runs
+               if "mlflow.parentRunId" not in r.data.tags and BEST_TRIAL_TAG in r.data.tags]
+    if not parents:
+        return None
+    parent = parents[0]
+
+    def artifact(name: str) -> Any:
+        try:
+            local = client.download_artifacts(parent.info.run_id, name, tmp)
+            return json.loads(Path(local).read_text(encoding="utf-8"))
+        except (MlflowException, OSError, ValueError):
+            return None
+
+    with tempfile.TemporaryDirectory() as tmp:
+        params, config = artifact("best_params.json"), artifact("best_loss_config.json")
+    if params is None:
+        return None
+    return _summary(int(parent.data.tags[BEST_TRIAL_TAG]), parent.data.metrics.get("best_objective"),
+                    params, config or loss_config(params))
