@@ -69,7 +69,7 @@ def _split(n: int, rng: np.random.Generator, labels: np.ndarray | None = None) -
     for idx in groups:
         idx = rng.permutation(idx)
         a, b = int(round(0.6 * len(idx))), int(round(0.8 * len(idx)))
-        for part, chunk in zip(parts, (idx[:a], idx[a:b], idx[b:])):
+        for part, chunk in zip(parts, (idx[:a], idx[a:b], idx[b:]), strict=True):
             part.append(chunk)
     return tuple(rng.permutation(np.concatenate(p)) for p in parts)
 

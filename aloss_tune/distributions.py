@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, Union
+from typing import Any
 
 from aloss_tune.errors import ConfigError, describe
 
-Scalar = Union[bool, int, float, str, None]
+Scalar = bool | int | float | str | None
 
 
 def _is_number(value: object) -> bool:
@@ -153,7 +153,7 @@ class Categorical:
         return "one of " + ", ".join(map(str, self.choices))
 
 
-Distribution = Union[Float, Int, Categorical]
+Distribution = Float | Int | Categorical
 
 
 def _round_sig(value: float, digits: int = 3) -> float:

@@ -402,7 +402,7 @@ class StudyTracker:
         existing = self._oldest_parent()
         if existing is None:
             tags = {STUDY_TAG: self.study, BACKEND_TAG: self.backend, **self.settings.tags}
-            run = self.client.create_run(self.experiment_id, tags=tags, run_name=self.study)
+            run = self.client.create_run(self._experiment, tags=tags, run_name=self.study)
             mine, start_time = run.info.run_id, run.info.start_time
         else:
             mine = None
@@ -416,6 +416,18 @@ class StudyTracker:
         self._settled.clear()
         threading.Thread(target=self._settle, args=(mine, start_time), name="aloss-tune-parent",
                          daemon=True).start()
+
+    @property
+    def _experiment(self) -> str:
+        if self.experiment_id is None:
+            raise RuntimeError("the study's MLflow experiment is not open yet")
+        return self.experiment_id
+
+    @property
+    def _parent_id(self) -> str:
+        if self._parent is None:
+            raise RuntimeError("the study's MLflow parent run is not open yet")
+        return self._parent
 
     def _settle(self, mine: str | None, start_time: int) -> None:
         """Keep the oldest of the parents created together; the others' workers delete theirs."""
@@ -431,7 +443,7 @@ class StudyTracker:
             self.client.delete_run(mine)
         elif mine is not None:
             self._log_parent_setup()
-        else:
+        elif winner is not None:
             self.client.update_run(winner, status="RUNNING")
 
     def _settled_parent(self, start_time: int) -> str | None:
@@ -449,7 +461,7 @@ class StudyTracker:
 
     def _oldest_parent(self) -> tuple[str, int] | None:
         """``(run_id, start_time)`` of the study's oldest active parent run, or ``None``."""
-        runs = study_runs(self.client, self.experiment_id, self.study, max_results=5)
+        runs = study_runs(self.client, self._experiment, self.study, max_results=5)
         runs = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
         if not runs:
             return None
@@ -476,9 +488,9 @@ class StudyTracker:
         from mlflow.entities import Param
 
         params = {"backend": self.backend, **({"storage": self.storage} if self.storage else {}), **versions()}
-        self.client.log_batch(self._parent, params=[Param(k, _param_value(v)) for k, v in params.items()])
+        self.client.log_batch(self._parent_id, params=[Param(k, _param_value(v)) for k, v in params.items()])
         if self.space:
-            self.client.log_text(self._parent, yaml.safe_dump(self.space, sort_keys=False), "space.yaml")
+            self.client.log_text(self._parent_id, yaml.safe_dump(self.space, sort_keys=False), "space.yaml")
 
     def close(self, *, best: Mapping[str, Any] | None = None, status: str = "FINISHED",
               artifacts: Path | None = None) -> None:
@@ -530,7 +542,7 @@ class StudyTracker:
         tags = {"mlflow.parentRunId": self.parent_run_id, STUDY_TAG: self.study, TRIAL_TAG: str(number),
                 STATE_TAG: "running", BACKEND_TAG: self.backend, WORKER_TAG: worker_id(),
                 **self.settings.tags, **more_tags}
-        run = self.client.create_run(self.experiment_id, tags=tags,
+        run = self.client.create_run(self._experiment, tags=tags,
                                      run_name=trial_run_name(number, params.get("loss")))
         all_params = {**params, "seed": seed, "backend": self.backend, **extra}
         self.client.log_batch(run.info.run_id,
@@ -693,6 +705,8 @@ class TrialRun:
         from mlflow.entities import Metric, RunTag
 
         client, run_id = self.tracker.client, self.run_id
+        if run_id is None:  # never created (tracking went off before the sender reached it)
+            return
         tags = [RunTag(STATE_TAG, state)]
         metrics = []
         if objective is not None:

@@ -356,7 +356,7 @@ def open_storage(options: StorageOptions, *,
     try:
         with _quiet_experimental():
             if url.startswith("sqlite:"):
-                engine = {"connect_args": {"timeout": 60}}
+                engine: dict[str, Any] = {"connect_args": {"timeout": 60}}
                 with store_lock(url):  # a fresh file gets its tables once, whoever opens it at the same time
                     return optuna.storages.RDBStorage(url, engine_kwargs=engine, **kwargs)
             if "://" in url:
@@ -377,7 +377,7 @@ def create_study(space: SearchSpace, storage: optuna.storages.BaseStorage, study
     try:
         study = optuna.create_study(
             study_name=study_name, storage=storage, sampler=make_sampler(space), pruner=make_pruner(space),
-            direction=direction, load_if_exists=True,
+            direction=optuna.study.StudyDirection[direction.upper()], load_if_exists=True,
         )
     except ValueError as exc:
         raise UsageError(f"study {study_name!r}: {exc}") from None

@@ -31,8 +31,8 @@ Numerical notes (each fixes a measured defect of the reference implementation):
 * Overflow: for ``alpha > 2`` the exponential saturates smoothly (`expm1_sat`, C1) from the point where
   ``rho`` reaches ``sqrt(max_float)`` (1.8e19 in float32, 1.3e154 in float64; for a tensor alpha from
   ``b / alpha`` times that, at least 1.6e18 in float32) towards about 45 times that value, so values and
-  gradients stay finite instead of overflowing to ``inf`` and ``NaN``; below that point results are exact. ``z = (x / scale)^2`` itself overflows for ``|x / scale| > sqrt(max_float)``:
-  such inputs are out of range.
+  gradients stay finite instead of overflowing to ``inf`` and ``NaN``; below that point results are exact.
+  ``z = (x / scale)^2`` itself overflows for ``|x / scale| > sqrt(max_float)``: such inputs are out of range.
 * Precision: float64 inputs are computed in float64; 16-bit inputs in float32.
 """
 

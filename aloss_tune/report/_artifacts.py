@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import atexit
 import base64
+import functools
 import importlib.util
 import logging
 import os
@@ -161,7 +162,7 @@ def write_artifacts(study: Any, out_dir: str | Path, ctx: Any = None, *,
         ("learned_params.png", lambda p: _plots.plot_learned(data, p)),
     ]
     for name, draw in figures:
-        keep(name, _step(name, notes, lambda draw=draw, name=name: draw(out / name)))
+        keep(name, _step(name, notes, functools.partial(_draw_into, draw, out / name)))
     interactive = out / "interactive.html"
     keep(interactive.name, _step(interactive.name, notes, lambda: _interactive_html(data, interactive)))
 
@@ -329,3 +330,7 @@ def write_report(study: Any, out_dir: str | Path, fmt: str = "md", *, storage: s
     if summary is None:
         raise UsageError(f"report: could not write the summary of study {name!r} (see the warnings).")
     return summary
+
+
+def _draw_into(draw: Callable[[Path], Any], path: Path) -> Any:
+    return draw(path)

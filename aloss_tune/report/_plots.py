@@ -61,7 +61,7 @@ def family_colors(data: StudyData) -> dict[str, Any]:
     from matplotlib import colormaps
 
     names = list(dict.fromkeys([*data.losses, *(t.loss for t in data.trials)]))
-    palette = colormaps["tab10"].colors
+    palette = colormaps["tab10"].colors  # type: ignore[attr-defined]  # a ListedColormap
     return {name: palette[i % len(palette)] for i, name in enumerate(names)}
 
 
@@ -284,7 +284,7 @@ def plot_parallel(data: StudyData, importances: Mapping[str, float] | None, path
     norm = Normalize(vmin=lo, vmax=hi if hi > lo else lo + 1.0)
     cmap = colormaps["viridis_r" if data.minimize else "viridis"]
     n_axes = len(names) + 1
-    ranked = sorted(done, key=lambda t: t.value if not data.minimize else -t.value)  # best drawn last
+    ranked = sorted(done, key=lambda t: _value(t) if not data.minimize else -_value(t))  # best drawn last
     best = data.best
     for t in ranked:
         ys = [_axis_position(t.search_params[n], dists[n]) if n in t.search_params else math.nan
@@ -292,7 +292,7 @@ def plot_parallel(data: StudyData, importances: Mapping[str, float] | None, path
         ys.append(0.5 if hi <= lo else (t.value - lo) / (hi - lo))  # type: ignore[operator]
         is_best = best is not None and t.number == best.number
         xs = [i for i, y in enumerate(ys) if not math.isnan(y)]  # skip the axes of other families' params
-        ax.plot(xs, [ys[i] for i in xs], color="crimson" if is_best else cmap(norm(t.value)),
+        ax.plot(xs, [ys[i] for i in xs], color="crimson" if is_best else cmap(norm(_value(t))),
                 linewidth=2.6 if is_best else 1.2, alpha=1.0 if is_best else 0.75, marker="o", markersize=3,
                 zorder=3 if is_best else 2)
     for i in range(n_axes):
@@ -437,3 +437,8 @@ def plot_learned(data: StudyData, path: Path) -> Path | None:
     fig.suptitle(f"{data.name}: learned loss parameters of {len(trials)} adaptive trial(s) "
                  "(red: the best of them)", fontsize=10)
     return save(fig, path)
+
+
+def _value(trial: Any) -> float:
+    """A finished trial's objective (``done`` trials always have one)."""
+    return math.nan if trial.value is None else float(trial.value)

@@ -140,7 +140,7 @@ class StudyData:
         done = self.complete
         if not done:
             return None
-        key = (lambda t: t.value) if self.minimize else (lambda t: -t.value)  # type: ignore[operator]
+        key = (lambda t: t.value) if self.minimize else (lambda t: -t.value)
         return min(done, key=key)
 
     @property

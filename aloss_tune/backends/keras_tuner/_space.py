@@ -55,11 +55,11 @@ class KerasTunerSuggester:
                 value = hp.Int(name, dist.low, dist.high, step=dist.step, sampling="linear")
             return None if value is None else min(max(int(value), dist.low), dist.high)
         labels = choice_labels(dist)
-        self._labels[name] = list(zip(dist.choices, labels))
+        self._labels[name] = list(zip(dist.choices, labels, strict=True))
         label = hp.Choice(name, labels, ordered=False)
         if label is None:
             return None
-        return dict(zip(labels, dist.choices))[label]
+        return dict(zip(labels, dist.choices, strict=True))[label]
 
     @contextlib.contextmanager
     def conditional(self, parent: str, value: Any) -> Iterator[None]:
