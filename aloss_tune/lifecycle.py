@@ -4,6 +4,7 @@ A backend decides *which* trial runs and *when* it is over (Optuna asks its samp
 its oracle); what happens to one trial is the same on both and is written here once:
 
 * trial ``n`` of a study seeded ``s`` trains with seed ``s + n`` (`training_seed`);
+* a worker stops after `MAX_CONSECUTIVE_FAILURES` failed trials in a row;
 * its MLflow run starts before training with the flat params, tagged when it retries or continues an
   earlier trial (`start_run`);
 * a configuration error is reported once, located in the space file (`located`);
@@ -18,6 +19,9 @@ from typing import Any
 
 from aloss_tune._schema import CONTINUES_TAG, RETRY_TAG
 from aloss_tune.space import SearchSpace
+
+MAX_CONSECUTIVE_FAILURES = 5  # a worker stops after this many failed trials in a row
+SAME_CONFIG_ERROR_STOP = 3  # ... and after this many, all its trials so far, refused by one ConfigError
 
 
 def training_seed(study_seed: int, number: int) -> int:

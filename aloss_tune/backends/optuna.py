@@ -55,7 +55,14 @@ from aloss_tune._schema import (  # noqa: F401 - the attribute names are also re
 from aloss_tune._urls import redact_text, redact_url
 from aloss_tune.distributions import Categorical, Distribution, Float, Int
 from aloss_tune.errors import ConfigError, TrialFailed, UsageError
-from aloss_tune.lifecycle import finish_interrupted, located, start_run, training_seed
+from aloss_tune.lifecycle import (
+    MAX_CONSECUTIVE_FAILURES,
+    SAME_CONFIG_ERROR_STOP,
+    finish_interrupted,
+    located,
+    start_run,
+    training_seed,
+)
 from aloss_tune.runner import TrialContext, run_trial
 from aloss_tune.space import SearchSpace
 from aloss_tune.tracking import StudyTracker, worker_id
@@ -711,7 +718,7 @@ def _line_per_trial(log: Any) -> Any:
 
 def run_study(space: SearchSpace, ctx: TrialContext, *, storage: StorageOptions, study_name: str,
               n_trials: int | None, timeout: float | None, tracker: StudyTracker | None,
-              progress: bool = False, max_consecutive_failures: int = 5,
+              progress: bool = False, max_consecutive_failures: int = MAX_CONSECUTIVE_FAILURES,
               after_study: Any = None, trial_log: Any = None, reclaim: bool | None = False) -> optuna.Study:
     """Run (or resume, or join) ``study_name`` until this worker has done ``n_trials`` or ``timeout``.
 
@@ -784,8 +791,6 @@ def run_study(space: SearchSpace, ctx: TrialContext, *, storage: StorageOptions,
     return study
 
 
-# A worker stops once this many trials, and every trial it ran, failed with the same ConfigError.
-SAME_CONFIG_ERROR_STOP = 3
 
 
 class _DropConfigErrorTraceback(logging.Filter):

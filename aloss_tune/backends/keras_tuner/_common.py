@@ -10,13 +10,11 @@ from pathlib import Path
 from typing import Any
 
 from aloss_tune._schema import DEFAULT_KT_DIRECTORY
+from aloss_tune.lifecycle import MAX_CONSECUTIVE_FAILURES, SAME_CONFIG_ERROR_STOP  # noqa: F401 - re-exported
 
 DEFAULT_DIRECTORY = DEFAULT_KT_DIRECTORY
 STUDY_FILE = "aloss_tune.json"
 TRIAL_FILE = "aloss_tune.json"
-MAX_CONSECUTIVE_FAILURES = 5
-# A worker stops once this many trials, and every trial it ran, failed with the same ConfigError.
-SAME_CONFIG_ERROR_STOP = 3
 EXECUTION_SEED_STRIDE = 1_000_003
 HYPERBAND_FACTOR = 3
 

@@ -146,7 +146,7 @@ def tune(space: SearchSpace, ctx: TrialContext, *, settings: TrackingSettings | 
         _log.warning("search.timeout is not applied on a distributed KerasTuner worker (the chief waits for "
                      "every worker); the chief's max_trials bounds the search.")
     if tracker is not None:
-        tracker.open()
+        tracker.start()  # as on Optuna: the first trial's run waits for the parent, not the search
     status = "FINISHED"
     config_error = None
     try:
