@@ -18,6 +18,7 @@ from pathlib import Path
 import optuna
 import pytest
 import yaml
+from helpers import spaces
 from mlflow.tracking import MlflowClient
 
 from aloss_tune.api import tune
@@ -33,21 +34,7 @@ COMPLETE, RUNNING, FAIL = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialS
 def write_space(folder: Path, study: str = "s", *, epochs: int = 1, n_trials: int = 2, sampler: str = "tpe",
                 **more) -> str:
     """A tiny regression study with the default sampler (TPE): every trial is one of its random start-ups."""
-    raw = {
-        "study": study,
-        "data": "helpers.user_side:tiny_regression",
-        "model": {"builder": "mlp", "params": {"units": 4, "layers": 1}},
-        "optimizer": {"name": "adam",
-                      "learning_rate": {"type": "float", "low": 1e-3, "high": 3e-2, "log": True}},
-        "objective": {"metric": "val_mae", "direction": "minimize"},
-        "training": {"epochs": epochs, "batch_size": 64},
-        "loss": ["mse", "huber"],
-        "search": {"sampler": sampler, "pruner": "none", "n_trials": n_trials, "seed": 0},
-        **more,
-    }
-    path = folder / f"{study}.yaml"
-    path.write_text(yaml.safe_dump(raw))
-    return str(path)
+    return spaces.write_space(folder, study, epochs=epochs, n_trials=n_trials, sampler=sampler, units=4, **more)
 
 
 def _env() -> dict[str, str]:

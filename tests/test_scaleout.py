@@ -27,7 +27,7 @@ from urllib.parse import urlsplit
 
 import optuna
 import pytest
-import yaml
+from helpers.spaces import write_space
 from mlflow.entities import ViewType
 from mlflow.tracking import MlflowClient
 
@@ -58,24 +58,6 @@ def on_services(test: Callable[..., Any]) -> Callable[..., Any]:
 
 def unique(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:8]}"
-
-
-def write_space(folder: Path, study: str, *, epochs: int = 2, n_trials: int = 4) -> str:
-    """A tiny regression study: 120 rows, a one-layer MLP, two losses and a continuous learning rate."""
-    raw = {
-        "study": study,
-        "data": "helpers.user_side:tiny_regression",
-        "model": {"builder": "mlp", "params": {"units": 8, "layers": 1}},
-        "optimizer": {"name": "adam",
-                      "learning_rate": {"type": "float", "low": 1e-3, "high": 3e-2, "log": True}},
-        "objective": {"metric": "val_mae", "direction": "minimize"},
-        "training": {"epochs": epochs, "batch_size": 64},
-        "loss": ["mse", "huber"],
-        "search": {"sampler": "random", "pruner": "none", "n_trials": n_trials, "seed": 0},
-    }
-    path = folder / f"{study}.yaml"
-    path.write_text(yaml.safe_dump(raw))
-    return str(path)
 
 
 def _env() -> dict[str, str]:
