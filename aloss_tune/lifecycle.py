@@ -17,6 +17,7 @@ import traceback
 from collections.abc import Mapping
 from typing import Any
 
+from aloss_tune import runner
 from aloss_tune._schema import CONTINUES_TAG, RETRY_TAG
 from aloss_tune.space import SearchSpace
 
@@ -44,9 +45,7 @@ def start_run(tracker: Any, number: int, params: Mapping[str, Any], seed: int, *
 
 def located(exc: BaseException, space: SearchSpace) -> str:
     """A configuration error's one-line message, prefixed once with the space file it refers to."""
-    where = f"{space.source}: " if space.source else ""
-    text = " ".join(str(exc).split())
-    return text if text.startswith(where) else where + text
+    return runner.located(str(exc), f"{space.source}: " if space.source else "")
 
 
 def finish_interrupted(run: Any) -> None:

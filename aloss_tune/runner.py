@@ -18,6 +18,7 @@ import keras
 import numpy as np
 
 from aloss_tune.datasets import Dataset, as_dataset
+from aloss_tune.distributions import Categorical
 from aloss_tune.errors import ConfigError, TrialFailed, describe
 from aloss_tune.factories import build_loss, get_factory
 from aloss_tune.losses import attach, learned_values
@@ -104,15 +105,19 @@ def prepare(space: SearchSpace, *, data: Any = None, build_model: Any = None) ->
     return ctx
 
 
+def located(message: str, where: str) -> str:
+    """``message`` on one line, prefixed once with the space file it refers to (``where``: ``"file: "``)."""
+    text = _one_line(message)
+    return text if not where or text.startswith(where) else where + text
+
+
 @contextlib.contextmanager
 def _located(where: str) -> Iterator[None]:
-    """Prefixes a `ConfigError` raised inside with the space file (``where``), once."""
+    """A `ConfigError` raised inside, `located` in the space file."""
     try:
         yield
     except ConfigError as exc:
-        if where and not str(exc).startswith(where):
-            raise ConfigError(where + _one_line(str(exc))) from None
-        raise
+        raise ConfigError(located(str(exc), where)) from None
 
 
 def _one_line(text: str) -> str:
@@ -123,8 +128,6 @@ class FirstSuggester:
     """A space's first sample, without a backend: each range's low end, each categorical's first choice."""
 
     def suggest(self, name: str, dist: Any) -> Any:
-        from aloss_tune.distributions import Categorical
-
         return dist.choices[0] if isinstance(dist, Categorical) else dist.low
 
     def conditional(self, parent: str, value: Any) -> Any:
@@ -150,7 +153,7 @@ def check_model(ctx: TrialContext) -> None:
         model = ctx.build_model(params, ctx.data)
     except ConfigError as exc:
         text = _one_line(str(exc))
-        raise ConfigError(text if where and text.startswith(where) else f"{where}model: {text}") from None
+        raise ConfigError(text if where and text.startswith(where) else located(f"model: {text}", where)) from None
     except Exception as exc:  # noqa: BLE001 - a user's builder fails in its own ways
         raise ConfigError(f"{where}model.builder: {builder_name} failed to build the space's first "
                           f"sample ({type(exc).__name__}: {_one_line(str(exc))}).") from None

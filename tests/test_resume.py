@@ -19,6 +19,7 @@ import optuna
 import pytest
 import yaml
 from helpers import spaces
+from helpers.processes import cli_env, start_cli, wait_for
 from mlflow.tracking import MlflowClient
 
 from aloss_tune.api import tune
@@ -35,30 +36,6 @@ def write_space(folder: Path, study: str = "s", *, epochs: int = 1, n_trials: in
                 **more) -> str:
     """A tiny regression study with the default sampler (TPE): every trial is one of its random start-ups."""
     return spaces.write_space(folder, study, epochs=epochs, n_trials=n_trials, sampler=sampler, units=4, **more)
-
-
-def _env() -> dict[str, str]:
-    path = os.pathsep.join(filter(None, [str(HERE), os.environ.get("PYTHONPATH")]))
-    env = {**os.environ, "PYTHONPATH": path, "TF_CPP_MIN_LOG_LEVEL": "3"}
-    env.pop("MLFLOW_TRACKING_URI", None)
-    env.pop("ALOSS_TUNE_STORAGE", None)
-    return env
-
-
-def start_cli(*args: str, cwd: Path, **popen) -> subprocess.Popen:
-    exe = str(Path(sys.executable).parent / "aloss-tune")
-    return subprocess.Popen([exe, *args], cwd=cwd, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, **popen)
-
-
-def wait_for(check, *, timeout: float, what: str, every: float = 0.2):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = check()
-        if found:
-            return found
-        time.sleep(every)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
 def trials_of(study: str, url: str) -> list[optuna.trial.FrozenTrial]:
@@ -161,7 +138,7 @@ print("ok")
 @pytest.mark.slow
 def test_processes_creating_the_stores_together_do_not_race(tmp_path):
     start = time.time() + 8  # every process has imported MLflow and Optuna by then
-    procs = [subprocess.Popen([sys.executable, "-c", _OPEN_AT, str(start)], cwd=tmp_path, env=_env(),
+    procs = [subprocess.Popen([sys.executable, "-c", _OPEN_AT, str(start)], cwd=tmp_path, env=cli_env(),
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(3)]
     outs = [p.communicate(timeout=120) for p in procs]
     for proc, (stdout, stderr) in zip(procs, outs, strict=True):
@@ -388,7 +365,7 @@ except KeyboardInterrupt as exc:
 
 
 def test_an_interrupt_lost_in_a_finaliser_is_delivered_again():
-    out = subprocess.run([sys.executable, "-c", _LOST_IN_A_FINALISER], env=_env(), capture_output=True,
+    out = subprocess.run([sys.executable, "-c", _LOST_IN_A_FINALISER], env=cli_env(), capture_output=True,
                          text=True, timeout=60)
     assert out.stdout.strip() == "interrupted: signal SIGINT", out.stderr[-3000:]
     assert out.stderr == ""

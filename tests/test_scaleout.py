@@ -27,6 +27,7 @@ from urllib.parse import urlsplit
 
 import optuna
 import pytest
+from helpers.processes import run_cli, start_cli, wait_for
 from helpers.spaces import write_space
 from mlflow.entities import ViewType
 from mlflow.tracking import MlflowClient
@@ -58,38 +59,6 @@ def on_services(test: Callable[..., Any]) -> Callable[..., Any]:
 
 def unique(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:8]}"
-
-
-def _env() -> dict[str, str]:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(HERE), os.environ.get("PYTHONPATH")])), "TF_CPP_MIN_LOG_LEVEL": "3"}
-    env.pop("MLFLOW_TRACKING_URI", None)
-    return env
-
-
-def _exe() -> str:
-    return str(Path(sys.executable).parent / "aloss-tune")
-
-
-def cli(*args: str, cwd: Path, timeout: float = 240) -> subprocess.CompletedProcess:
-    """``aloss-tune ARGS`` through the real entry point."""
-    return subprocess.run([_exe(), *args], cwd=cwd, env=_env(), capture_output=True, text=True,
-                          timeout=timeout)
-
-
-def start_cli(*args: str, cwd: Path) -> subprocess.Popen:
-    return subprocess.Popen([_exe(), *args], cwd=cwd, env=_env(), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
-
-
-def wait_for(check: Callable[[], Any], *, timeout: float, what: str, every: float = 0.2) -> Any:
-    """Poll ``check`` until it returns something truthy."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = check()
-        if found:
-            return found
-        time.sleep(every)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
 _STORAGES: dict[str, optuna.storages.RDBStorage] = {}
@@ -184,7 +153,7 @@ class MlflowServer:
 def test_worker_processes_share_one_study(tmp_path, workers):
     study = unique("share")
     space = write_space(tmp_path, study)
-    out = cli("tune", space, "--workers", str(workers), "--n-trials", "12", "--storage", POSTGRES,
+    out = run_cli("tune", space, "--workers", str(workers), "--n-trials", "12", "--storage", POSTGRES,
               "--tracking-uri", MLFLOW, cwd=tmp_path)
     assert out.returncode == 0, out.stderr[-3000:]
     assert f"study '{study}' (optuna): 12 complete, 0 pruned, 0 failed" in out.stdout
@@ -239,7 +208,7 @@ def test_a_worker_killed_mid_trial_then_the_study_resumed(tmp_path):
     assert client.get_run(victim_run).info.status == "RUNNING"
 
     time.sleep(5)  # past the grace period
-    out = cli("tune", space, *stores, "--retries", "1", "--n-trials", "1", cwd=tmp_path)
+    out = run_cli("tune", space, *stores, "--retries", "1", "--n-trials", "1", cwd=tmp_path)
     assert out.returncode == 0, out.stderr[-3000:]
     assert f"trial {victim.number}: worker lost (no heartbeat); queued for retry 1 of 1" in out.stderr
     assert_no_password(out.stdout, out.stderr)
@@ -339,7 +308,7 @@ def test_tracking_server_lost_mid_study(tmp_path):
         assert client.get_metric_history(lost_run, "val_mae")  # its first epochs were stored
 
         # The next run on the study ends the run its trial's worker could not end, as Optuna recorded it.
-        out = cli("tune", space, *stores, "--n-trials", "1", cwd=tmp_path)
+        out = run_cli("tune", space, *stores, "--n-trials", "1", cwd=tmp_path)
         assert out.returncode == 0, out.stderr[-3000:]
         ended = client.get_run(lost_run)
         assert ended.info.status == "FINISHED"

@@ -707,7 +707,8 @@ def _line_per_trial(log: Any) -> Any:
         if value is None and trial.intermediate_values:  # pruned: its last reported epoch
             value = trial.intermediate_values[max(trial.intermediate_values)]
         try:
-            best = (study.best_value, study.best_trial.number)
+            best_trial = study.best_trial  # one read of the study's trials
+            best = (best_trial.value, best_trial.number)
         except ValueError:
             best = None
         log(trial.number, state, loss, value, best=best,
