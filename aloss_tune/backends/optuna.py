@@ -418,15 +418,10 @@ class Objective:
         ctx = self.ctx
         params = ctx.space.sample(OptunaSuggester(trial), ctx.target_scale)
         seed = training_seed(self.seed, trial.number)
-        trial.set_user_attr(PARAMS_ATTR, params)
-        trial.set_user_attr(SEED_ATTR, seed)
-        trial.set_user_attr(WORKER_ATTR, worker_id())
-        trial.set_user_attr(HEARTBEAT_ATTR, self.heartbeat)  # how a lost worker's trial will be found
         # A retry of a lost trial (same params, new number) inherits the lost trial's attributes.
         retry_of = trial.storage.get_trial_system_attrs(trial._trial_id).get("failed_trial")
+        # The run first (its creation is queued, not awaited): a trial stopped from here on ends its run.
         run = start_run(self.tracker, trial.number, params, seed, retry_of=retry_of)
-        if retry_of is not None:
-            trial.set_user_attr(RUN_ATTR, None)  # not the lost trial's run
         recorded = False
 
         def record_run() -> None:
@@ -451,6 +446,12 @@ class Objective:
                     raise optuna.TrialPruned(f"pruned at epoch {epoch} ({metric}={value:.6g})")
 
         try:
+            trial.set_user_attr(PARAMS_ATTR, params)
+            trial.set_user_attr(SEED_ATTR, seed)
+            trial.set_user_attr(WORKER_ATTR, worker_id())
+            trial.set_user_attr(HEARTBEAT_ATTR, self.heartbeat)  # how a lost worker's trial will be found
+            if retry_of is not None:
+                trial.set_user_attr(RUN_ATTR, None)  # not the lost trial's run
             outcome = run_trial(ctx, params, seed=seed, reporters=[report])
         except optuna.TrialPruned:
             if run is not None:
