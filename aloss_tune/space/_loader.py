@@ -193,6 +193,13 @@ class _Loader:
         args = mapping.get("args") or {}
         if not isinstance(args, dict):
             raise self.fail("data.args", f"must be a mapping, but got {describe(args)}.")
+        if args.get("label_noise") is not None:
+            from aloss_tune.datasets import LabelNoise
+
+            try:
+                LabelNoise.from_dict(args["label_noise"])
+            except ConfigError as exc:
+                raise self.fail("", str(exc)) from None
         return name, args
 
     def model(self, value: Any) -> tuple[Any, dict[str, ParamValue]]:
