@@ -81,3 +81,58 @@ def test_a_study_searches_one_class_weight_and_reloads_the_best_loss_with_it(sto
         assert trial.user_attrs["aloss_tune.params"]["loss.class_weights"] == [1.0, middle, 0.5]
     best = aloss_tune.load_best_loss("weights", storage=stores["storage"])
     assert best.get_config()["class_weights"] == result.best_params["loss.class_weights"]
+
+
+# ---------------------------------------------------------------------------------------- the first round
+FIRST_ROUND_SPACE = {
+    "study": "first", "data": "contaminated_regression",
+    "model": {"params": {"units": {"type": "int", "low": 4, "high": 16, "log": True},
+                         "dropout": {"type": "float", "low": 0.0, "high": 0.2, "step": 0.1}}},
+    "optimizer": {"name": "adam", "learning_rate": {"type": "float", "low": 1e-3, "high": 1e-1, "log": True}},
+    "training": {"epochs": 1, "batch_size": 128},
+    "loss": {"choices": ["huber", "barron", "dynamic_alpha"],
+             "penalty": {"l2": {"type": "float", "low": 1e-6, "high": 1e-3, "log": True}}},
+    "search": {"sampler": "tpe", "pruner": "none", "n_trials": 4, "seed": 3},
+}
+
+
+def test_the_first_round_tries_each_loss_at_its_defaults_and_the_middle_of_the_model_ranges():
+    from aloss_tune.factories import get_factory
+
+    spec = SearchSpace.from_dict(FIRST_ROUND_SPACE)
+    rounds = spec.first_round(target_scale=50.0)
+    assert [r["loss"] for r in rounds] == ["huber", "barron", "dynamic_alpha"]
+    huber, barron, dynamic = rounds
+    assert huber["loss.huber.delta"] == 50.0  # default 1 spread, in target units
+    assert barron["loss.barron.alpha"] == get_factory("barron").param("alpha").default
+    assert barron["loss.barron.scale"] == 50.0
+    # the formula's default and only that formula's constants (its `when` condition)
+    assert dynamic["loss.dynamic_alpha.alpha_formula"] == get_factory("dynamic_alpha").param("alpha_formula").default
+    assert "loss.dynamic_alpha.temperature" in dynamic and "loss.dynamic_alpha.power" not in dynamic
+    for r in rounds:
+        assert r["model.units"] == 8 and r["model.dropout"] == 0.1  # geometric middle; middle on the grid
+        assert r["optimizer.learning_rate"] == pytest.approx(1e-2)
+        assert r["loss.l2"] == 1e-6  # the least penalty
+
+
+def test_optuna_runs_the_first_round_first_and_only_in_a_new_study(stores):
+    import aloss_tune
+
+    result = aloss_tune.tune(FIRST_ROUND_SPACE, storage=stores["storage"], tracking=False, progress=False)
+    trials = result.study.get_trials()
+    spec = SearchSpace.from_dict(FIRST_ROUND_SPACE)
+    rounds = spec.first_round(result.study.user_attrs["aloss_tune.target_scale"])
+    assert [t.params for t in trials[:3]] == rounds
+    assert trials[3].params["loss"] in ("huber", "barron", "dynamic_alpha")  # then the sampler's own
+    resumed = aloss_tune.tune(FIRST_ROUND_SPACE, storage=stores["storage"], tracking=False, progress=False,
+                              n_trials=1)
+    assert len(resumed.study.get_trials()) == 5 and not any(
+        t.params == rounds[0] for t in resumed.study.get_trials()[3:])
+    off = dict(FIRST_ROUND_SPACE, study="no-first", search={**FIRST_ROUND_SPACE["search"], "first_round": False})
+    plain = aloss_tune.tune(off, storage=stores["storage"], tracking=False, progress=False, n_trials=2)
+    assert [t.params for t in plain.study.get_trials()] != rounds[:2]
+
+
+def test_first_round_must_be_a_flag():
+    with pytest.raises(ConfigError, match=r"search\.first_round: must be true or false, but got 'yes'"):
+        SearchSpace.from_dict({"study": "s", "loss": ["mse"], "search": {"first_round": "yes"}})

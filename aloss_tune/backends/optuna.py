@@ -396,6 +396,20 @@ def create_study(space: SearchSpace, storage: optuna.storages.BaseStorage, study
     return study
 
 
+def enqueue_first_round(study: optuna.Study, space: SearchSpace, target_scale: float) -> int:
+    """Queue the space's first round (`SearchSpace.first_round`: each loss at its defaults) in a new study.
+
+    Only a study without trials gets it (a resumed one has its history), and not under the grid sampler (its
+    own schedule). Returns how many trials were queued.
+    """
+    if not space.search.first_round or space.search.sampler == "grid" or study.get_trials(deepcopy=False):
+        return 0
+    rounds = space.first_round(target_scale)
+    for params in rounds:
+        study.enqueue_trial(params, skip_if_exists=True)
+    return len(rounds)
+
+
 @contextlib.contextmanager
 def _quiet_experimental() -> Iterator[None]:
     with warnings.catch_warnings():
@@ -735,6 +749,7 @@ def run_study(space: SearchSpace, ctx: TrialContext, *, storage: StorageOptions,
     STOPPING.clear()
     hook = _stale_trial_hook(tracker) if tracker is not None else None
     study = create_study(space, open_storage(storage, on_stale=hook), study_name, ctx.objective.direction)
+    enqueue_first_round(study, space, ctx.target_scale)
     study.set_user_attr(SPACE_ATTR, space.to_dict())
     study.set_user_attr(OBJECTIVE_ATTR, {"metric": ctx.objective.metric,
                                                  "direction": ctx.objective.direction})

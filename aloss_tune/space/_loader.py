@@ -349,7 +349,7 @@ class _Loader:
 
     def search(self, value: Any) -> Search:
         mapping = self.mapping(value, "search", ("backend", "sampler", "pruner", "tuner", "n_trials", "timeout",
-                                                 "seed", "executions_per_trial"))
+                                                 "seed", "executions_per_trial", "first_round"))
         sampler, sampler_args = self.named(mapping.get("sampler", "tpe"), "search.sampler", SAMPLERS)
         pruner, pruner_args = self.named(mapping.get("pruner", "median"), "search.pruner", PRUNERS)
         timeout = mapping.get("timeout")
@@ -368,7 +368,13 @@ class _Loader:
             seed=seed,
             executions_per_trial=self.integer(mapping.get("executions_per_trial"), "search.executions_per_trial",
                                               1, default=1),
+            first_round=self.flag(mapping.get("first_round", True), "search.first_round"),
         )
+
+    def flag(self, value: Any, path: str) -> bool:
+        if not isinstance(value, bool):
+            raise self.fail(path, f"must be true or false, but got {describe(value)}.")
+        return value
 
     def named(self, value: Any, path: str, allowed: tuple[str, ...]) -> tuple[str, dict[str, Any]]:
         """``name`` or ``{name: ..., <constructor args>}``."""

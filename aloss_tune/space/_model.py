@@ -89,6 +89,7 @@ class Search:
     timeout: float | None = None
     seed: int = 0
     executions_per_trial: int = 1
+    first_round: bool = True  # start with one trial per loss at its defaults (`SearchSpace.first_round`)
 
 
 @dataclass(frozen=True)
@@ -256,6 +257,21 @@ class SearchSpace:
                 params[f"{prefix}.{name}"] = _draw(suggester, f"{prefix}.{name}", value)
         return params
 
+    def first_round(self, target_scale: float = 1.0) -> list[dict[str, Any]]:
+        """The study's first trials, one per loss choice, by backend name (``loss.barron.alpha``).
+
+        Each tries its loss at the factory's defaults (relative ones in units of ``target_scale``, the
+        regression target's robust spread) and the model and optimizer at the middle of their ranges (see
+        `StartSuggester`), so that every loss family is measured once at sound settings before a sampler
+        takes over.
+        """
+        out = []
+        for loss in self.losses:
+            suggester = StartSuggester(loss, target_scale)
+            self.sample(suggester, target_scale)
+            out.append(suggester.values)
+        return out
+
     def to_dict(self) -> dict[str, Any]:
         """A plain dict (YAML-able) of the validated space, for logging and the MLflow parent run."""
         def one(value: ParamValue) -> Any:
@@ -300,6 +316,7 @@ class SearchSpace:
                 "timeout": self.search.timeout,
                 "seed": self.search.seed,
                 "executions_per_trial": self.search.executions_per_trial,
+                "first_round": self.search.first_round,
             },
         }
         return out
@@ -355,6 +372,62 @@ def _draw(suggester: Suggester, name: str, value: ParamValue) -> Any:
     if isinstance(value, (Float, Int, Categorical)):
         return suggester.suggest(name, value)
     return value
+
+
+def middle(dist: Distribution) -> Any:
+    """The middle of a range (geometric for a log range; on its grid for a stepped one); a categorical's first
+    choice."""
+    if isinstance(dist, Categorical):
+        return dist.choices[0]
+    value = math.sqrt(dist.low * dist.high) if dist.log else (dist.low + dist.high) / 2
+    return _on_grid(dist, value)
+
+
+def _on_grid(dist: Float | Int, value: float) -> Any:
+    """``value`` clipped to ``dist`` and snapped to its step (an integer for `Int`)."""
+    value = min(max(value, dist.low), dist.high)
+    step = dist.step if isinstance(dist, Float) else (None if dist.log else dist.step)
+    if step:
+        value = min(dist.low + round((value - dist.low) / step) * step, dist.high)
+    return int(round(value)) if isinstance(dist, Int) else float(value)
+
+
+class StartSuggester:
+    """The first-round sample of one loss (`SearchSpace.first_round`): records what it suggests by name.
+
+    The loss's own parameters take the factory's default when the range holds it (a relative default times
+    the target spread), else the range's middle; the weight penalty takes its range's low end (the least
+    penalty); the model and optimizer take the middle of each range (`middle`).
+    """
+
+    def __init__(self, loss: str, target_scale: float = 1.0):
+        self.loss = loss
+        self.factory = get_factory(loss)
+        self.target_scale = target_scale
+        self.values: dict[str, Any] = {}
+
+    def suggest(self, name: str, dist: Distribution) -> Any:
+        value = self.loss if name == "loss" else self._start(name, dist)
+        self.values[name] = value
+        return value
+
+    def _start(self, name: str, dist: Distribution) -> Any:
+        parts = name.split(".")
+        if parts[0] == "loss" and len(parts) == 2:  # the penalty: start with the least
+            return dist.choices[0] if isinstance(dist, Categorical) else dist.low
+        spec = self.factory._by_name.get(parts[2]) if parts[0] == "loss" and len(parts) == 3 else None
+        if spec is not None and spec.default is not None:
+            default = spec.default
+            if isinstance(dist, Categorical):
+                return default if default in dist.choices else dist.choices[0]
+            if isinstance(default, (int, float)) and not isinstance(default, bool):
+                default = default * self.target_scale if spec.relative else default
+                if dist.low <= default <= dist.high:
+                    return _on_grid(dist, default)
+        return middle(dist)
+
+    def conditional(self, parent: str, value: Any) -> contextlib.AbstractContextManager[None]:
+        return contextlib.nullcontext()
 
 
 class FixedSuggester:

@@ -540,3 +540,24 @@ def test_alpha_formula_constants_are_declared_in_nested_scopes() -> None:
     values.ensure_active_values()
     params = model.params(values)
     assert {k for k in params if k.startswith("loss")} == {"loss", "loss.alpha_formula", "loss.strength"}
+
+
+def test_keras_tuner_starts_with_the_first_round(tmp_path):
+    space = SearchSpace.from_dict({
+        "study": "kt-first", "data": "contaminated_regression",
+        "model": {"params": {"units": {"type": "int", "low": 4, "high": 16, "log": True}}},
+        "optimizer": {"name": "adam", "learning_rate": {"type": "float", "low": 1e-3, "high": 1e-1, "log": True}},
+        "objective": {"metric": "val_mae", "direction": "minimize"},
+        "training": {"epochs": 1, "batch_size": 128},
+        "loss": ["mse", "barron"],
+        "search": {"backend": "keras-tuner", "tuner": "bayesian", "n_trials": 3, "seed": 2},
+    })
+    result = aloss_tune.tune(space, directory=tmp_path, tracking=False, progress=False)
+    hypermodel = result.study.hypermodel
+    trials = [result.study.oracle.trials[t] for t in sorted(result.study.oracle.trials)]
+    scale = prepare(space).target_scale
+    params = [hypermodel.params(t.hyperparameters) for t in trials]
+    expected = [{k.replace("loss.barron.", "loss."): v for k, v in r.items()}
+                for r in space.first_round(scale)]
+    assert params[:2] == expected
+    assert len(params) == 3

@@ -153,12 +153,48 @@ class SpaceHyperModel(kt.HyperModel):
 
 
 # ---------------------------------------------------------------------------------------------- oracles
-def make_oracle(space: SearchSpace, metric: str, direction: str, **options: Any) -> kt.Oracle:
+class _FirstRound:
+    """Oracle mixin: the first trials of a new project are the space's first round (`SearchSpace.first_round`,
+    each loss at its defaults), then the oracle's own proposals. A resumed project has its trials already."""
+
+    def __init__(self, *args: Any, first_round: list[dict[str, Any]] | None = None, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self._first_round = list(first_round or ())
+
+    def populate_space(self, trial_id: str) -> dict[str, Any]:
+        index = len(self.trials)  # type: ignore[attr-defined]
+        if index < len(self._first_round):
+            return {"status": kt.engine.trial.TrialStatus.RUNNING, "values": dict(self._first_round[index])}
+        return super().populate_space(trial_id)  # type: ignore[misc]
+
+
+class RandomSearchOracle(_FirstRound, kt.oracles.RandomSearchOracle):
+    """KerasTuner's random search, starting with the space's first round."""
+
+
+class BayesianOptimizationOracle(_FirstRound, kt.oracles.BayesianOptimizationOracle):
+    """KerasTuner's Bayesian optimisation, starting with the space's first round (trials the Gaussian process
+    then learns from)."""
+
+
+def first_round_values(space: SearchSpace, target_scale: float = 1.0) -> list[dict[str, Any]]:
+    """`SearchSpace.first_round` in KerasTuner's values: a categorical as the label KerasTuner holds."""
+    labels: dict[str, dict[Any, Any]] = {}
+    for name, dist in space.search_params(target_scale).items():
+        if isinstance(dist, Categorical):
+            labels[name] = dict(zip(dist.choices, choice_labels(dist), strict=True))
+    return [{name: labels[name][value] if name in labels else value for name, value in trial.items()}
+            for trial in space.first_round(target_scale)]
+
+
+def make_oracle(space: SearchSpace, metric: str, direction: str, *, target_scale: float = 1.0,
+                **options: Any) -> kt.Oracle:
     """The KerasTuner oracle of ``space.search.tuner`` for ``metric`` (``minimize``/``maximize``).
 
     ``options`` go to the oracle's constructor (``num_initial_points`` of ``bayesian``, ``factor`` of
     ``hyperband``, ...). Failures never stop KerasTuner itself (it would raise before saving its state);
-    `SpaceTuner` applies the limit instead.
+    `SpaceTuner` applies the limit instead. Random search and Bayesian optimisation start with the space's
+    first round (``search.first_round``); Hyperband keeps its own brackets.
     """
     search = space.search
     objective = kt.Objective(metric, "min" if direction == "minimize" else "max")
@@ -170,10 +206,11 @@ def make_oracle(space: SearchSpace, metric: str, direction: str, **options: Any)
     }
     common.update(options)
     oracle: kt.Oracle
+    rounds = first_round_values(space, target_scale) if search.first_round else []
     if search.tuner == "random":
-        oracle = kt.oracles.RandomSearchOracle(max_trials=search.n_trials, **common)
+        oracle = RandomSearchOracle(max_trials=search.n_trials, first_round=rounds, **common)
     elif search.tuner == "bayesian":
-        oracle = kt.oracles.BayesianOptimizationOracle(max_trials=search.n_trials, **common)
+        oracle = BayesianOptimizationOracle(max_trials=search.n_trials, first_round=rounds, **common)
     else:
         common.setdefault("max_epochs", space.training.epochs)
         common.setdefault("factor", HYPERBAND_FACTOR)

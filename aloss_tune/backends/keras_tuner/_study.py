@@ -110,7 +110,8 @@ def make_tuner(space: SearchSpace, ctx: TrialContext, *, directory: str | os.Pat
     record = _study_record(space, ctx)
     if not overwrite:
         _check_project(project, record)
-    oracle = make_oracle(space, ctx.objective.metric, ctx.objective.direction, **dict(oracle_options or {}))
+    oracle = make_oracle(space, ctx.objective.metric, ctx.objective.direction, target_scale=ctx.target_scale,
+                         **dict(oracle_options or {}))
     tuner = SpaceTuner(
         oracle, SpaceHyperModel(space, ctx.target_scale, ctx), ctx=ctx, tracker=tracker,
         timeout=space.search.timeout, directory=str(project.parent), project_name=project.name,
