@@ -9,6 +9,7 @@ which backend runs.
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -26,6 +27,7 @@ from aloss_tune.models import resolve_builder
 from aloss_tune.space import Objective, SearchSpace
 
 Reporter = Callable[[int, dict[str, float]], None]
+_log = logging.getLogger("aloss_tune")
 
 TASK_METRICS: dict[str, Callable[[], list[keras.metrics.Metric]]] = {
     "regression": lambda: [
@@ -92,6 +94,13 @@ def prepare(space: SearchSpace, *, data: Any = None, build_model: Any = None) ->
         dataset = as_dataset(space.data if data is None else data, args=dict(space.data_args))
         builder = resolve_builder(space.model if build_model is None else build_model)
     objective = space.resolve_objective(dataset.task)
+    if space.objective is None and dataset.task == "regression":
+        share = contaminated_share(dataset)
+        if share > CONTAMINATED_SHARE:
+            objective = Objective("val_median_ae", "minimize")
+            _log.warning("objective: val_median_ae, as %.0f%% of the validation targets lie beyond %g robust "
+                         "spreads of a linear fit (set `objective:` in the space to choose another).",
+                         100 * share, CONTAMINATION_SPREADS)
     for i, name in enumerate(space.losses):
         factory = get_factory(name)
         if dataset.task not in factory.tasks:
@@ -103,6 +112,39 @@ def prepare(space: SearchSpace, *, data: Any = None, build_model: Any = None) ->
     ctx = TrialContext(space=space, data=dataset, objective=objective, build_model=builder)
     check_model(ctx)
     return ctx
+
+
+# A regression study without an `objective:` selects on the median absolute validation error when the
+# validation targets look contaminated: more than CONTAMINATED_SHARE of the residuals of a least-squares fit
+# (on the training rows) lie beyond CONTAMINATION_SPREADS robust spreads of the training residuals. Normal
+# noise puts 0.27 % there; measured on the built-in data (3 seeds each): clean diabetes 0 %, Friedman #1 with
+# Gaussian noise 0.75 %, linear with Gaussian noise 0 %; 20 % outliers 18-19 %, Student-t(1.5) noise 2.8-5 %,
+# Student-t(3) noise growing with the target 1.5-2.8 %.
+CONTAMINATION_SPREADS = 3.0
+CONTAMINATED_SHARE = 0.0125
+
+
+def contaminated_share(data: Dataset) -> float:
+    """The share of validation residuals of a least-squares fit beyond `CONTAMINATION_SPREADS` robust spreads.
+
+    The fit (an intercept and one weight per input value, on the training rows) removes the part of the
+    targets the inputs explain linearly, so that a skewed but clean target does not look contaminated; its
+    residuals' spread is 1.4826 x their median absolute deviation on the training rows.
+    """
+
+    def design(x: np.ndarray) -> np.ndarray:
+        flat = np.asarray(x, dtype="float64").reshape(len(x), -1)
+        return np.hstack([flat, np.ones((len(flat), 1))])
+
+    y_train = np.asarray(data.y_train, dtype="float64").reshape(len(data.y_train), -1)
+    y_val = np.asarray(data.y_val, dtype="float64").reshape(len(data.y_val), -1)
+    weights, *_ = np.linalg.lstsq(design(data.x_train), y_train, rcond=None)
+    train_residual = y_train - design(data.x_train) @ weights
+    val_residual = y_val - design(data.x_val) @ weights
+    center = np.median(train_residual, axis=0)
+    spread = 1.4826 * np.median(np.abs(train_residual - center), axis=0)
+    spread = np.where(spread > 0, spread, np.std(train_residual, axis=0) + 1e-12)
+    return float(np.mean(np.abs(val_residual - center) > CONTAMINATION_SPREADS * spread))
 
 
 def located(message: str, where: str) -> str:

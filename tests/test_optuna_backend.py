@@ -6,6 +6,7 @@ import optuna
 import pytest
 
 from aloss_tune.backends.optuna import OptunaSuggester, make_pruner, make_sampler
+from aloss_tune.backends.pruning import FamilyMedianPruner
 from aloss_tune.errors import ConfigError
 from aloss_tune.space import SearchSpace
 
@@ -47,7 +48,10 @@ def test_grid_sampler_enumerates_every_combination():
 
 
 def test_pruners():
-    assert isinstance(make_pruner(space(pruner="median")), optuna.pruners.MedianPruner)
+    median = make_pruner(space(pruner="median"))
+    assert isinstance(median, FamilyMedianPruner)
+    assert (median.n_startup_trials, median.n_warmup_steps) == (2, 2)  # 9 epochs: warm-up max(2, 9 // 4)
+    assert make_pruner(space(pruner="median", training={"epochs": 40})).n_warmup_steps == 10
     hyperband = make_pruner(space(pruner="hyperband"))
     assert isinstance(hyperband, optuna.pruners.HyperbandPruner) and hyperband._max_resource == 9
     assert isinstance(make_pruner(space(pruner="none")), optuna.pruners.NopPruner)
@@ -136,3 +140,35 @@ def test_optuna_runs_the_first_round_first_and_only_in_a_new_study(stores):
 def test_first_round_must_be_a_flag():
     with pytest.raises(ConfigError, match=r"search\.first_round: must be true or false, but got 'yes'"):
         SearchSpace.from_dict({"study": "s", "loss": ["mse"], "search": {"first_round": "yes"}})
+
+
+def _finished(loss: str, curve: list[float]) -> optuna.trial.FrozenTrial:
+    return optuna.trial.create_trial(
+        params={"loss": loss}, distributions={"loss": optuna.distributions.CategoricalDistribution(["a", "b"])},
+        value=min(curve), intermediate_values=dict(enumerate(curve)))
+
+
+@pytest.mark.parametrize("direction", ["minimize", "maximize"])
+def test_family_median_compares_a_trial_with_its_own_loss_only(direction):
+    sign = 1.0 if direction == "minimize" else -1.0
+    loss = {"loss": optuna.distributions.CategoricalDistribution(["a", "b"])}
+    study = optuna.create_study(direction=direction, pruner=FamilyMedianPruner(n_startup_trials=2,
+                                                                                n_warmup_steps=1))
+    for name, curve in (("a", [1.0, 0.5, 0.4]), ("a", [1.2, 0.7, 0.6]), ("a", [0.9, 0.3, 0.2]),
+                        ("b", [9.0, 8.0, 7.0])):
+        study.add_trial(_finished(name, [sign * v for v in curve]))
+
+    def running(name: str, curve: list[float]) -> optuna.Trial:
+        study.enqueue_trial({"loss": name})
+        trial = study.ask(loss)
+        for step, value in enumerate(curve):
+            trial.report(sign * value, step)
+        return trial
+
+    # far worse than every "a" trial, but family "b" has one completed trial (< n_startup_trials): kept
+    assert not running("b", [8.5, 7.9]).should_prune()
+    assert not running("a", [2.0]).should_prune()  # warm-up: step 0 < 1
+    assert running("a", [2.0, 0.6]).should_prune()  # step 1: best 0.6 against the median of 0.5, 0.7, 0.3
+    assert not running("a", [2.0, 0.45]).should_prune()
+    assert running("a", [2.0, 0.6, 0.45]).should_prune()  # step 2: best 0.45 against the median 0.4
+    assert not running("a", [2.0, 0.6, 0.35]).should_prune()

@@ -120,3 +120,30 @@ def test_trial_log_writes_one_line_per_trial_with_the_best_so_far():
     assert lines[3] == "trial 3 failed    loss=focal  ValueError: bad detail  best=0.81 (trial 0)"
     assert lines[4].endswith("best=0.9 (trial 4)") and len(lines) == 5
     assert resolve(True) == (True, False) and resolve(False) == (False, False)
+
+
+def test_contaminated_validation_targets_select_on_the_median_absolute_error(caplog):
+    import numpy as np
+
+    from aloss_tune.datasets import Dataset, contaminated_regression
+    from aloss_tune.runner import CONTAMINATED_SHARE, contaminated_share, prepare
+
+    dirty = contaminated_regression(seed=1)
+    clean = contaminated_regression(seed=1, outlier_fraction=0.0)
+    assert contaminated_share(dirty) > 0.1 > CONTAMINATED_SHARE >= contaminated_share(clean)
+    # a skewed but clean target that the inputs explain is not contaminated
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(1000, 3)).astype("float32")
+    y = np.exp(x @ np.array([0.8, -0.5, 0.3]) + 0.05 * rng.normal(size=1000)).astype("float32")
+    skewed = Dataset("skewed", "regression", x[:600], np.log(y[:600]), x[600:], np.log(y[600:]))
+    assert contaminated_share(skewed) <= CONTAMINATED_SHARE
+    space = {"study": "s", "loss": ["huber"], "model": {"params": {"units": 4, "layers": 1}}}
+    with caplog.at_level("WARNING", logger="aloss_tune"):
+        ctx = prepare(SearchSpace.from_dict({**space, "data": "contaminated_regression"}))
+    assert (ctx.objective.metric, ctx.objective.direction) == ("val_median_ae", "minimize")
+    assert "objective: val_median_ae, as 18% of the validation targets lie beyond 3 robust spreads" in caplog.text
+    explicit = prepare(SearchSpace.from_dict({**space, "data": "contaminated_regression", "objective": "val_mae"}))
+    assert explicit.objective.metric == "val_mae"
+    calm = prepare(SearchSpace.from_dict({**space, "data": {"name": "contaminated_regression",
+                                                             "args": {"outlier_fraction": 0.0}}}))
+    assert calm.objective.metric == "val_mae"

@@ -53,6 +53,7 @@ from aloss_tune._schema import (  # noqa: F401 - the attribute names are also re
     WORKER_ATTR,
 )
 from aloss_tune._urls import redact_text, redact_url
+from aloss_tune.backends.pruning import FamilyMedianPruner, default_warmup
 from aloss_tune.distributions import Categorical, Distribution, Float, Int
 from aloss_tune.errors import ConfigError, TrialFailed, UsageError
 from aloss_tune.lifecycle import (
@@ -111,7 +112,8 @@ def _check_args(space: SearchSpace, key: str, cls: Any, args: Mapping[str, Any],
         if name in reserved:
             raise ConfigError(f"{where}search.{key}.{name}: set by aloss-tune (the seed is search.seed).")
         if name not in taken:
-            raise ConfigError(f"{where}search.{key}.{name}: unknown argument of optuna's {cls.__name__} "
+            owner = "optuna's " if cls.__module__.startswith("optuna") else ""
+            raise ConfigError(f"{where}search.{key}.{name}: unknown argument of {owner}{cls.__name__} "
                               f"(allowed: {', '.join(taken) or 'none'}).")
 
 
@@ -215,14 +217,17 @@ def _grid_values(dist: Distribution) -> list[Any]:
 
 
 def make_pruner(space: SearchSpace) -> optuna.pruners.BasePruner:
+    """The space's pruner. ``median`` compares a trial with the completed trials of its own loss only, from two
+    of them on and after a quarter of the epochs (`aloss_tune.backends.pruning.FamilyMedianPruner`)."""
     search = space.search
     args = dict(search.pruner_args)
-    _check_args(space, "pruner", getattr(optuna.pruners, _PRUNERS[search.pruner]), args, ())
+    cls = FamilyMedianPruner if search.pruner == "median" else getattr(optuna.pruners, _PRUNERS[search.pruner])
+    _check_args(space, "pruner", cls, args, ())
     try:
         if search.pruner == "median":
-            args.setdefault("n_startup_trials", 3)
-            args.setdefault("n_warmup_steps", 2)
-            return optuna.pruners.MedianPruner(**args)
+            args.setdefault("n_startup_trials", 2)
+            args.setdefault("n_warmup_steps", default_warmup(space.training.epochs))
+            return FamilyMedianPruner(**args)
         if search.pruner == "hyperband":
             args.setdefault("min_resource", 1)
             args.setdefault("max_resource", space.training.epochs)
