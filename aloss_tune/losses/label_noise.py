@@ -333,9 +333,9 @@ class SymmetricCrossentropy(Loss):
         ``loss = alpha * CE + beta * RCE``, ``RCE = -sum_k p_k log clip(y_k, exp(A), 1) = -A (1 - p_y)``
         for one-hot labels.
 
-    The paper sets ``A = -4``. Its reference code clips the labels at 1e-4 instead, i.e. ``A = ln(1e-4)``
-    (about -9.21), which makes the RCE term 2.3 times larger: pass ``log_clip=math.log(1e-4)`` to reproduce
-    the published ``alpha``/``beta`` with that code's scale.
+    The paper sets ``A = -4``. Its reference code (and that of the active-passive losses) clips the labels at
+    1e-4 instead, i.e. ``A = ln(1e-4)`` (about -9.21), which makes the RCE term 2.3 times larger: pass
+    ``log_clip=math.log(1e-4)`` to reproduce that code.
 
     Args:
         alpha: weight of the cross-entropy, >= 0 (0.01 on MNIST, 0.1 on CIFAR-10, 6.0 on CIFAR-100 in the
@@ -477,7 +477,8 @@ class ActivePassiveLoss(Loss):
         beta: weight of the passive loss, >= 0 (APL: 10 on MNIST, 1 on CIFAR-10, 0.1 or 1 on CIFAR-100).
         q: exponent of ``gce`` / ``ngce``, in [0, 1].
         gamma: focusing parameter of ``focal`` / ``nfocal``, >= 0 (0.5 in APL).
-        log_clip: ``A`` of ``rce``, < 0 (-4).
+        log_clip: ``A`` of ``rce``, < 0 (-4, as in `SymmetricCrossentropy`; the APL code's label clip of 1e-4
+            is ``A = ln(1e-4)``).
         min_prob: smallest probability of ``nnce``, in (0, 1) (1e-7 in ANL).
         from_logits: whether ``y_pred`` holds logits.
         mode: ``"auto"`` (binary for one output, else categorical), ``"binary"`` or ``"categorical"``.
