@@ -11,8 +11,8 @@ reduction. They share one convention for their inputs:
   otherwise, so one configuration serves both tasks.
 * **labels**: in categorical mode one-hot (or soft) labels of ``y_pred``'s shape, or integer class indices
   of shape ``(B,)`` or ``(B, 1)``; in binary mode 0/1 (or soft) labels of shape ``(B,)`` or ``(B, 1)``.
-  Every loss is linear in the label distribution ``y``: "the loss of the label" is ``sum_k y_k l_k``
-  where ``l_k`` is the loss had the label been ``k``.
+  Soft labels weigh the classes: "the loss of the label" is ``sum_k y_k l_k``, where ``l_k`` is the loss
+  had the label been ``k`` (the reverse cross-entropy, defined through ``log y``, is the exception).
 * **logits or probabilities** (``from_logits``): logits go through a stable log-softmax (log-sigmoid in
   binary mode), exact for any finite logit; probabilities are clipped to ``[eps, 1 - eps]`` as
   `aloss_tune.losses._prob.probability_epsilon` says before any logarithm, so every value and gradient is
