@@ -136,6 +136,8 @@ LOSSES = {
     "bootstrap_hard": BootstrappedCrossentropy(target="hard"),
     "bootstrap_soft_0.6": BootstrappedCrossentropy(beta=0.6),
 }
+# For what Keras does the same for every loss class (sample weights, reduction) or every loss (alignment).
+ONE_PER_CLASS = ("gce_q0.3", "sce_custom", "nfocal_rce", "bootstrap_hard")
 
 
 # ------------------------------------------------------------------------------------------ the values
@@ -166,7 +168,8 @@ def test_gce_matches_keras(q, values):
 def test_sample_weights_and_reduction(tol, ref):
     y, y_pred = make_batch("one_hot", from_logits=True)
     weights = np.linspace(0.0, 2.0, B).astype("float32")
-    for case, base in LOSSES.items():
+    for case in ONE_PER_CLASS:
+        base = LOSSES[case]
         loss = type(base).from_config({**base.get_config(), "from_logits": True})
         expected = np_loss(ref, loss, y, y_pred)
         np.testing.assert_allclose(float(loss(y, y_pred, sample_weight=weights)), (weights * expected).sum() / B,
@@ -179,7 +182,8 @@ def test_sample_weights_and_reduction(tol, ref):
 def test_binary_labels_of_shape_b_are_aligned_not_broadcast(values):
     # (B,) labels against (B, 1) outputs would broadcast to (B, B) and give every sample the same mean.
     y, y_pred = make_batch("binary", from_logits=True)
-    for case, loss in LOSSES.items():
+    for case in ONE_PER_CLASS:
+        loss = LOSSES[case]
         flat = values(type(loss).from_config({**loss.get_config(), "from_logits": True}), y, y_pred)
         column = values(type(loss).from_config({**loss.get_config(), "from_logits": True}), y[:, None], y_pred)
         np.testing.assert_allclose(flat, column, rtol=1e-6, err_msg=case)
@@ -395,9 +399,8 @@ def test_configs_are_exact_and_round_trip():
     for loss, config in expected.items():
         assert loss.get_config() == {**config, "reduction": "sum_over_batch_size"}
         rebuilt = type(loss).from_config(loss.get_config())
-        assert rebuilt.get_config() == loss.get_config()
-        again = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(loss))
-        assert type(again) is type(loss) and again.get_config() == loss.get_config()
+        assert type(rebuilt) is type(loss) and rebuilt.get_config() == loss.get_config()
+        # (Keras's own serialization, by registered name, is what the `.keras` files below go through.)
     assert BootstrappedCrossentropy().beta == 0.95
 
 
