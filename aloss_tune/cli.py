@@ -254,6 +254,7 @@ def _losses(args: argparse.Namespace) -> int:
                         "domain": p.describe_domain(),
                         "search": None if p.search is None else p.search.to_dict(),
                         "relative": p.relative,
+                        "when": None if p.when is None else {p.when[0]: list(p.when[1])},
                     }
                     for p in f.params
                 },
@@ -266,7 +267,8 @@ def _losses(args: argparse.Namespace) -> int:
         print(f"{f.name}  [{', '.join(f.tasks)}]  {f.description}")
         for p in f.params:
             search = "fixed" if p.search is None else str(p.search) + (" x target spread" if p.relative else "")
-            print(f"    {p.name:<14} default {p.default!s:<10} domain {p.describe_domain():<22} search {search}")
+            when = "" if p.when is None else f"  (only when {p.when[0]} is {', '.join(map(str, p.when[1]))})"
+            print(f"    {p.name:<14} default {p.default!s:<10} domain {p.describe_domain():<22} search {search}{when}")
     print("every loss also takes the weight penalty:")
     for p in PENALTY_SPECS:
         print(f"    {p.name:<14} default {p.default!s:<10} domain {p.describe_domain():<22} search {p.search}")

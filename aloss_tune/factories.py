@@ -207,7 +207,7 @@ def _ensure_builtins() -> None:
     global _BUILTINS_LOADED
     if not _BUILTINS_LOADED:
         _BUILTINS_LOADED = True
-        from aloss_tune import _factories_basic, _factories_robust  # noqa: F401  (register on import)
+        from aloss_tune import _factories_basic, _factories_noise, _factories_robust  # noqa: F401  (register on import)
 
 
 def list_losses() -> list[str]:

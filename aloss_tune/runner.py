@@ -172,7 +172,7 @@ class FirstSuggester:
     def suggest(self, name: str, dist: Any) -> Any:
         return dist.choices[0] if isinstance(dist, Categorical) else dist.low
 
-    def conditional(self, parent: str, value: Any) -> Any:
+    def conditional(self, parent: str, values: tuple[Any, ...]) -> Any:
         return contextlib.nullcontext()
 
 

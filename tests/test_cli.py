@@ -333,3 +333,15 @@ def test_the_readme_synopsis_lists_every_command_and_flag():
                  if a.option_strings and a.dest != "help"}
         missing = sorted(f for f in flags if f not in synopsis[name].replace("[", " ").replace("]", " ").split())
         assert not missing, f"README synopsis of `{name}` lacks {missing}"
+
+
+def test_losses_lists_each_parameter_with_the_condition_it_is_sampled_under(capsys):
+    assert main(["losses"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    q = next(line for line in lines if line.split()[:1] == ["q"] and "only when" in line)
+    assert q.endswith("search uniform [0.1, 0.9]  (only when active is gce, ngce)")
+    assert any(line.startswith("active_passive  [binary, multiclass]") for line in lines)
+    assert main(["losses", "--format", "json"]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert listed["active_passive"]["params"]["min_prob"]["when"] == {"passive": ["nnce"]}
+    assert listed["gce"]["params"]["q"]["when"] is None

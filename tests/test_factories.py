@@ -37,6 +37,7 @@ FAMILY = (
     "poly1",
     "dynamic_alpha",
 )
+NOISE_FAMILY = ("gce", "sce", "active_passive", "bootstrap")
 
 # One non-default configuration per factory (two for the ones whose behaviour forks).
 CASES: dict[str, dict[str, Any]] = {
@@ -79,6 +80,24 @@ CASES: dict[str, dict[str, Any]] = {
         "loss.alpha_formula": "outlier_damping",
         "loss.strength": 3.0,
     },
+    "gce": {"loss": "gce", "loss.q": 0.3},
+    "gce_categorical": {"loss": "gce", "loss.q": 0.0, "loss.from_logits": True, "loss.mode": "categorical"},
+    "sce": {"loss": "sce", "loss.alpha": 6.0, "loss.beta": 0.1, "loss.from_logits": True},
+    "sce_categorical": {"loss": "sce", "loss.log_clip": -9.0, "loss.mode": "categorical"},
+    "active_passive": {"loss": "active_passive", "loss.active": "ngce", "loss.passive": "mae", "loss.q": 0.1},
+    "active_passive_categorical": {
+        "loss": "active_passive",
+        "loss.active": "nfocal",
+        "loss.passive": "nnce",
+        "loss.gamma": 2.0,
+        "loss.min_prob": 1e-5,
+        "loss.alpha": 10.0,
+        "loss.beta": 0.1,
+        "loss.from_logits": True,
+        "loss.mode": "categorical",
+    },
+    "bootstrap": {"loss": "bootstrap", "loss.beta": 0.9, "loss.from_logits": True},
+    "bootstrap_categorical": {"loss": "bootstrap", "loss.target": "hard", "loss.mode": "categorical"},
 }
 
 
@@ -88,8 +107,8 @@ def task_of(params: dict[str, Any]) -> str:
         return {"mse": "regression", "mae": "regression", "bce": "binary", "cce": "multiclass"}[
             params.get("loss.base", "mse")
         ]
-    if name == "poly1":
-        return "multiclass" if params.get("loss.mode") == "categorical" else "binary"
+    if params.get("loss.mode") == "categorical":  # poly1 and the label-noise losses
+        return "multiclass"
     return get_factory(name).tasks[0]
 
 
@@ -172,7 +191,7 @@ def test_family_is_registered_with_tasks():
 
 
 def test_every_parameter_is_documented_and_its_default_valid():
-    for name in FAMILY:
+    for name in FAMILY + NOISE_FAMILY:
         factory = get_factory(name)
         for spec in factory.params:
             assert spec.doc, (name, spec.name)
@@ -201,6 +220,41 @@ def test_default_search_ranges():
         "inverse_rms",
         "outlier_damping",
     }
+
+
+def test_label_noise_family_default_search_ranges_and_conditions():
+    for name in NOISE_FAMILY:
+        factory = get_factory(name)
+        assert factory.tasks == ("binary", "multiclass") and factory.description
+        assert {p.name: p.default for p in factory.params if p.name in ("from_logits", "mode")} == {
+            "from_logits": False, "mode": "auto"}
+        assert factory.param("from_logits").search is None and factory.param("mode").search is None
+    assert get_factory("gce").search_space() == {"q": Float(0.1, 0.9)}
+    assert get_factory("sce").search_space() == {"alpha": Float(0.01, 10.0, log=True),
+                                                 "beta": Float(0.1, 1.0, log=True)}
+    assert get_factory("bootstrap").search_space() == {"beta": Float(0.5, 1.0),
+                                                       "target": Categorical(("soft", "hard"))}
+    ap = get_factory("active_passive")
+    assert ap.search_space() == {
+        "active": Categorical(("nce", "ngce", "nfocal")),
+        "passive": Categorical(("mae", "rce", "nnce")),
+        "alpha": Float(1.0, 50.0, log=True),
+        "beta": Float(0.1, 10.0, log=True),
+        "q": Float(0.1, 0.9),
+        "gamma": Float(0.0, 5.0),
+    }
+    assert {p.name: p.when for p in ap.params if p.when} == {
+        "q": ("active", ("gce", "ngce")),
+        "gamma": ("active", ("focal", "nfocal")),
+        "log_clip": ("passive", ("rce",)),
+        "min_prob": ("passive", ("nnce",)),
+    }
+    # The literature's points of the one factory, ANL-CE's L1 term included.
+    assert build_loss({"loss": "bootstrap", "loss.target": "hard"}).beta == 0.8
+    anl = build_loss({"loss": "active_passive", "loss.passive": "nnce", "loss.alpha": 5.0, "loss.beta": 5.0,
+                      "loss.l1": 5e-5})
+    assert type(anl).__name__ == "Penalized" and anl.l1 == 5e-5
+    assert (anl.loss.active, anl.loss.passive, anl.loss.alpha, anl.loss.beta) == ("nce", "nnce", 5.0, 5.0)
 
 
 def test_get_factory_unknown_lists_known_names():
@@ -283,6 +337,16 @@ INVALID = [
     ),
     ({"loss": "dynamic_alpha", "loss.from_logits": True}, ["`from_logits`", "bce and cce"]),
     ({"loss": "dynamic_alpha", "loss.alpha_gradient": "no"}, ["`alpha_gradient`", "'no'"]),
+    ({"loss": "gce", "loss.q": 2.0}, ["`q`", "2.0", "[0, 1]"]),
+    ({"loss": "gce", "loss.mode": "softmax"}, ["`mode`", "'softmax'", "auto, binary, categorical"]),
+    ({"loss": "sce", "loss.log_clip": 1.0}, ["`log_clip`", "1.0", "< 0"]),
+    ({"loss": "sce", "loss.alpha": 0.0, "loss.beta": 0.0}, ["`alpha` and `beta`", "alpha=0.0"]),
+    ({"loss": "active_passive", "loss.active": "mae"}, ["`active`", "'mae'", "ce, nce, gce, ngce, focal, nfocal"]),
+    ({"loss": "active_passive", "loss.passive": "ce"}, ["`passive`", "'ce'", "mae, rce, nnce"]),
+    ({"loss": "active_passive", "loss.gamma": -1.0}, ["`gamma`", "-1.0", ">= 0"]),
+    ({"loss": "active_passive", "loss.min_prob": 1.0}, ["`min_prob`", "1.0", "(0, 1)"]),
+    ({"loss": "bootstrap", "loss.beta": -0.5}, ["`beta`", "-0.5", "[0, 1]"]),
+    ({"loss": "bootstrap", "loss.target": "argmax"}, ["`target`", "'argmax'", "soft, hard"]),
     ({"loss": "huber", "loss.l1": -1e-3}, ["`loss.l1`", "-0.001"]),
     ({"loss": "huber", "loss.l2": math.nan}, ["`loss.l2`", "nan"]),
 ]

@@ -30,8 +30,8 @@ class Recorder:
         return dist.choices[0] if isinstance(dist, Categorical) else dist.low
 
     @contextlib.contextmanager
-    def conditional(self, parent, value):
-        old, self.scope = self.scope, self.scope + ((parent, value),)
+    def conditional(self, parent, values):
+        old, self.scope = self.scope, self.scope + ((parent, values),)
         yield
         self.scope = old
 
@@ -77,7 +77,7 @@ def test_conditional_sampling_only_asks_for_the_chosen_loss_params():
     params = space.sample(rec)
     asked = {name: scope for name, _, scope in rec.calls}
     assert set(asked) == {"loss", "loss.huber.delta", "model.units"}
-    assert asked["loss.huber.delta"] == (("loss", "huber"),)
+    assert asked["loss.huber.delta"] == (("loss", ("huber",)),)
     assert asked["model.units"] == ()
     assert params == {"loss": "huber", "loss.delta": 0.05, "loss.l2": 1e-4, "model.units": 8, "model.layers": 2}
     rec = Recorder(choose={"loss": "mse"})
@@ -223,8 +223,8 @@ def test_dynamic_alpha_samples_only_the_chosen_formulas_constants():
         own = set(get_alpha_formula(formula).params)
         assert {k[len("loss."):] for k in params if k.startswith("loss.")} == {"alpha_formula", *own}
         nested = [(name, scope) for name, _, scope in recorder.calls if name.endswith(tuple(own))]
-        assert nested == [(f"loss.dynamic_alpha.{key}", (("loss", "dynamic_alpha"),
-                                                          ("loss.dynamic_alpha.alpha_formula", formula)))
+        assert nested == [(f"loss.dynamic_alpha.{key}", (("loss", ("dynamic_alpha",)),
+                                                          ("loss.dynamic_alpha.alpha_formula", (formula,))))
                           for key in own]
     # A fixed formula: its constants only, and no choice asked.
     fixed = SearchSpace.from_dict({"study": "s", "data": "contaminated_regression", "loss": {

@@ -92,7 +92,7 @@ class OptunaSuggester:
         return self.trial.suggest_categorical(name, list(dist.choices))
 
     @contextlib.contextmanager
-    def conditional(self, parent: str, value: Any) -> Iterator[None]:
+    def conditional(self, parent: str, values: tuple[Any, ...]) -> Iterator[None]:
         yield
 
 

@@ -8,6 +8,7 @@ from aloss_tune.losses._base import Interval, Loss, align  # noqa: F401 - re-exp
 from aloss_tune.losses.adaptive import *  # noqa: F403
 from aloss_tune.losses.classic import *  # noqa: F403
 from aloss_tune.losses.dynamic import *  # noqa: F403
+from aloss_tune.losses.label_noise import *  # noqa: F403
 from aloss_tune.losses.model import LossModel, ModelAwareLoss, attach, export, learned_values, needs_model  # noqa: F401
 from aloss_tune.losses.partition import *  # noqa: F403
 from aloss_tune.losses.penalty import Penalized, penalized_weights, weight_penalty  # noqa: F401

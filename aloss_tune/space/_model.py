@@ -57,8 +57,12 @@ class Suggester(Protocol):
 
     def suggest(self, name: str, dist: Distribution) -> Any: ...
 
-    def conditional(self, parent: str, value: Any) -> Any:
-        """A context manager: parameters suggested inside exist only when ``parent == value``."""
+    def conditional(self, parent: str, values: tuple[Any, ...]) -> Any:
+        """A context manager: parameters suggested inside exist only when ``parent``'s value is in ``values``.
+
+        A parameter used by several values of its parent (``q`` by the ``gce`` and ``ngce`` active losses)
+        is suggested in one scope holding all of them, so that every backend declares it once.
+        """
         ...
 
 
@@ -226,14 +230,15 @@ class SearchSpace:
     def sample(self, suggester: Suggester, target_scale: float = 1.0) -> dict[str, Any]:
         """One trial's flat params dict, asking ``suggester`` for every searched value.
 
-        A loss's parameters are suggested inside ``suggester.conditional("loss", name)`` so that they exist
-        only when that loss is chosen. The result uses the flat vocabulary of `aloss_tune.build_loss`:
+        A loss's parameters are suggested inside ``suggester.conditional("loss", (name,))`` so that they exist
+        only when that loss is chosen; a parameter that only some values of an earlier one use (``when``)
+        inside a nested ``conditional`` on those values. The result uses the flat vocabulary of `aloss_tune.build_loss`:
         ``{"loss": "huber", "loss.delta": 1.2, "loss.l2": 1e-4, "model.units": 64, ...}``.
         """
         params: dict[str, Any] = {}
         loss = self.losses[0] if len(self.losses) == 1 else suggester.suggest("loss", Categorical(self.losses))
         params["loss"] = loss
-        with suggester.conditional("loss", loss):
+        with suggester.conditional("loss", (loss,)):
             factory = get_factory(loss)
             drawn: dict[str, Any] = {}
             for name, value in self.loss_space(loss, target_scale).items():
@@ -247,7 +252,7 @@ class SearchSpace:
                 parent, active = spec.when  # used only for some values of an earlier parameter
                 parent_value = drawn.get(parent, factory.param(parent).default)
                 if parent_value in active:
-                    with suggester.conditional(f"loss.{loss}.{parent}", parent_value):
+                    with suggester.conditional(f"loss.{loss}.{parent}", tuple(active)):
                         drawn[name] = _draw(suggester, f"loss.{loss}.{name}", value)
             params.update({f"loss.{name}": value for name, value in drawn.items()})
         for name, value in self.penalty.items():
@@ -426,7 +431,7 @@ class StartSuggester:
                     return _on_grid(dist, default)
         return middle(dist)
 
-    def conditional(self, parent: str, value: Any) -> contextlib.AbstractContextManager[None]:
+    def conditional(self, parent: str, values: tuple[Any, ...]) -> contextlib.AbstractContextManager[None]:
         return contextlib.nullcontext()
 
 
@@ -444,7 +449,7 @@ class FixedSuggester:
             raise ConfigError(f"params: `{name}` must be {dist}, but got {describe(value)}.")
         return value
 
-    def conditional(self, parent: str, value: Any) -> contextlib.AbstractContextManager[None]:
+    def conditional(self, parent: str, values: tuple[Any, ...]) -> contextlib.AbstractContextManager[None]:
         return contextlib.nullcontext()
 
 

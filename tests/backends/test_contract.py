@@ -4,7 +4,8 @@ One test class runs against every backend (Optuna's samplers and KerasTuner's or
 its real ask/tell loop with the backend's own factories (`optuna.create_study`, `keras_tuner.make_tuner`)
 and a cheap synthetic objective, so no model is trained. The contract:
 
-* a loss's parameters appear only when that loss is chosen, and every loss gets chosen;
+* a loss's parameters appear only when that loss is chosen, and every loss gets chosen; a parameter of a
+  sub-loss (``q`` of ``active_passive``'s ``gce`` and ``ngce``) only when that sub-loss is chosen;
 * every value lies in its range, on its step grid, with its type (a categorical keeps ``True``, ``None``,
   ``1`` and ``"a"`` apart);
 * a log range is sampled log-uniformly (checked on the backends that sample uniformly at random);
@@ -56,6 +57,24 @@ SPACE = {
     },
     "search": {"seed": 3},
 }
+# The label-noise family on binary data: active_passive nests a scope per sub-loss inside its loss's scope,
+# each of its two parents (active, passive) with parameters that several of its values share.
+CLASSIFICATION_SPACE = {
+    **SPACE,
+    "study": "contract_classification",
+    "data": {"name": "imbalanced_classification", "args": {"n_samples": 600}},
+    "objective": {"metric": "val_auc", "direction": "maximize"},
+    "loss": {
+        "choices": ["bce", "gce", "sce", "active_passive", "bootstrap"],
+        "params": {"active_passive": {
+            "active": {"type": "categorical", "choices": ["ce", "nce", "gce", "ngce", "focal", "nfocal"]},
+            "log_clip": {"type": "float", "low": -9.0, "high": -2.0},
+            "min_prob": {"type": "float", "low": 1.0e-8, "high": 1.0e-6, "log": True},
+        }},
+        "penalty": {"l1": {"type": "float", "low": 1.0e-7, "high": 1.0e-4, "log": True}},
+    },
+}
+SPACES = {"regression": SPACE, "classification": CLASSIFICATION_SPACE}
 N_DRAWS = 40
 
 pytestmark = pytest.mark.filterwarnings(
@@ -124,9 +143,9 @@ BACKENDS = [
 ]
 
 
-@pytest.fixture(scope="module")
-def space() -> SearchSpace:
-    return SearchSpace.from_dict(SPACE)
+@pytest.fixture(scope="module", params=sorted(SPACES))
+def space(request: pytest.FixtureRequest) -> SearchSpace:
+    return SearchSpace.from_dict(SPACES[request.param])
 
 
 @pytest.fixture(scope="module")
@@ -152,7 +171,7 @@ def drawn(request: pytest.FixtureRequest, space: SearchSpace, ctx: TrialContext,
 
 def active(params: dict[str, Any], name: str) -> bool:
     """Whether the loss parameter ``name`` exists in a trial of ``params`` (a formula's constant exists only
-    with its formula)."""
+    with its formula, a sub-loss's constant only with its sub-loss)."""
     factory = get_factory(params["loss"])
     spec = factory._by_name.get(name)
     if spec is None or spec.when is None:
@@ -170,6 +189,14 @@ def flat_ranges(space: SearchSpace, params: dict[str, Any], target_scale: float)
     out.update({f"model.{k}": v for k, v in space.model_params.items()})
     out.update({f"optimizer.{k}": v for k, v in space.optimizer_params.items()})
     return out
+
+
+def kind(params: dict[str, Any]) -> tuple[Any, ...]:
+    """The loss of a trial and the values of its parameters that others depend on (its alpha formula, its
+    active and passive losses): trials of one kind have the same keys."""
+    factory = get_factory(params["loss"])
+    parents = sorted({spec.when[0] for spec in factory.params if spec.when is not None})
+    return (params["loss"], *(params.get(f"loss.{parent}") for parent in parents))
 
 
 def expected_keys(space: SearchSpace, params: dict[str, Any], target_scale: float) -> set[str]:
@@ -243,9 +270,8 @@ class TestBackendContract:
                                                              ctx: TrialContext,
                                                              optuna_reference: list[dict[str, Any]]) -> None:
         backend, draws = drawn
-        reference = {(p["loss"], p.get("loss.alpha_formula")): set(p) for p in optuna_reference}
+        reference = {kind(p): set(p) for p in optuna_reference}
         for params in draws:
             assert set(params) == expected_keys(space, params, ctx.target_scale)
-            kind = (params["loss"], params.get("loss.alpha_formula"))
-            if kind in reference:
-                assert set(params) == reference[kind]
+            if kind(params) in reference:
+                assert set(params) == reference[kind(params)]

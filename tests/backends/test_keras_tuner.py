@@ -561,3 +561,33 @@ def test_keras_tuner_starts_with_the_first_round(tmp_path):
                 for r in space.first_round(scale)]
     assert params[:2] == expected
     assert len(params) == 3
+
+
+def test_a_sub_loss_constant_is_declared_once_for_all_the_sub_losses_using_it() -> None:
+    # KerasTuner keeps one value per name: a `q` declared twice (under active == gce and under active == ngce)
+    # would lose its value whenever one of the two scopes is inactive.
+    space = SearchSpace.from_dict(base_space(
+        "sub_losses", data="imbalanced_classification", objective={"metric": "val_auc", "direction": "maximize"},
+        loss={"choices": ["bce", "active_passive"], "params": {"active_passive": {
+            "active": {"type": "categorical", "choices": ["nce", "gce", "ngce", "nfocal"]},
+            "log_clip": {"type": "float", "low": -9.0, "high": -2.0}}}}))
+    model = kt_backend.SpaceHyperModel(space)
+    hp = kt.HyperParameters()
+    model.declare_hyperparameters(hp)
+    declared: dict[str, list[Any]] = {}
+    for p in hp.space:
+        declared.setdefault(p.name, []).append([(c.name, c.values) for c in p.conditions])
+    in_loss = ("loss", ["active_passive"])
+    assert declared["loss.active_passive.q"] == [[in_loss, ("loss.active_passive.active", ["gce", "ngce"])]]
+    assert declared["loss.active_passive.gamma"] == [[in_loss, ("loss.active_passive.active", ["nfocal"])]]
+    assert declared["loss.active_passive.log_clip"] == [[in_loss, ("loss.active_passive.passive", ["rce"])]]
+    own = {"loss", "loss.active", "loss.passive", "loss.alpha", "loss.beta"}
+    for active, passive, extra in [("ngce", "rce", {"loss.q", "loss.log_clip"}), ("gce", "mae", {"loss.q"}),
+                                   ("nfocal", "nnce", {"loss.gamma"}), ("nce", "rce", {"loss.log_clip"})]:
+        values = hp.copy()
+        values.values = {"loss": "active_passive", "loss.active_passive.active": active,
+                         "loss.active_passive.passive": passive}
+        values.ensure_active_values()
+        params = model.params(values)
+        assert {k for k in params if k.startswith("loss")} == own | extra, (active, passive)
+        assert (params["loss.active"], params["loss.passive"]) == (active, passive)

@@ -48,6 +48,18 @@ CASES: dict[str, dict[str, Any]] = {
         "loss.alpha_gradient": True,
     },
     "penalized_huber": {"loss": "huber", "loss.delta": 0.5, "loss.l1": 1e-3, "loss.l2": 1e-2},
+    "gce": {"loss": "gce", "loss.q": 0.4},
+    "sce": {"loss": "sce", "loss.alpha": 6.0, "loss.beta": 0.1, "loss.mode": "categorical"},
+    "anl_ce": {
+        "loss": "active_passive",
+        "loss.passive": "nnce",
+        "loss.alpha": 5.0,
+        "loss.beta": 5.0,
+        "loss.l1": 5e-5,
+        "loss.from_logits": True,
+        "loss.mode": "categorical",
+    },
+    "bootstrap_hard": {"loss": "bootstrap", "loss.target": "hard", "loss.from_logits": True},
 }
 
 LOADER = """

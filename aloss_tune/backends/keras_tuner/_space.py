@@ -25,7 +25,10 @@ class KerasTunerSuggester:
 
     ``suggest`` registers (or reads) ``hp.Float`` / ``hp.Int`` / ``hp.Choice`` under the given qualified
     name; ``conditional`` opens ``hp.conditional_scope`` when the parent is a searched value (a loss fixed
-    by the space needs no scope). A parameter of a scope that is not active reads as ``None``.
+    by the space needs no scope). A parameter of a scope that is not active reads as ``None``. A parameter
+    that several values of its parent use gets one scope listing all of them: KerasTuner keeps one value per
+    name, and a second declaration under another scope would drop it whenever that scope is inactive
+    (``HyperParameters.ensure_active_values``).
     """
 
     def __init__(self, hp: kt.HyperParameters):
@@ -62,14 +65,15 @@ class KerasTunerSuggester:
         return dict(zip(labels, dist.choices, strict=True))[label]
 
     @contextlib.contextmanager
-    def conditional(self, parent: str, value: Any) -> Iterator[None]:
+    def conditional(self, parent: str, values: tuple[Any, ...]) -> Iterator[None]:
         pairs = self._labels.get(parent)
         if pairs is None:  # the parent is fixed by the space: nothing is conditional
             yield
             return
-        # Matched by type too: True and 1 are different choices.
-        label = next(label for choice, label in pairs if choice == value and type(choice) is type(value))
-        with self.hp.conditional_scope(parent, [label]):
+        # Matched by type too: True and 1 are different choices. Values the space does not offer are left out.
+        labels = [label for choice, label in pairs
+                  if any(choice == value and type(choice) is type(value) for value in values)]
+        with self.hp.conditional_scope(parent, labels):
             yield
 
 
