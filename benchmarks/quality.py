@@ -578,11 +578,11 @@ def run(args: argparse.Namespace) -> list[Result]:
                 else:
                     result = run_plain(problem, arm, seed, budget, data, storage)
                 results.append(result)
+                test = "n/a" if result.test is None else f"{result.test:.4g}"
+                val = "n/a" if result.val_objective is None else f"{result.val_objective:.4g}"
                 print(f"[{time.perf_counter() - started:6.0f}s] {problem.name} / {result.arm} / seed {seed}: "
-                      f"test {result.test if result.test is None else round(result.test, 4)} (best "
-                      f"{result.best_loss}, val {result.val_objective if result.val_objective is None else round(result.val_objective, 4)}); "
-                      f"dead {result.dead}/{result.trials}, pruned {result.pruned}, failed {result.failed} "
-                      f"({result.seconds:.0f}s)", flush=True)
+                      f"test {test} (best {result.best_loss}, val {val}); dead {result.dead}/{result.trials}, "
+                      f"pruned {result.pruned}, failed {result.failed} ({result.seconds:.0f}s)", flush=True)
     return results
 
 
