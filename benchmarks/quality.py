@@ -23,8 +23,8 @@ layers, dropout, Adam's learning rate):
   loss list, and nothing else: sampler, pruner, objective, first trials and default ranges are aloss-tune's;
 * each standard loss tuned in plain Keras + Optuna: a hand-written Optuna loop (``TPESampler(seed)``,
   Optuna's default ``MedianPruner`` through ``KerasPruningCallback``) over the same model space, compiling the
-  same MLP with Keras's own loss: ``MSE`` and ``Huber`` (``delta`` searched log-uniformly over 0.05-5 robust
-  spreads of the training targets) for regression; ``CE`` and label-smoothing ``CE`` (``label_smoothing`` in
+  same MLP with Keras's own loss: ``MSE`` and ``Huber`` (``delta`` searched over aloss-tune's own ``huber``
+  range, in robust spreads of the training targets) for regression; ``CE`` and label-smoothing ``CE`` (``label_smoothing`` in
   [0, 0.8]) under label noise; ``BCE`` and class-weighted ``BCE`` (``fit(class_weight={1: w})``, ``w``
   log-uniform in [1, 100]) for imbalance. They select on the standard validation metric of the kind
   (``val_mae``, ``val_accuracy``, ``val_pr_auc``).
@@ -221,11 +221,14 @@ def test_score(kind: Kind, model: Any, data: Any) -> float:
 
 
 # -------------------------------------------------------------------------------------- aloss-tune arm
-def aloss_space(problem: Problem, kind: Kind, seed: int, budget: Budget, losses: Sequence[str]) -> dict[str, Any]:
-    """A default study: data, model space, training budget and the loss list; nothing else."""
+def aloss_space(problem: Problem, kind: Kind, seed: int, budget: Budget, losses: Sequence[str],
+                objective: str | None = None) -> dict[str, Any]:
+    """A default study: data, model space, training budget and the loss list; nothing else (``objective``
+    overrides the default objective, to measure what the default choice is worth)."""
     space = model_space(kind)
     learning_rate = space.pop("learning_rate")
-    return {
+    extra = {"objective": objective} if objective else {}
+    return {**extra,
         "study": f"{problem.name}-aloss-tune-seed{seed}",
         "data": problem.data,
         "model": {"builder": "mlp", "params": space},
@@ -238,14 +241,14 @@ def aloss_space(problem: Problem, kind: Kind, seed: int, budget: Budget, losses:
 
 
 def run_aloss(problem: Problem, seed: int, budget: Budget, data: Any, storage: str,
-              losses: Sequence[str]) -> Result:
+              losses: Sequence[str], objective: str | None = None) -> Result:
     import aloss_tune
     from aloss_tune.report._study import read_study
     from aloss_tune.runner import prepare, train
     from aloss_tune.space import SearchSpace
 
     kind = KINDS[problem.kind]
-    space = SearchSpace.from_dict(aloss_space(problem, kind, seed, budget, losses))
+    space = SearchSpace.from_dict(aloss_space(problem, kind, seed, budget, losses, objective))
     result = Result(problem.name, kind.name, "aloss-tune", seed, list(losses))
     started = time.perf_counter()
     tuned = aloss_tune.tune(space, data=data, tracking=False, storage=storage, progress=False)
@@ -278,8 +281,11 @@ def _mse(trial: Any, data: Any) -> tuple[Any, dict[str, Any]]:
 def _keras_huber(trial: Any, data: Any) -> tuple[Any, dict[str, Any]]:
     import keras
 
-    spread = data.target_scale  # 1.4826 x MAD of the training targets: the same range as aloss-tune's huber
-    delta = trial.suggest_float("delta", 0.05 * spread, 5.0 * spread, log=True)
+    from aloss_tune.factories import get_factory
+
+    # aloss-tune's own huber range, in robust spreads (1.4826 x MAD) of the training targets: the same search
+    searched = get_factory("huber").param("delta").search.scaled(data.target_scale)
+    delta = trial.suggest_float("delta", searched.low, searched.high, log=True)
     return keras.losses.Huber(delta=delta), {}
 
 
@@ -512,6 +518,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--trials", type=int, help="trials per study (overrides every problem's budget)")
     parser.add_argument("--epochs", type=int, help="epochs per trial (overrides every problem's budget)")
     parser.add_argument("--losses", nargs="+", help="the aloss-tune arm's loss list (overrides the kind's)")
+    parser.add_argument("--objective", help="the aloss-tune arm's objective (default: aloss-tune's choice)")
     parser.add_argument("--workdir", help="where the Optuna storage goes (default: a temporary folder)")
     parser.add_argument("--json", help="write every study's result to this JSON file")
     parser.add_argument("--figure", help="draw the test scores to this PNG (e.g. docs/quality.png)")
@@ -574,7 +581,7 @@ def run(args: argparse.Namespace) -> list[Result]:
                           file=sys.stderr)
                     continue
                 if arm == "aloss-tune":
-                    result = run_aloss(problem, seed, budget, data, storage, losses)
+                    result = run_aloss(problem, seed, budget, data, storage, losses, args.objective)
                 else:
                     result = run_plain(problem, arm, seed, budget, data, storage)
                 results.append(result)
