@@ -123,9 +123,9 @@ def _validated(spec: SearchSpace, overrides: Mapping[str, Any]) -> SearchSpace:
 
 
 def _artifacts_hook(ctx: Any) -> Callable[[Any], Path | None]:
-    def hook(study: Any) -> Path | None:
+    def hook(record: Any) -> Path | None:  # the study's StudyRecord (None: it could not be read back)
         from aloss_tune.report import study_artifacts_dir
 
-        return study_artifacts_dir(study, ctx)
+        return None if record is None else study_artifacts_dir(record, ctx)
 
     return hook

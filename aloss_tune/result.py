@@ -30,7 +30,7 @@ class TuneResult:
     @property
     def best_loss(self) -> Any:
         """The best trial's loss (a `keras.losses.Loss`), rebuilt from its config."""
-        from aloss_tune.best import loss_from_config
+        from aloss_tune.factories import loss_from_config
 
         if self.best_loss_config:
             return loss_from_config(self.best_loss_config)

@@ -191,6 +191,7 @@ def test_scores(task: str, model: Any, data: Any) -> dict[str, float]:
 def run_arm(arm: Arm, seed: int, budget: Budget, storage: str, report_dir: Path | None = None) -> Result:
     """Run one study, retrain its best trial's model and score it on the test set (and write its report)."""
     import aloss_tune
+    from aloss_tune.backends.base import make_backend
     from aloss_tune.report._study import read_study
     from aloss_tune.runner import prepare, train
     from aloss_tune.space import SearchSpace
@@ -199,11 +200,12 @@ def run_arm(arm: Arm, seed: int, budget: Budget, storage: str, report_dir: Path 
     space = SearchSpace.from_dict(space_for(arm, seed, budget))
     result = Result(task=arm.task, arm=arm.name, seed=seed, losses=list(arm.losses))
     tuned = aloss_tune.tune(space, tracking=False, storage=storage)
+    record = make_backend("optuna", storage=storage).records(tuned.study)
     if report_dir is not None:
         from aloss_tune.report import write_report
 
-        write_report(tuned.study, report_dir / space.study)
-    data = read_study(tuned.study)
+        write_report(record, report_dir / space.study)
+    data = read_study(record)
     counts = data.counts
     result.complete, result.pruned = counts.get("complete", 0), counts.get("pruned", 0)
     result.failed, result.dead = counts.get("failed", 0), counts.get("dead", 0)

@@ -53,6 +53,7 @@ from aloss_tune._schema import (  # noqa: F401 - the attribute names are also re
     WORKER_ATTR,
 )
 from aloss_tune._urls import redact_text, redact_url
+from aloss_tune.backends.base import StudyRecord, TrialRecord
 from aloss_tune.distributions import Categorical, Distribution, Float, Int
 from aloss_tune.errors import ConfigError, TrialFailed, UsageError
 from aloss_tune.lifecycle import (
@@ -500,6 +501,60 @@ def best_summary(study: optuna.Study) -> dict[str, Any] | None:
     }
 
 
+def study_record(study: optuna.Study) -> StudyRecord:
+    """The study as a backend-neutral `StudyRecord` (what reports draw from): every trial's flat params,
+    searched values and ranges, history, loss config and fate, from the attributes aloss-tune stores."""
+    attrs = study.user_attrs
+    objective = attrs.get(OBJECTIVE_ATTR) or {}
+    space = attrs.get(SPACE_ATTR) or {}
+    states = {**_STATE_NAMES, optuna.trial.TrialState.RUNNING: "running",
+              optuna.trial.TrialState.WAITING: "waiting"}
+    metric = objective.get("metric") or "objective"
+    trials = []
+    for trial in study.get_trials(deepcopy=False):
+        history = {str(k): list(v) for k, v in (trial.user_attrs.get(HISTORY_ATTR) or {}).items()}
+        value = trial.value if trial.values is not None and len(trial.values) == 1 else None
+        trials.append(TrialRecord(
+            number=trial.number, state=states[trial.state], value=value,
+            params=dict(trial.user_attrs.get(PARAMS_ATTR) or {}), search_params=dict(trial.params),
+            distributions={k: distribution_dict(d) for k, d in trial.distributions.items()}, history=history,
+            loss_config=trial.user_attrs.get(CONFIG_ATTR), seed=trial.user_attrs.get(SEED_ATTR),
+            duration_s=trial.duration.total_seconds() if trial.duration is not None else None,
+            epochs=len(history.get(metric) or ()) or len(trial.intermediate_values),
+            error=trial.user_attrs.get(ERROR_ATTR), run_id=trial.user_attrs.get(RUN_ATTR),
+        ))
+    scale = attrs.get(TARGET_SCALE_ATTR)
+    baseline = attrs.get(BASELINE_ATTR)
+    return StudyRecord(
+        name=study.study_name, backend="optuna", metric=metric,
+        direction=objective.get("direction") or study.direction.name.lower(), trials=tuple(trials),
+        losses=tuple((space.get("loss") or {}).get("choices") or ()),
+        baseline=None if baseline is None else float(baseline), target_scale=None if scale is None else float(scale),
+        space=space,
+    )
+
+
+def _record_or_none(study: optuna.Study) -> StudyRecord | None:
+    """`study_record`, or ``None`` with a warning: reading the study back must not fail its end."""
+    try:
+        return study_record(study)
+    except Exception as exc:  # noqa: BLE001 - a storage error; the trials themselves are stored
+        _log.warning("could not read the study back for its report (%s).", redact_text(str(exc)))
+        return None
+
+
+def distribution_dict(dist: optuna.distributions.BaseDistribution) -> dict[str, Any]:
+    """An Optuna distribution in the space's dict form (``{type, low, high, log, step}``,
+    ``{type: categorical, choices}``)."""
+    if isinstance(dist, optuna.distributions.CategoricalDistribution):
+        return {"type": "categorical", "choices": list(dist.choices)}
+    if isinstance(dist, optuna.distributions.IntDistribution):
+        return {"type": "int", "low": dist.low, "high": dist.high, "log": dist.log, "step": dist.step}
+    if isinstance(dist, optuna.distributions.FloatDistribution):
+        return {"type": "float", "low": dist.low, "high": dist.high, "log": dist.log, "step": dist.step}
+    raise TypeError(f"unknown Optuna distribution {type(dist).__name__}")
+
+
 def state_counts(study: optuna.Study) -> dict[str, int]:
     """``{"complete": n, "pruned": n, "failed": n}`` over the study's trials, and ``"running": n`` when some
     are still running (in other processes, or left so by a process that is gone)."""
@@ -786,7 +841,7 @@ def run_study(space: SearchSpace, ctx: TrialContext, *, storage: StorageOptions,
         if status == "FINISHED":
             _reclaim(study, tracker, fail_stale=bool(storage.heartbeat))
         if tracker is not None:
-            artifacts = after_study(study) if after_study is not None else None
+            artifacts = after_study(_record_or_none(study)) if after_study is not None else None
             tracker.close(best=best_summary(study), status=status, artifacts=artifacts)
     if config_errors and config_errors[0] is not None and set(config_errors) == {config_errors[0]}:
         raise ConfigError(config_errors[0])
