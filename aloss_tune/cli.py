@@ -73,6 +73,11 @@ def _add_tune(sub: Any) -> None:
                                           "sqlite:///mlflow.db)")
     p.add_argument("--mlflow-config", help="MLflow settings file (default: ./mlflow.yaml if present)")
     p.add_argument("--no-tracking", action="store_true", help="do not log to MLflow")
+    p.add_argument("--log-model", action="store_true",
+                   help="when the study ends, log its best trial's trained model to MLflow (a LoggedModel: the "
+                        "export-ready Keras model, its loss config and the model as trained)")
+    p.add_argument("--register", metavar="NAME",
+                   help="also register that model in MLflow's Model Registry under NAME (implies --log-model)")
     p.add_argument("--workers", type=_positive_int, default=1,
                    help="worker processes on this machine sharing the study (Optuna)")
     p.add_argument("--heartbeat", type=_non_negative_int, metavar="SECONDS",
@@ -97,12 +102,19 @@ def _tune(args: argparse.Namespace) -> int:
     if args.retries and not _heartbeat_on(args):
         raise UsageError("tune: --retries needs --heartbeat (a dead worker is detected by its heartbeat; "
                          "heartbeats are off by default for one process on SQLite).")
+    if args.no_tracking and (args.log_model or args.register):
+        raise UsageError("tune: --log-model and --register log the best model to MLflow; drop --no-tracking.")
+    if args.register is not None:
+        from aloss_tune.best_model import check_model_name
+
+        check_model_name(args.register)
     SearchSpace.from_yaml(args.space)  # validate before anything else
     kwargs = dict(
         backend=args.backend, n_trials=args.n_trials, timeout=args.timeout, storage=args.storage,
         study_name=args.study, seed=args.seed, tuner=args.tuner, tracking=not args.no_tracking,
         tracking_uri=args.tracking_uri, mlflow_config=args.mlflow_config,
         heartbeat_interval=args.heartbeat, retries=args.retries, directory=args.directory,
+        log_model=args.log_model or args.register is not None, register=args.register,
     )
     if args.reclaim:
         kwargs["reclaim"] = True
@@ -149,6 +161,9 @@ def _print_result(result: Any) -> None:
             print(f"review: mlflow ui --backend-store-uri {uri}")
             if experiment:
                 print(f"        then open {runs_url('http://127.0.0.1:5000', experiment)}")
+    if getattr(result, "best_model_uri", None):
+        registered = getattr(result, "registered_model", None)
+        print(f"model:  {result.best_model_uri}" + (f" (registered as {registered})" if registered else ""))
     if result.backend == "keras-tuner":  # storage is the KerasTuner project root
         print(f"reuse:  aloss-tune best {result.study_name} --backend keras-tuner" + (
             f" --directory {result.storage}" if result.storage and result.storage != "kt_projects" else ""))

@@ -39,12 +39,13 @@ def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
 
 @pytest.fixture(scope="module")
 def study(tmp_path_factory):
-    """One tiny study through the CLI (4 grid trials, 2 of them failing on purpose), then a resume."""
+    """One tiny study through the CLI (4 grid trials, 2 of them failing on purpose; its best model logged and
+    registered), then a resume."""
     tmp = tmp_path_factory.mktemp("e2e")
     space = tmp / "space.yaml"
     space.write_text(yaml.safe_dump(SPACE))
     stores = ["--storage", f"sqlite:///{tmp / 'optuna.db'}", "--tracking-uri", f"sqlite:///{tmp / 'mlflow.db'}"]
-    first = cli("tune", str(space), *stores, cwd=tmp)
+    first = cli("tune", str(space), *stores, "--register", "e2e-model", cwd=tmp)
     second = cli("tune", str(space), *stores, "--n-trials", "1", cwd=tmp)
     return {"tmp": tmp, "space": space, "stores": stores, "first": first, "second": second}
 
@@ -67,6 +68,24 @@ def test_tune_runs_the_study_and_reports(study):
     assert sorted((int(line.split()[1]), line.split()[2]) for line in lines)[0][0] == 0
     assert sorted(line.split()[2] for line in lines) == ["complete", "complete", "failed", "failed"], first.stderr
     assert all("loss=" in line for line in lines) and all("best=" in line for line in lines if "complete" in line)
+
+
+def test_tune_logs_and_registers_the_best_model_when_asked(study):
+    import re
+
+    first, second = study["first"], study["second"]
+    lines = [line for line in first.stdout.splitlines() if line.startswith("model:")]
+    assert len(lines) == 1 and re.fullmatch(r"model:  models:/m-[0-9a-f]+ \(registered as e2e-model/1\)",
+                                            lines[0]), first.stdout
+    uri = lines[0].split()[1]
+    client, runs = mlflow_runs(study["tmp"])
+    parent = next(r for r in runs if "mlflow.parentRunId" not in r.data.tags)
+    assert parent.data.tags["aloss_tune.best_model"] == uri
+    version = client.get_model_version("e2e-model", "1")
+    assert version.source == uri
+    best = next(r for r in runs if r.info.run_id == version.run_id)
+    assert best.data.tags["aloss_tune.trial"] == parent.data.tags["aloss_tune.best_trial"]
+    assert "model:" not in second.stdout  # the resumed run was not asked to log it
 
 
 def test_optuna_storage_holds_the_study(study):
@@ -233,6 +252,10 @@ BAD = [
     ("bad flag", lambda t: ["tune", _write(t, _space()), "--n-trials", "0"], r"--n-trials: must be an integer >= 1"),
     ("retries without heartbeat", lambda t: ["tune", _write(t, _space()), "--retries", "2"],
      r"--retries needs --heartbeat"),
+    ("bad registered model name", lambda t: ["tune", _write(t, _space()), "--register", "team/best"],
+     r"register: 'team/best' is not a valid registered model name: names cannot contain '/' or ':'\.$"),
+    ("model without tracking", lambda t: ["tune", _write(t, _space()), "--log-model", "--no-tracking"],
+     r"--log-model and --register log the best model to MLflow; drop --no-tracking\.$"),
     ("unknown study", lambda t: ["best", "nope", "--storage", f"sqlite:///{t / 'empty.db'}"],
      r"no study named 'nope'"),
 ]

@@ -64,7 +64,7 @@ from aloss_tune.lifecycle import (
     start_run,
     training_seed,
 )
-from aloss_tune.runner import TrialContext, run_trial
+from aloss_tune.runner import TrialContext, run_trial, train
 from aloss_tune.space import SearchSpace
 from aloss_tune.tracking import StudyTracker, worker_id
 
@@ -408,12 +408,13 @@ class Objective:
     """The define-by-run objective: sample, track, train, report each epoch for pruning, return the value."""
 
     def __init__(self, ctx: TrialContext, tracker: StudyTracker | None, *, seed: int,
-                 heartbeat: bool = False):
+                 heartbeat: bool = False, keeper: Any = None):
         self.ctx = ctx
         self.tracker = tracker
         self.seed = seed
         self.config_errors: dict[int, str] = {}  # trial number -> the ConfigError that failed it
         self.heartbeat = heartbeat
+        self.keeper = keeper  # an aloss_tune.best_model.BestWeights when the best model is to be logged
 
     def __call__(self, trial: optuna.Trial) -> float:
         ctx = self.ctx
@@ -453,7 +454,12 @@ class Objective:
             trial.set_user_attr(HEARTBEAT_ATTR, self.heartbeat)  # how a lost worker's trial will be found
             if retry_of is not None:
                 trial.set_user_attr(RUN_ATTR, None)  # not the lost trial's run
-            outcome = run_trial(ctx, params, seed=seed, reporters=[report])
+            model = None
+            if self.keeper is None:
+                outcome = run_trial(ctx, params, seed=seed, reporters=[report])
+            else:  # the model comes back at its best epoch, to be kept if it is this worker's best
+                model, outcome = train(ctx, params, seed=seed, reporters=[report],
+                                       callbacks=[self.keeper.callback()])
         except optuna.TrialPruned:
             if run is not None:
                 run.finish("pruned")
@@ -482,6 +488,8 @@ class Objective:
         if run is not None:
             run.finish("complete", objective=outcome.value, loss_config=outcome.loss_config)
             record_run()
+        if model is not None:
+            self.keeper.offer(trial.number, outcome.value, params, model, None if run is None else run.run_id)
         return outcome.value
 
 
@@ -799,7 +807,12 @@ def run_study(space: SearchSpace, ctx: TrialContext, *, storage: StorageOptions,
         study.set_user_attr(BASELINE_ATTR, baseline)
     status = "FINISHED"
     failures = {"consecutive": 0}
-    objective = Objective(ctx, tracker, seed=space.search.seed, heartbeat=bool(storage.heartbeat))
+    keeper = None
+    if tracker is not None and tracker.settings.log_model:
+        from aloss_tune.best_model import BestWeights
+
+        keeper = BestWeights(ctx.objective.metric, ctx.objective.direction)
+    objective = Objective(ctx, tracker, seed=space.search.seed, heartbeat=bool(storage.heartbeat), keeper=keeper)
     # This worker's trials, each as the message of the ConfigError that failed it (None: anything else).
     config_errors: list[str | None] = []
 
@@ -841,8 +854,15 @@ def run_study(space: SearchSpace, ctx: TrialContext, *, storage: StorageOptions,
         if status == "FINISHED":
             _reclaim(study, tracker, fail_stale=bool(storage.heartbeat))
         if tracker is not None:
+            best = best_summary(study)
+            if keeper is not None:
+                if status == "FINISHED":
+                    from aloss_tune.best_model import log_if_best
+
+                    tracker.best_model = log_if_best(tracker, keeper, best, ctx, register=tracker.settings.register)
+                keeper.close()
             artifacts = after_study(_record_or_none(study)) if after_study is not None else None
-            tracker.close(best=best_summary(study), status=status, artifacts=artifacts)
+            tracker.close(best=best, status=status, artifacts=artifacts)
     if config_errors and config_errors[0] is not None and set(config_errors) == {config_errors[0]}:
         raise ConfigError(config_errors[0])
     return study

@@ -169,6 +169,8 @@ def tune(space: SearchSpace, ctx: TrialContext, *, settings: TrackingSettings | 
         if tracker is not None:
             # A worker's view of the study is partial: the chief logs the study's best and its report.
             best = None if worker else _safe_best(tuner)
+            if best is not None and status == "FINISHED" and tracker.settings.log_model:
+                tracker.best_model = _log_best_model(tuner, tracker, best, ctx)
             artifacts = None
             if after_study is not None and not worker:
                 artifacts = after_study(_record_or_none(tuner))
@@ -218,6 +220,25 @@ class _DropLines(io.TextIOBase):
         if self.pending and self.pending not in self.lines:
             self.stream.write(self.pending)
         self.pending = ""
+
+
+def _log_best_model(tuner: SpaceTuner, tracker: StudyTracker, best: Mapping[str, Any], ctx: TrialContext) -> Any:
+    """Log the best trial's model, rebuilt from the checkpoint KerasTuner keeps of its best epoch (see
+    `aloss_tune.best_model`); ``None`` with a warning if it cannot be."""
+    from aloss_tune.best_model import log_best_model
+
+    try:
+        model = tuner.get_best_models(num_models=1)[0]
+        trial_id = tuner.oracle.get_best_trials(1)[0].trial_id
+        record = _read_json(Path(tuner.get_trial_dir(trial_id)) / TRIAL_FILE) or {}
+        return log_best_model(tracker, model, number=int(best["number"]), value=best.get("value"),
+                              params=best["params"], loss_config=best.get("loss_config"),
+                              run_id=record.get("mlflow_run_id"), x_example=ctx.data.x_val,
+                              register=tracker.settings.register)
+    except Exception as exc:  # noqa: BLE001 - the study's results are stored; only the model is missing
+        _log.warning("could not log the best trial's model (trial %s) to MLflow: %s: %s", best.get("number"),
+                     type(exc).__name__, " ".join(str(exc).split())[:300])
+        return None
 
 
 def _safe_best(tuner: SpaceTuner) -> dict[str, Any] | None:
