@@ -181,3 +181,29 @@ def test_on_a_tracking_server_the_model_and_its_registry_version_go_through_the_
                   storage=f"sqlite:///{tmp_path / 'optuna.db'}", tracking_uri=SERVER)
     found = check_logged_model(result, SERVER, data, monkeypatch, registered=name)
     assert found["logged"].artifact_location.startswith("mlflow-artifacts:")
+
+
+@pytest.mark.slow
+def test_with_worker_processes_the_worker_that_trained_the_best_trial_logs_it(tmp_path, monkeypatch):
+    import optuna
+
+    from aloss_tune.workers import run_workers
+
+    monkeypatch.chdir(tmp_path)
+    storage, tracking = f"sqlite:///{tmp_path / 'optuna.db'}", f"sqlite:///{tmp_path / 'mlflow.db'}"
+    raw = space("workers_logged", ["huber", "mse"])
+    raw["data"] = "helpers.user_side:tiny_regression"
+    result = run_workers(raw, 2, n_trials=2, storage=storage, tracking_uri=tracking, log_model=True)
+    trials = optuna.load_study(study_name="workers_logged", storage=storage).trials
+    assert len({t.user_attrs["aloss_tune.worker"] for t in trials}) == 2  # one trial in each process
+    best = min(trials, key=lambda t: t.value)
+    assert result.best_trial == best.number
+    client = MlflowClient(tracking)
+    assert client.get_run(result.parent_run_id).data.tags["aloss_tune.best_model"] == result.best_model_uri
+    logged = client.get_logged_model(result.best_model_uri.removeprefix("models:/"))
+    assert logged.source_run_id == best.user_attrs["aloss_tune.mlflow_run_id"]
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", tracking)
+    from helpers.user_side import tiny_regression  # the study's data (tests/ is on the path: conftest.py)
+
+    assert val_mae(mlflow.keras.load_model(result.best_model_uri), tiny_regression()) == pytest.approx(
+        best.value, rel=1e-5)
