@@ -228,6 +228,7 @@ def _validate(args: argparse.Namespace) -> int:
     space = SearchSpace.from_yaml(args.space)
     scale = 1.0
     objective = space.objective
+    ctx = None
     if args.data:
         from aloss_tune.runner import prepare
 
@@ -235,16 +236,51 @@ def _validate(args: argparse.Namespace) -> int:
         scale, objective = ctx.target_scale, ctx.objective
     print(f"{args.space}: valid")
     print(f"  study: {space.study}    data: {space.data}    model: {space.model}")
+    if ctx is not None:
+        print(f"  data: {_data_summary(ctx.data)}")
     if objective is not None:
         print(f"  objective: {objective.direction} {objective.metric}")
     print(f"  losses: {', '.join(space.losses)}")
+    relative = set() if args.data else _relative_ranges(space)
     for name, dist in space.search_params(target_scale=scale).items():
-        print(f"  {name}: {dist}")
+        if name == "loss":  # the loss choice: the line above
+            continue
+        print(f"  {name}: {dist}" + (" (relative)" if name in relative else ""))
     if not args.data:
         print("  not checked without --data: that the data loads, that each loss fits its task, that the "
               "objective's metric exists for it, and that the model and optimizer build; ranges marked "
               "relative are in units of the target's robust spread (--data resolves them)")
     return 0
+
+
+def _relative_ranges(space: Any) -> set[str]:
+    """The searched names whose default range is in units of the target's robust spread (not overridden)."""
+    from aloss_tune.factories import get_factory
+
+    out = set()
+    for loss in space.losses:
+        for spec in get_factory(loss).params:
+            if spec.relative and spec.name not in space.loss_params.get(loss, {}):
+                out.add(f"loss.{loss}.{spec.name}")
+    return out
+
+
+def _data_summary(data: Any) -> str:
+    """Rows per split, features, the task and what describes its target (spread, positive rate, classes)."""
+    import numpy as np
+
+    rows = [f"{len(data.x_train)} train", f"{len(data.x_val)} validation"]
+    if data.x_test is not None:
+        rows.append(f"{len(data.x_test)} test")
+    features = int(np.prod(data.x_train.shape[1:]))
+    text = f"{', '.join(rows)} rows of {features} feature{'s' if features != 1 else ''}; {data.task}"
+    if data.task == "regression":
+        return text + f", target median {data.target_center:.4g}, robust spread {data.target_scale:.4g}"
+    if data.task == "binary":
+        rates = [f"{100 * float(np.mean(y)):.1f} % {split}" for split, y in
+                 (("train", data.y_train), ("validation", data.y_val)) if y is not None]
+        return text + ", positives " + ", ".join(rates)
+    return text + f", {data.n_outputs} classes"
 
 
 # ---------------------------------------------------------------------------------------------- losses
@@ -338,7 +374,8 @@ def _main(argv: Sequence[str] | None) -> int:
     except (ConfigError, UsageError) as exc:
         if debug:
             traceback.print_exc()
-        print(f"aloss-tune: error: {_one_line(exc)}", file=sys.stderr)
+        for message in getattr(exc, "messages", None) or [str(exc)]:  # several independent errors: one a line
+            print(f"aloss-tune: error: {_one_line(message)}", file=sys.stderr)
         return EXIT_USAGE
     except AlossTuneError as exc:
         if debug:

@@ -356,3 +356,72 @@ def test_the_readme_synopsis_lists_every_command_and_flag():
                  if a.option_strings and a.dest != "help"}
         missing = sorted(f for f in flags if f not in synopsis[name].replace("[", " ").replace("]", " ").split())
         assert not missing, f"README synopsis of `{name}` lacks {missing}"
+
+
+def test_validate_lists_each_loss_once_marks_relative_ranges_and_summarises_the_data(tmp_path, capsys,
+                                                                                     monkeypatch):
+    import numpy as np
+
+    from helpers.user_side import tiny_regression
+
+    monkeypatch.syspath_prepend(str(HERE))
+    barron = {"scale": {"type": "float", "low": 1.0, "high": 3.0}}
+    path = _write(tmp_path, _space(loss={"choices": ["mse", "huber", "barron"], "params": {"barron": barron}},
+                                   search={"sampler": "random", "n_trials": 2}))
+    assert main(["validate", path]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line for line in lines if "mse" in line] == ["  losses: mse, huber, barron"]
+    shown = {line.split(":")[0].strip(): line for line in lines if line.startswith("  loss.")}
+    assert shown["loss.huber.delta"].endswith("(relative)")  # a factory default: in target spreads
+    assert not shown["loss.barron.scale"].endswith("(relative)")  # written in the space: absolute
+    assert not shown["loss.barron.alpha"].endswith("(relative)")
+
+    assert main(["validate", path, "--data"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    x, y, xv, yv = tiny_regression()
+    spread = 1.4826 * np.median(np.abs(y - np.median(y)))
+    assert f"  data: {len(x)} train, {len(xv)} validation rows of 4 features; regression, target median " \
+           f"{np.median(y):.4g}, robust spread {spread:.4g}" in lines
+    assert not any(line.endswith("(relative)") for line in lines)
+
+
+def test_validate_summarises_classification_data(tmp_path, capsys, monkeypatch):
+    import numpy as np
+
+    from aloss_tune.datasets import as_dataset
+    from helpers.user_side import tiny_multiclass
+
+    monkeypatch.syspath_prepend(str(HERE))
+    path = _write(tmp_path, {"study": "c", "data": "imbalanced_classification", "loss": ["bce", "focal"],
+                             "model": {"builder": "mlp", "params": {"units": 4, "layers": 1}}})
+    assert main(["validate", path, "--data"]) == 0
+    data = as_dataset("imbalanced_classification")
+    rates = f"{100 * np.mean(data.y_train):.1f} % train, {100 * np.mean(data.y_val):.1f} % validation"
+    assert f"  data: {len(data.x_train)} train, {len(data.x_val)} validation, {len(data.x_test)} test rows of " \
+           f"{data.x_train.shape[1]} features; binary, positives {rates}" in capsys.readouterr().out.splitlines()
+    path = _write(tmp_path, {"study": "m", "data": "helpers.user_side:tiny_multiclass", "loss": ["cce"],
+                             "model": {"builder": "mlp", "params": {"units": 4, "layers": 1}}})
+    assert main(["validate", path, "--data"]) == 0
+    x, y, xv, _ = tiny_multiclass()
+    assert f"  data: {len(x)} train, {len(xv)} validation rows of 4 features; multiclass, {y.shape[1]} classes" \
+        in capsys.readouterr().out.splitlines()
+
+
+@pytest.mark.parametrize("command", ["validate", "tune"])
+def test_independent_errors_of_a_space_are_reported_together_one_a_line(command, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    raw = _space(trainig={"epochs": 2}, search={"sampler": "nope"},
+                 loss={"choices": ["huber"], "params": {"huber": {"delta": {"type": "float", "low": 2.0,
+                                                                             "high": 1.0}}}},
+                 model={"builder": "mlp", "params": {"units": 0}})
+    path = _write(tmp_path, raw)
+    assert main([command, path]) == 2
+    lines = capsys.readouterr().err.splitlines()
+    expected = [r"trainig: unknown key; allowed keys: study, ",
+                r"model\.params\.units: must be an integer >= 1, but got 0\.",
+                r"loss\.params\.huber\.delta\.low: `low <= high` must hold",
+                r"search\.sampler: must be one of tpe, random, cmaes, grid, but got 'nope'\."]
+    assert len(lines) == len(expected), lines
+    for line, pattern in zip(lines, expected, strict=True):
+        assert __import__("re").match(rf"aloss-tune: error: {__import__('re').escape(path)}: {pattern}", line), line
+    assert {p.name for p in tmp_path.iterdir()} == {"space.yaml"}
