@@ -203,7 +203,8 @@ def _best(args: argparse.Namespace) -> int:
         title = f"best trial {summary['number']} of study {args.study!r} (objective {summary['value']:.6g})"
     if args.format == "python":
         text = python_snippet(summary["params"], optimizer=summary.get("optimizer") or "adam", title=title,
-                              keras_config=config.get("keras"))
+                              keras_config=config.get("keras"), model=summary.get("model"),
+                              data=summary.get("data"))
     else:
         text = json.dumps(config, indent=2, sort_keys=False)
     if args.output:

@@ -425,3 +425,57 @@ def test_independent_errors_of_a_space_are_reported_together_one_a_line(command,
     for line, pattern in zip(lines, expected, strict=True):
         assert __import__("re").match(rf"aloss-tune: error: {__import__('re').escape(path)}: {pattern}", line), line
     assert {p.name for p in tmp_path.iterdir()} == {"space.yaml"}
+
+
+MLP_CHECK = """
+import json
+model = {call}
+model.fit(data.x_train, data.y_train, epochs=1, verbose=0)
+mlp = aloss_tune.export(model)  # the MLP itself (the penalised loss attached it)
+print(json.dumps({{"units": [mlp.get_layer(f"dense_{{i}}").units for i in range(model_params["model.layers"])],
+                  "activation": mlp.get_layer("dense_0").get_config()["activation"], "attached": model is not mlp,
+                  "loss": model.loss.get_config(), "optimizer": type(model.optimizer).__name__,
+                  "learning_rate": float(model.optimizer.learning_rate)}}))
+"""
+
+
+def test_the_python_snippet_aligns_its_literals_and_rebuilds_the_built_in_mlp(tmp_path):
+    import optuna
+
+    from aloss_tune.backends.optuna import best_summary
+    from aloss_tune.best import python_snippet
+
+    params = {"loss": "dynamic_alpha", "loss.alpha_formula": "outlier_damping", "loss.strength": 1.2345678,
+              "loss.temperature": 0.123456789, "loss.l2": 1e-4, "model.units": 12, "model.layers": 2,
+              "model.dropout": 0.125, "model.activation": "tanh", "optimizer.learning_rate": 0.00123456789,
+              "optimizer.weight_decay": 0.0001234567}
+    # What `aloss-tune best` gives the snippet: the study's space says which builder and data it used.
+    study = optuna.create_study()
+    study.set_user_attr("aloss_tune.space", {"model": {"builder": "mlp", "params": {}},
+                                             "data": "helpers.user_side:tiny_regression",
+                                             "optimizer": {"name": "adamw"}})
+    study.add_trial(optuna.trial.create_trial(value=1.0, user_attrs={"aloss_tune.params": params}))
+    summary = best_summary(study)
+    code = python_snippet(summary["params"], optimizer=summary["optimizer"], model=summary["model"],
+                          data=summary["data"])
+    lines = code.splitlines()
+    for prefix in ("loss = aloss_tune.build_loss({", "optimizer = keras.optimizers.get({"):  # both wrap
+        start = next(i for i, line in enumerate(lines) if line.startswith(prefix))
+        assert lines[start + 1].startswith(" " * len(prefix) + "'"), (prefix, lines[start + 1])  # under the first key
+        assert not lines[start + 1].startswith(" " * (len(prefix) + 1)), lines[start + 1]
+    assert lines[-1] == "# model = build_best_model(aloss_tune.datasets.as_dataset('helpers.user_side:tiny_regression'))"
+
+    call = lines[-1].removeprefix("# model = ")
+    check = code + "\ndata = " + call.removeprefix("build_best_model(")[:-1] + "\n" + MLP_CHECK.format(call=call)
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3",
+           "PYTHONPATH": os.pathsep.join([str(HERE), str(REPO)])}
+    done = subprocess.run([sys.executable, "-c", check], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    assert out["units"] == [12, 12] and out["activation"] == "tanh" and out["attached"]
+    import aloss_tune
+
+    expected = aloss_tune.build_loss({k: v for k, v in params.items() if k.startswith("loss")}).get_config()
+    assert out["loss"] == json.loads(json.dumps(expected))
+    assert out["optimizer"] == "AdamW" and out["learning_rate"] == pytest.approx(0.00123456789)

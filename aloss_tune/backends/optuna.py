@@ -499,13 +499,16 @@ def best_summary(study: optuna.Study) -> dict[str, Any] | None:
         best = study.best_trial
     except ValueError:
         return None
-    optimizer = (study.user_attrs.get(SPACE_ATTR) or {}).get("optimizer")
+    space = study.user_attrs.get(SPACE_ATTR) or {}
+    optimizer = space.get("optimizer")
     return {
         "number": best.number,
         "value": best.value,
         "params": best.user_attrs.get(PARAMS_ATTR, {}),
         "loss_config": best.user_attrs.get(CONFIG_ATTR),
         "optimizer": optimizer.get("name", "adam") if isinstance(optimizer, dict) else (optimizer or "adam"),
+        "model": space.get("model"),
+        "data": space.get("data"),
     }
 
 

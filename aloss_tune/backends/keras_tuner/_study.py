@@ -80,6 +80,8 @@ def _study_record(space: SearchSpace, ctx: TrialContext) -> dict[str, Any]:
         "losses": list(space.losses),
         "task": ctx.data.task,
         "baseline": baseline if baseline is not None and math.isfinite(baseline) else None,
+        # what `aloss-tune best --format python` needs to rebuild the optimizer and the built-in model
+        **{k: v for k, v in space.to_dict().items() if k in ("optimizer", "model", "data")},
     }
 
 
@@ -393,7 +395,10 @@ def _best_from_directory(project: Path) -> dict[str, Any]:
             "give every distributed worker the same shared --directory, or read the study from MLflow)."
         )
     params = record["params"]
-    return _summary(int(trial["trial_id"]), score, params, record.get("loss_config") or loss_config(params))
+    optimizer = study.get("optimizer")
+    return {**_summary(int(trial["trial_id"]), score, params, record.get("loss_config") or loss_config(params)),
+            "optimizer": optimizer.get("name", "adam") if isinstance(optimizer, dict) else (optimizer or "adam"),
+            "model": study.get("model"), "data": study.get("data")}
 
 
 def _best_from_mlflow(study_name: str, tracking_uri: str | None) -> dict[str, Any] | None:
