@@ -111,12 +111,14 @@ def test_the_best_trials_model_is_logged_registered_and_loads_back_on_sqlite(sto
     # The export-ready copy, and the logged model through mlflow, in a process that never imports aloss-tune.
     np.save(tmp_path / "x.npy", data[2])
     code = (
-        "import json, sys, numpy as np, keras, mlflow.keras\n"
+        "import json, sys, numpy as np, keras, mlflow.keras, mlflow.pyfunc\n"
         f"x = np.load({str(tmp_path / 'x.npy')!r})\n"
         f"plain = keras.saving.load_model({str(folder / 'data' / 'model.keras')!r})\n"
         f"logged = mlflow.keras.load_model({found['uri']!r})\n"
+        f"served = mlflow.pyfunc.load_model({found['uri']!r})\n"
         "print(json.dumps({'plain': plain.predict(x, verbose=0).tolist(),\n"
         "                  'logged': logged.predict(x, verbose=0).tolist(),\n"
+        "                  'served': np.asarray(served.predict(x)).tolist(),\n"
         "                  'aloss_tune': [m for m in sys.modules if m.startswith('aloss_tune')]}))\n"
     )
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
@@ -128,6 +130,7 @@ def test_the_best_trials_model_is_logged_registered_and_loads_back_on_sqlite(sto
     assert out["aloss_tune"] == []
     np.testing.assert_allclose(out["plain"], found["prediction"], rtol=1e-6)
     np.testing.assert_allclose(out["logged"], found["prediction"], rtol=1e-6)
+    np.testing.assert_allclose(np.reshape(out["served"], found["prediction"].shape), found["prediction"], rtol=1e-6)
 
     # Resumed with a trial that cannot win: nothing new is logged or registered, and the result still points
     # to the study's best model.
