@@ -60,7 +60,8 @@ _LAZY = {
     "load_best_params": "aloss_tune.best",
     "load_loss": "aloss_tune.best",
 }
-_SUBMODULES = ("losses", "factories", "datasets", "distributions", "space", "best", "tracking", "runner")
+_SUBMODULES = ("losses", "factories", "datasets", "distributions", "space", "best", "tracking", "runner",
+               "models")
 
 
 def __getattr__(name: str) -> Any:

@@ -49,6 +49,10 @@ CONTINUES_TAG = "aloss_tune.continues"  # a Hyperband trial continuing an earlie
 ERROR_TAG = "aloss_tune.error"
 BEST_TRIAL_TAG = "aloss_tune.best_trial"
 BEST_LOSS_TAG = "aloss_tune.best_loss"
+BEST_MODEL_TAG = "aloss_tune.best_model"  # models:/<model_id> of the best trial's logged model
+BEST_MODEL_TRIAL_TAG = "aloss_tune.best_model_trial"
+REGISTERED_MODEL_TAG = "aloss_tune.registered_model"  # <name>/<version> in the Model Registry
+OBJECTIVE_TAG = "aloss_tune.objective"  # the best model's objective value
 
 # ----------------------------------------------------------------------------------- MLflow artifacts
 LOSS_CONFIG_ARTIFACT = "loss_config.json"
@@ -56,3 +60,4 @@ BEST_LOSS_CONFIG_ARTIFACT = "best_loss_config.json"
 BEST_PARAMS_ARTIFACT = "best_params.json"
 SPACE_ARTIFACT = "space.yaml"
 ERROR_ARTIFACT = "error.txt"
+BEST_MODEL_NAME = "best_model"  # the MLflow LoggedModel of a study's best trial

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -9,6 +10,7 @@ from typing import Any
 import keras
 
 from aloss_tune.backends.base import make_backend
+from aloss_tune.errors import UsageError
 from aloss_tune.result import TuneResult
 from aloss_tune.space import SearchSpace, load_space
 
@@ -35,6 +37,8 @@ def tune(
     retries: int = 0,
     directory: str | Path | None = None,
     reclaim: bool | None = False,
+    log_model: bool = False,
+    register: str | None = None,
 ) -> TuneResult:
     """Run (or resume) a study.
 
@@ -59,9 +63,21 @@ def tune(
             machine that are gone are marked failed and the others reported; ``True`` marks them all failed
             (nothing else runs the study); ``None`` skips the check (`aloss_tune.workers` checks once for all
             its workers).
+        log_model: when the study ends, log its best trial's trained model to MLflow as a LoggedModel
+            (``best_model``: the export-ready Keras model, its loss config and the model as trained; see
+            `aloss_tune.best_model`). Its URI is ``result.best_model_uri``. Needs tracking.
+        register: also register that model under this name in MLflow's Model Registry (implies
+            ``log_model``); ``result.registered_model`` is ``<name>/<version>``.
 
     Everything is validated (space, data, model, objective, storage, tracking store) before any training.
     """
+    if register is not None:
+        from aloss_tune.best_model import check_model_name
+
+        check_model_name(register)
+        log_model = True
+    if log_model and not tracking:
+        raise UsageError("log_model: the best model is logged to MLflow, but tracking is off.")
     spec = load_space(space)
     overrides: dict[str, Any] = {}
     for key, value in (("n_trials", n_trials), ("timeout", timeout), ("seed", seed), ("tuner", tuner),
@@ -94,9 +110,14 @@ def tune(
 
         settings = load_settings(mlflow_config, tracking_uri=tracking_uri)
         if not settings.enabled:
+            if log_model:
+                raise UsageError("log_model: the best model is logged to MLflow, but the MLflow settings turn "
+                                 "tracking off (enabled: false).")
             settings = None
         else:
             check_tracking_uri(settings.tracking_uri)
+            if log_model:
+                settings = dataclasses.replace(settings, log_model=True, register=register)
 
     from aloss_tune.progress import TrialLog, resolve
 
@@ -123,9 +144,9 @@ def _validated(spec: SearchSpace, overrides: Mapping[str, Any]) -> SearchSpace:
 
 
 def _artifacts_hook(ctx: Any) -> Callable[[Any], Path | None]:
-    def hook(study: Any) -> Path | None:
+    def hook(record: Any) -> Path | None:  # the study's StudyRecord (None: it could not be read back)
         from aloss_tune.report import study_artifacts_dir
 
-        return study_artifacts_dir(study, ctx)
+        return None if record is None else study_artifacts_dir(record, ctx)
 
     return hook

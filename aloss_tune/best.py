@@ -22,44 +22,7 @@ import yaml
 
 from aloss_tune._schema import ENV_STORAGE, default_storage  # noqa: F401 - re-exported
 from aloss_tune.errors import ConfigError, UsageError, describe
-from aloss_tune.factories import build_loss
-
-
-def loss_from_config(config: Mapping[str, Any], *, source: str = "") -> keras.losses.Loss:
-    """A loss from a loss-config artifact (``{"params", "keras"}``), a Keras serialization or flat params.
-
-    Always a `keras.losses.Loss`: anything else (a layer's or an optimizer's serialization, a list) is a
-    `ConfigError` naming ``source`` (a file or a run) when given.
-    """
-    import aloss_tune.losses  # noqa: F401  (registers our classes for deserialization)
-
-    where = f"{source}: " if source else ""
-    if not isinstance(config, Mapping):
-        raise ConfigError(f"{where}a loss config must be a mapping, but got a {type(config).__name__}.")
-    if "keras" in config and isinstance(config["keras"], Mapping):
-        return _deserialize(dict(config["keras"]), where)
-    if "class_name" in config:
-        return _deserialize(dict(config), where)
-    if isinstance(config.get("loss"), str):
-        return build_loss(config)
-    if isinstance(config.get("params"), Mapping):
-        return build_loss(config["params"])
-    raise ConfigError(
-        f"{where}a loss config must hold flat params ({{'loss': 'huber', ...}}), a Keras serialization "
-        f"({{'class_name': ...}}) or both ({{'params', 'keras'}}), but got keys {sorted(map(str, config))}."
-    )
-
-
-def _deserialize(config: dict[str, Any], where: str) -> keras.losses.Loss:
-    name = config.get("class_name")
-    try:
-        obj = keras.saving.deserialize_keras_object(config)
-    except Exception as exc:  # noqa: BLE001 - Keras raises TypeError, ValueError, ... for unknown objects
-        raise ConfigError(f"{where}cannot rebuild {name!r} from its Keras serialization "
-                          f"({type(exc).__name__}: {' '.join(str(exc).split())[:300]}).") from None
-    if not isinstance(obj, keras.losses.Loss):
-        raise ConfigError(f"{where}holds a {type(obj).__name__} ({name!r}), not a keras.losses.Loss.")
-    return obj
+from aloss_tune.factories import build_loss, loss_from_config  # noqa: F401 - re-exported
 
 
 def load_loss(source: Any, *, tracking_uri: str | None = None) -> keras.losses.Loss:
@@ -160,34 +123,38 @@ def load_best_loss(study_name: str, storage: str | None = None, **kwargs: Any) -
 
 
 def python_snippet(params: Mapping[str, Any], *, optimizer: str = "adam", title: str | None = None,
-                   keras_config: Mapping[str, Any] | None = None) -> str:
+                   keras_config: Mapping[str, Any] | None = None, model: Any = None, data: Any = None) -> str:
     """Python code that rebuilds a trial's loss and optimizer (``aloss-tune best --format python``).
 
     It runs as it is: it defines ``loss``, ``optimizer``, the tuned ``model_params`` (if any) and
     ``compile_with_best_loss(model)``, which attaches the loss when it learns parameters or penalises
-    weights, then compiles. ``keras_config`` (a Keras serialization) replaces the flat loss params when a
-    source holds only that.
+    weights, then compiles. When the study's ``model`` (its space's ``model`` entry) is the built-in MLP, it
+    also defines ``build_best_model(data)``, which builds that MLP with the tuned hyperparameters for a
+    `aloss_tune.datasets.Dataset` and compiles it, and shows the call for the study's ``data``.
+    ``keras_config`` (a Keras serialization) replaces the flat loss params when a source holds only that.
     """
     loss_params = {k: v for k, v in params.items() if k == "loss" or k.startswith("loss.")}
     opt_params = {k[len("optimizer."):]: v for k, v in params.items() if k.startswith("optimizer.")}
     model_params = {k: v for k, v in params.items() if k.startswith("model.")}
     if loss_params:
         loss = build_loss(loss_params)  # refuses params that do not make a loss
-        loss_line = f"loss = aloss_tune.build_loss({_literal(loss_params, 30)})"
+        loss_line = _assign("loss = aloss_tune.build_loss(", loss_params, ")")
     elif keras_config is not None:
         loss = loss_from_config({"keras": keras_config})
-        loss_line = f"loss = keras.saving.deserialize_keras_object({_literal(keras_config, 45)})"
+        loss_line = _assign("loss = keras.saving.deserialize_keras_object(", keras_config, ")")
     else:
         raise ConfigError("python_snippet: params name no loss (give {'loss': ...} or a Keras config).")
     from aloss_tune.losses import needs_model
 
+    builder = model.get("builder") if isinstance(model, Mapping) else model
+    mlp = builder == "mlp"
     optimizer_config = {"class_name": optimizer, "config": opt_params}
     lines = ["import keras", "", "import aloss_tune", ""]
     if title:
         lines.append(f"# {title}")
-    lines += [loss_line, f"optimizer = keras.optimizers.get({_literal(optimizer_config, 40)})"]
-    if model_params:
-        lines.append(f"model_params = {_literal(model_params, 15)}  # the tuned model hyperparameters")
+    lines += [loss_line, _assign("optimizer = keras.optimizers.get(", optimizer_config, ")")]
+    if model_params or mlp:
+        lines.append(_assign("model_params = ", model_params, "") + "  # the tuned model hyperparameters")
     lines += [
         "",
         "",
@@ -197,14 +164,42 @@ def python_snippet(params: Mapping[str, Any], *, optimizer: str = "adam", title:
     if needs_model(loss):
         lines.append("    model = aloss_tune.attach(model, loss)  # the loss learns parameters or penalises weights")
     lines += ["    model.compile(optimizer=optimizer, loss=loss)", "    return model"]
+    if mlp:
+        lines += [
+            "",
+            "",
+            "def build_best_model(data: aloss_tune.datasets.Dataset) -> keras.Model:",
+            '    """The built-in MLP with the tuned hyperparameters, for ``data``, compiled with the best loss."""',
+            "    return compile_with_best_loss(aloss_tune.models.mlp(model_params, data))",
+            "",
+            "",
+            "# The study's data, or your own as aloss_tune.datasets.as_dataset((x_train, y_train, x_val, y_val)):",
+            f"# model = build_best_model({_dataset_call(data)})",
+        ]
     return "\n".join(lines)
 
 
+def _assign(prefix: str, value: Any, suffix: str) -> str:
+    """``prefix`` + ``value`` as a Python literal + ``suffix``, its continuation lines aligned under the literal."""
+    return prefix + _literal(value, len(prefix)) + suffix
+
+
+def _dataset_call(data: Any) -> str:
+    """The `aloss_tune.datasets.as_dataset` call that loads a space's ``data`` entry again."""
+    if isinstance(data, Mapping) and isinstance(data.get("name"), str):
+        args = dict(data.get("args") or {})
+        return f"aloss_tune.datasets.as_dataset({data['name']!r}" + (f", args={args!r})" if args else ")")
+    if isinstance(data, str) and data:
+        return f"aloss_tune.datasets.as_dataset({data!r})"
+    return "aloss_tune.datasets.as_dataset((x_train, y_train, x_val, y_val))"
+
+
 def _literal(value: Any, indent: int) -> str:
-    """``value`` as a Python literal (``True``, ``None``: never JSON's ``true``, ``null``)."""
+    """``value`` as a Python literal (``True``, ``None``: never JSON's ``true``, ``null``); lines after the
+    first are indented by ``indent`` (the column the literal starts at)."""
     import pprint
 
-    text = pprint.pformat(value, sort_dicts=False, width=110 - indent)
+    text = pprint.pformat(value, sort_dicts=False, width=max(40, 110 - indent))
     return text.replace("\n", "\n" + " " * indent)
 
 
@@ -234,13 +229,15 @@ def run_summary(uri: str, tracking_uri: str | None = None) -> dict[str, Any]:
     params = {k: _param_value(v) for k, v in logged.items() if k.startswith(("model.", "optimizer."))}
     params.update(config.get("params") or {})
     optimizer = "adam"
+    space: Any = {}
     try:
         space = yaml.safe_load(_download_text(client, parent.info.run_id, "space.yaml")) or {}
         named = space.get("optimizer")
         optimizer = named.get("name", "adam") if isinstance(named, Mapping) else (named or "adam")
     except (MlflowException, OSError, yaml.YAMLError, AttributeError):
         pass
-    return {"params": params, "loss_config": config, "optimizer": optimizer}
+    model, data = (space.get("model"), space.get("data")) if isinstance(space, Mapping) else (None, None)
+    return {"params": params, "loss_config": config, "optimizer": optimizer, "model": model, "data": data}
 
 
 def _param_value(text: Any) -> Any:

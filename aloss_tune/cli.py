@@ -73,6 +73,11 @@ def _add_tune(sub: Any) -> None:
                                           "sqlite:///mlflow.db)")
     p.add_argument("--mlflow-config", help="MLflow settings file (default: ./mlflow.yaml if present)")
     p.add_argument("--no-tracking", action="store_true", help="do not log to MLflow")
+    p.add_argument("--log-model", action="store_true",
+                   help="when the study ends, log its best trial's trained model to MLflow (a LoggedModel: the "
+                        "export-ready Keras model, its loss config and the model as trained)")
+    p.add_argument("--register", metavar="NAME",
+                   help="also register that model in MLflow's Model Registry under NAME (implies --log-model)")
     p.add_argument("--workers", type=_positive_int, default=1,
                    help="worker processes on this machine sharing the study (Optuna)")
     p.add_argument("--heartbeat", type=_non_negative_int, metavar="SECONDS",
@@ -97,12 +102,19 @@ def _tune(args: argparse.Namespace) -> int:
     if args.retries and not _heartbeat_on(args):
         raise UsageError("tune: --retries needs --heartbeat (a dead worker is detected by its heartbeat; "
                          "heartbeats are off by default for one process on SQLite).")
+    if args.no_tracking and (args.log_model or args.register):
+        raise UsageError("tune: --log-model and --register log the best model to MLflow; drop --no-tracking.")
+    if args.register is not None:
+        from aloss_tune.best_model import check_model_name
+
+        check_model_name(args.register)
     SearchSpace.from_yaml(args.space)  # validate before anything else
     kwargs = dict(
         backend=args.backend, n_trials=args.n_trials, timeout=args.timeout, storage=args.storage,
         study_name=args.study, seed=args.seed, tuner=args.tuner, tracking=not args.no_tracking,
         tracking_uri=args.tracking_uri, mlflow_config=args.mlflow_config,
         heartbeat_interval=args.heartbeat, retries=args.retries, directory=args.directory,
+        log_model=args.log_model or args.register is not None, register=args.register,
     )
     if args.reclaim:
         kwargs["reclaim"] = True
@@ -149,6 +161,9 @@ def _print_result(result: Any) -> None:
             print(f"review: mlflow ui --backend-store-uri {uri}")
             if experiment:
                 print(f"        then open {runs_url('http://127.0.0.1:5000', experiment)}")
+    if getattr(result, "best_model_uri", None):
+        registered = getattr(result, "registered_model", None)
+        print(f"model:  {result.best_model_uri}" + (f" (registered as {registered})" if registered else ""))
     if result.backend == "keras-tuner":  # storage is the KerasTuner project root
         print(f"reuse:  aloss-tune best {result.study_name} --backend keras-tuner" + (
             f" --directory {result.storage}" if result.storage and result.storage != "kt_projects" else ""))
@@ -188,7 +203,8 @@ def _best(args: argparse.Namespace) -> int:
         title = f"best trial {summary['number']} of study {args.study!r} (objective {summary['value']:.6g})"
     if args.format == "python":
         text = python_snippet(summary["params"], optimizer=summary.get("optimizer") or "adam", title=title,
-                              keras_config=config.get("keras"))
+                              keras_config=config.get("keras"), model=summary.get("model"),
+                              data=summary.get("data"))
     else:
         text = json.dumps(config, indent=2, sort_keys=False)
     if args.output:
@@ -213,6 +229,7 @@ def _validate(args: argparse.Namespace) -> int:
     space = SearchSpace.from_yaml(args.space)
     scale = 1.0
     objective = space.objective
+    ctx = None
     if args.data:
         from aloss_tune.runner import prepare
 
@@ -220,16 +237,51 @@ def _validate(args: argparse.Namespace) -> int:
         scale, objective = ctx.target_scale, ctx.objective
     print(f"{args.space}: valid")
     print(f"  study: {space.study}    data: {space.data}    model: {space.model}")
+    if ctx is not None:
+        print(f"  data: {_data_summary(ctx.data)}")
     if objective is not None:
         print(f"  objective: {objective.direction} {objective.metric}")
     print(f"  losses: {', '.join(space.losses)}")
+    relative = set() if args.data else _relative_ranges(space)
     for name, dist in space.search_params(target_scale=scale).items():
-        print(f"  {name}: {dist}")
+        if name == "loss":  # the loss choice: the line above
+            continue
+        print(f"  {name}: {dist}" + (" (relative)" if name in relative else ""))
     if not args.data:
         print("  not checked without --data: that the data loads, that each loss fits its task, that the "
               "objective's metric exists for it, and that the model and optimizer build; ranges marked "
               "relative are in units of the target's robust spread (--data resolves them)")
     return 0
+
+
+def _relative_ranges(space: Any) -> set[str]:
+    """The searched names whose default range is in units of the target's robust spread (not overridden)."""
+    from aloss_tune.factories import get_factory
+
+    out = set()
+    for loss in space.losses:
+        for spec in get_factory(loss).params:
+            if spec.relative and spec.name not in space.loss_params.get(loss, {}):
+                out.add(f"loss.{loss}.{spec.name}")
+    return out
+
+
+def _data_summary(data: Any) -> str:
+    """Rows per split, features, the task and what describes its target (spread, positive rate, classes)."""
+    import numpy as np
+
+    rows = [f"{len(data.x_train)} train", f"{len(data.x_val)} validation"]
+    if data.x_test is not None:
+        rows.append(f"{len(data.x_test)} test")
+    features = int(np.prod(data.x_train.shape[1:]))
+    text = f"{', '.join(rows)} rows of {features} feature{'s' if features != 1 else ''}; {data.task}"
+    if data.task == "regression":
+        return text + f", target median {data.target_center:.4g}, robust spread {data.target_scale:.4g}"
+    if data.task == "binary":
+        rates = [f"{100 * float(np.mean(y)):.1f} % {split}" for split, y in
+                 (("train", data.y_train), ("validation", data.y_val)) if y is not None]
+        return text + ", positives " + ", ".join(rates)
+    return text + f", {data.n_outputs} classes"
 
 
 # ---------------------------------------------------------------------------------------------- losses
@@ -325,7 +377,8 @@ def _main(argv: Sequence[str] | None) -> int:
     except (ConfigError, UsageError) as exc:
         if debug:
             traceback.print_exc()
-        print(f"aloss-tune: error: {_one_line(exc)}", file=sys.stderr)
+        for message in getattr(exc, "messages", None) or [str(exc)]:  # several independent errors: one a line
+            print(f"aloss-tune: error: {_one_line(message)}", file=sys.stderr)
         return EXIT_USAGE
     except AlossTuneError as exc:
         if debug:

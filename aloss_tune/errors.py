@@ -20,6 +20,16 @@ class ConfigError(AlossTuneError, ValueError):
     """
 
 
+class ConfigErrors(ConfigError):
+    """Several independent configuration errors found together (e.g. bad keys in different sections of one
+    search space): ``messages`` holds each one's one-line message, in the order found; ``str()`` is one per
+    line."""
+
+    def __init__(self, messages: list[str]):
+        self.messages = list(messages)
+        super().__init__("\n".join(self.messages))
+
+
 class UsageError(AlossTuneError, ValueError):
     """A command or API used the wrong way (an unknown study, an unreachable storage, ...)."""
 

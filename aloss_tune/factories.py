@@ -268,6 +268,43 @@ def build_loss(params: Mapping[str, Any]) -> keras.losses.Loss:
     return loss
 
 
+def loss_from_config(config: Mapping[str, Any], *, source: str = "") -> keras.losses.Loss:
+    """A loss from a loss-config artifact (``{"params", "keras"}``), a Keras serialization or flat params.
+
+    Always a `keras.losses.Loss`: anything else (a layer's or an optimizer's serialization, a list) is a
+    `ConfigError` naming ``source`` (a file or a run) when given.
+    """
+    import aloss_tune.losses  # noqa: F401  (registers our classes for deserialization)
+
+    where = f"{source}: " if source else ""
+    if not isinstance(config, Mapping):
+        raise ConfigError(f"{where}a loss config must be a mapping, but got a {type(config).__name__}.")
+    if "keras" in config and isinstance(config["keras"], Mapping):
+        return _deserialize(dict(config["keras"]), where)
+    if "class_name" in config:
+        return _deserialize(dict(config), where)
+    if isinstance(config.get("loss"), str):
+        return build_loss(config)
+    if isinstance(config.get("params"), Mapping):
+        return build_loss(config["params"])
+    raise ConfigError(
+        f"{where}a loss config must hold flat params ({{'loss': 'huber', ...}}), a Keras serialization "
+        f"({{'class_name': ...}}) or both ({{'params', 'keras'}}), but got keys {sorted(map(str, config))}."
+    )
+
+
+def _deserialize(config: dict[str, Any], where: str) -> keras.losses.Loss:
+    name = config.get("class_name")
+    try:
+        obj = keras.saving.deserialize_keras_object(config)
+    except Exception as exc:  # noqa: BLE001 - Keras raises TypeError, ValueError, ... for unknown objects
+        raise ConfigError(f"{where}cannot rebuild {name!r} from its Keras serialization "
+                          f"({type(exc).__name__}: {' '.join(str(exc).split())[:300]}).") from None
+    if not isinstance(obj, keras.losses.Loss):
+        raise ConfigError(f"{where}holds a {type(obj).__name__} ({name!r}), not a keras.losses.Loss.")
+    return obj
+
+
 def iter_factories() -> Iterable[LossFactory]:
     _ensure_builtins()
     return list(_REGISTRY.values())
@@ -284,6 +321,7 @@ __all__ = [
     "get_factory",
     "iter_factories",
     "list_losses",
+    "loss_from_config",
     "register_loss_factory",
     "split_params",
 ]

@@ -26,11 +26,13 @@ class TuneResult:
     experiment_id: str | None = None  # the MLflow experiment holding the study's runs
     tracking_uri: str | None = None
     study: Any = None  # the optuna.Study or the KerasTuner tuner
+    best_model_uri: str | None = None  # models:/<model_id> of the best trial's model (log_model=True)
+    registered_model: str | None = None  # <name>/<version> in the Model Registry (register=...)
 
     @property
     def best_loss(self) -> Any:
         """The best trial's loss (a `keras.losses.Loss`), rebuilt from its config."""
-        from aloss_tune.best import loss_from_config
+        from aloss_tune.factories import loss_from_config
 
         if self.best_loss_config:
             return loss_from_config(self.best_loss_config)
@@ -45,14 +47,17 @@ def make_result(*, study_name: str, backend: str, best: Mapping[str, Any] | None
     params, loss_config}`` or ``None``); URLs are stored with their passwords redacted; the run ids come from
     ``tracker`` when one is given."""
     best = best or {}
+    logged = None
     if tracker is not None:
         parent_run_id = getattr(tracker, "parent_run_id", None)
         experiment_id = getattr(tracker, "experiment_id", None)
+        logged = getattr(tracker, "best_model", None)
     return TuneResult(
         study_name=study_name, backend=backend, best_params=dict(best.get("params") or {}),
         best_value=best.get("value"), best_trial=best.get("number"), best_loss_config=best.get("loss_config"),
         objective={"metric": objective["metric"], "direction": objective["direction"]}, counts=dict(counts),
         storage=None if storage is None else redact_url(storage), parent_run_id=parent_run_id,
         experiment_id=experiment_id, tracking_uri=None if tracking_uri is None else redact_url(tracking_uri),
-        study=study,
+        study=study, best_model_uri=getattr(logged, "uri", None),
+        registered_model=getattr(logged, "registered", None),
     )

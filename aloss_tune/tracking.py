@@ -115,6 +115,8 @@ class TrackingSettings:
     experiment: str | None = None
     tags: Mapping[str, str] = field(default_factory=dict)
     enabled: bool = True
+    log_model: bool = False  # log the best trial's trained model (`aloss_tune.best_model`)
+    register: str | None = None  # ... and register it under this name in the Model Registry
 
 
 def load_settings(path: str | Path | None = None, *, tracking_uri: str | None = None,
@@ -356,6 +358,7 @@ class StudyTracker:
         # A server's calls are already retried by MLflow's HTTP client; a local store gets a second attempt.
         self.guard = _Guard(settings.tracking_uri, attempts=1 if server else 2)
         self.experiment_id: str | None = None
+        self.best_model: Any = None  # where the best trial's model went (`aloss_tune.best_model`), if logged
         self._parent: str | None = None
         self.created_parent = False  # this worker created the parent (a new study)
         self._settled = threading.Event()

@@ -91,6 +91,8 @@ def run_workers(space: Any, workers: int, *, n_trials: int | None = None, timeou
 
     if workers < 1:
         raise UsageError(f"workers: must be an integer >= 1, but got {workers}.")
+    if not tracking and (tune_kwargs.get("log_model") or tune_kwargs.get("register")):
+        raise UsageError("log_model: the best model is logged to MLflow, but tracking is off.")
     spec = load_space(space)
     backend = tune_kwargs.get("backend") or spec.search.backend
     if backend != "optuna":
@@ -132,8 +134,13 @@ def run_workers(space: Any, workers: int, *, n_trials: int | None = None, timeou
     _check_outcome(procs, reports)
     parent_run_id = next((r["parent_run_id"] for r in reports.values() if r.get("parent_run_id")), None)
     experiment_id = next((r["experiment_id"] for r in reports.values() if r.get("experiment_id")), None)
-    return load_result(name, url, parent_run_id=parent_run_id, experiment_id=experiment_id,
-                       tracking_uri=settings.tracking_uri if settings is not None else None)
+    result = load_result(name, url, parent_run_id=parent_run_id, experiment_id=experiment_id,
+                         tracking_uri=settings.tracking_uri if settings is not None else None)
+    # The worker that ran the study's best trial logged its model (aloss_tune.best_model).
+    logged = [r for r in reports.values() if r.get("best_model_uri") and r.get("best_trial") == result.best_trial]
+    if logged:
+        result.best_model_uri, result.registered_model = logged[-1]["best_model_uri"], logged[-1]["registered_model"]
+    return result
 
 
 def _check_inputs(spec: Any, url: str, tune_kwargs: Mapping[str, Any]) -> None:
@@ -142,6 +149,10 @@ def _check_inputs(spec: Any, url: str, tune_kwargs: Mapping[str, Any]) -> None:
     from aloss_tune.backends.optuna import check_search, check_storage_url
     from aloss_tune.runner import prepare
 
+    if tune_kwargs.get("register") is not None:
+        from aloss_tune.best_model import check_model_name
+
+        check_model_name(tune_kwargs["register"])
     if tune_kwargs.get("data") is not None:
         spec = spec.with_overrides(data=tune_kwargs["data"])
     if tune_kwargs.get("build_model") is not None:
@@ -411,7 +422,9 @@ def _worker_main(index: int, space: Any, kwargs: dict[str, Any], threads: int, m
 
         with interrupt_once():
             result = tune(space, **kwargs)
-        report.update(parent_run_id=result.parent_run_id, experiment_id=result.experiment_id, counts=result.counts)
+        report.update(parent_run_id=result.parent_run_id, experiment_id=result.experiment_id, counts=result.counts,
+                      best_trial=result.best_trial, best_model_uri=result.best_model_uri,
+                      registered_model=result.registered_model)
     except KeyboardInterrupt:
         report.update(ok=False, kind="KeyboardInterrupt", message="interrupted")
     except Exception as exc:  # noqa: BLE001 - reported to the parent process, which raises it

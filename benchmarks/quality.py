@@ -24,8 +24,8 @@ layers, dropout, Adam's learning rate):
 * each standard loss tuned in plain Keras + Optuna: a hand-written Optuna loop (``TPESampler(seed)``,
   Optuna's default ``MedianPruner`` through ``KerasPruningCallback``) over the same model space, compiling the
   same MLP with Keras's own loss: ``MSE`` and ``Huber`` (``delta`` searched over aloss-tune's own ``huber``
-  range, in robust spreads of the training targets) for regression; ``CE`` and label-smoothing ``CE`` (``label_smoothing`` in
-  [0, 0.8]) under label noise; ``BCE`` and class-weighted ``BCE`` (``fit(class_weight={1: w})``, ``w``
+  range, in robust spreads of the training targets) for regression; ``CE`` and label-smoothing ``CE``
+  (``label_smoothing`` in [0, 0.8]) under label noise; ``BCE`` and class-weighted ``BCE`` (``fit(class_weight={1: w})``, ``w``
   log-uniform in [1, 100]) for imbalance. They select on the standard validation metric of the kind
   (``val_mae``, ``val_accuracy``, ``val_pr_auc``).
 
@@ -243,6 +243,7 @@ def aloss_space(problem: Problem, kind: Kind, seed: int, budget: Budget, losses:
 def run_aloss(problem: Problem, seed: int, budget: Budget, data: Any, storage: str,
               losses: Sequence[str], objective: str | None = None) -> Result:
     import aloss_tune
+    from aloss_tune.backends.base import make_backend
     from aloss_tune.report._study import read_study
     from aloss_tune.runner import prepare, train
     from aloss_tune.space import SearchSpace
@@ -253,7 +254,7 @@ def run_aloss(problem: Problem, seed: int, budget: Budget, data: Any, storage: s
     started = time.perf_counter()
     tuned = aloss_tune.tune(space, data=data, tracking=False, storage=storage, progress=False)
     result.seconds = time.perf_counter() - started
-    study = read_study(tuned.study)
+    study = read_study(make_backend("optuna", storage=storage).records(tuned.study))
     counts = study.counts
     result.complete, result.pruned = counts.get("complete", 0), counts.get("pruned", 0)
     result.failed, result.dead = counts.get("failed", 0), counts.get("dead", 0)

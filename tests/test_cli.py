@@ -39,12 +39,13 @@ def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
 
 @pytest.fixture(scope="module")
 def study(tmp_path_factory):
-    """One tiny study through the CLI (4 grid trials, 2 of them failing on purpose), then a resume."""
+    """One tiny study through the CLI (4 grid trials, 2 of them failing on purpose; its best model logged and
+    registered), then a resume."""
     tmp = tmp_path_factory.mktemp("e2e")
     space = tmp / "space.yaml"
     space.write_text(yaml.safe_dump(SPACE))
     stores = ["--storage", f"sqlite:///{tmp / 'optuna.db'}", "--tracking-uri", f"sqlite:///{tmp / 'mlflow.db'}"]
-    first = cli("tune", str(space), *stores, cwd=tmp)
+    first = cli("tune", str(space), *stores, "--register", "e2e-model", cwd=tmp)
     second = cli("tune", str(space), *stores, "--n-trials", "1", cwd=tmp)
     return {"tmp": tmp, "space": space, "stores": stores, "first": first, "second": second}
 
@@ -67,6 +68,24 @@ def test_tune_runs_the_study_and_reports(study):
     assert sorted((int(line.split()[1]), line.split()[2]) for line in lines)[0][0] == 0
     assert sorted(line.split()[2] for line in lines) == ["complete", "complete", "failed", "failed"], first.stderr
     assert all("loss=" in line for line in lines) and all("best=" in line for line in lines if "complete" in line)
+
+
+def test_tune_logs_and_registers_the_best_model_when_asked(study):
+    import re
+
+    first, second = study["first"], study["second"]
+    lines = [line for line in first.stdout.splitlines() if line.startswith("model:")]
+    assert len(lines) == 1 and re.fullmatch(r"model:  models:/m-[0-9a-f]+ \(registered as e2e-model/1\)",
+                                            lines[0]), first.stdout
+    uri = lines[0].split()[1]
+    client, runs = mlflow_runs(study["tmp"])
+    parent = next(r for r in runs if "mlflow.parentRunId" not in r.data.tags)
+    assert parent.data.tags["aloss_tune.best_model"] == uri
+    version = client.get_model_version("e2e-model", "1")
+    assert version.source == uri
+    best = next(r for r in runs if r.info.run_id == version.run_id)
+    assert best.data.tags["aloss_tune.trial"] == parent.data.tags["aloss_tune.best_trial"]
+    assert "model:" not in second.stdout  # the resumed run was not asked to log it
 
 
 def test_optuna_storage_holds_the_study(study):
@@ -233,6 +252,10 @@ BAD = [
     ("bad flag", lambda t: ["tune", _write(t, _space()), "--n-trials", "0"], r"--n-trials: must be an integer >= 1"),
     ("retries without heartbeat", lambda t: ["tune", _write(t, _space()), "--retries", "2"],
      r"--retries needs --heartbeat"),
+    ("bad registered model name", lambda t: ["tune", _write(t, _space()), "--register", "team/best"],
+     r"register: 'team/best' is not a valid registered model name: names cannot contain '/' or ':'\.$"),
+    ("model without tracking", lambda t: ["tune", _write(t, _space()), "--log-model", "--no-tracking"],
+     r"--log-model and --register log the best model to MLflow; drop --no-tracking\.$"),
     ("unknown study", lambda t: ["best", "nope", "--storage", f"sqlite:///{t / 'empty.db'}"],
      r"no study named 'nope'"),
 ]
@@ -345,3 +368,126 @@ def test_losses_lists_each_parameter_with_the_condition_it_is_sampled_under(caps
     listed = json.loads(capsys.readouterr().out)
     assert listed["active_passive"]["params"]["min_prob"]["when"] == {"passive": ["nnce"]}
     assert listed["gce"]["params"]["q"]["when"] is None
+
+
+def test_validate_lists_each_loss_once_marks_relative_ranges_and_summarises_the_data(tmp_path, capsys,
+                                                                                     monkeypatch):
+    import numpy as np
+
+    from helpers.user_side import tiny_regression
+
+    monkeypatch.syspath_prepend(str(HERE))
+    barron = {"scale": {"type": "float", "low": 1.0, "high": 3.0}}
+    path = _write(tmp_path, _space(loss={"choices": ["mse", "huber", "barron"], "params": {"barron": barron}},
+                                   search={"sampler": "random", "n_trials": 2}))
+    assert main(["validate", path]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line for line in lines if "mse" in line] == ["  losses: mse, huber, barron"]
+    shown = {line.split(":")[0].strip(): line for line in lines if line.startswith("  loss.")}
+    assert shown["loss.huber.delta"].endswith("(relative)")  # a factory default: in target spreads
+    assert not shown["loss.barron.scale"].endswith("(relative)")  # written in the space: absolute
+    assert not shown["loss.barron.alpha"].endswith("(relative)")
+
+    assert main(["validate", path, "--data"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    x, y, xv, yv = tiny_regression()
+    spread = 1.4826 * np.median(np.abs(y - np.median(y)))
+    assert f"  data: {len(x)} train, {len(xv)} validation rows of 4 features; regression, target median " \
+           f"{np.median(y):.4g}, robust spread {spread:.4g}" in lines
+    assert not any(line.endswith("(relative)") for line in lines)
+
+
+def test_validate_summarises_classification_data(tmp_path, capsys, monkeypatch):
+    import numpy as np
+
+    from aloss_tune.datasets import as_dataset
+    from helpers.user_side import tiny_multiclass
+
+    monkeypatch.syspath_prepend(str(HERE))
+    path = _write(tmp_path, {"study": "c", "data": "imbalanced_classification", "loss": ["bce", "focal"],
+                             "model": {"builder": "mlp", "params": {"units": 4, "layers": 1}}})
+    assert main(["validate", path, "--data"]) == 0
+    data = as_dataset("imbalanced_classification")
+    rates = f"{100 * np.mean(data.y_train):.1f} % train, {100 * np.mean(data.y_val):.1f} % validation"
+    assert f"  data: {len(data.x_train)} train, {len(data.x_val)} validation, {len(data.x_test)} test rows of " \
+           f"{data.x_train.shape[1]} features; binary, positives {rates}" in capsys.readouterr().out.splitlines()
+    path = _write(tmp_path, {"study": "m", "data": "helpers.user_side:tiny_multiclass", "loss": ["cce"],
+                             "model": {"builder": "mlp", "params": {"units": 4, "layers": 1}}})
+    assert main(["validate", path, "--data"]) == 0
+    x, y, xv, _ = tiny_multiclass()
+    assert f"  data: {len(x)} train, {len(xv)} validation rows of 4 features; multiclass, {y.shape[1]} classes" \
+        in capsys.readouterr().out.splitlines()
+
+
+@pytest.mark.parametrize("command", ["validate", "tune"])
+def test_independent_errors_of_a_space_are_reported_together_one_a_line(command, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    raw = _space(trainig={"epochs": 2}, search={"sampler": "nope"},
+                 loss={"choices": ["huber"], "params": {"huber": {"delta": {"type": "float", "low": 2.0,
+                                                                             "high": 1.0}}}},
+                 model={"builder": "mlp", "params": {"units": 0}})
+    path = _write(tmp_path, raw)
+    assert main([command, path]) == 2
+    lines = capsys.readouterr().err.splitlines()
+    expected = [r"trainig: unknown key; allowed keys: study, ",
+                r"model\.params\.units: must be an integer >= 1, but got 0\.",
+                r"loss\.params\.huber\.delta\.low: `low <= high` must hold",
+                r"search\.sampler: must be one of tpe, random, cmaes, grid, but got 'nope'\."]
+    assert len(lines) == len(expected), lines
+    for line, pattern in zip(lines, expected, strict=True):
+        assert __import__("re").match(rf"aloss-tune: error: {__import__('re').escape(path)}: {pattern}", line), line
+    assert {p.name for p in tmp_path.iterdir()} == {"space.yaml"}
+
+
+MLP_CHECK = """
+import json
+model = {call}
+model.fit(data.x_train, data.y_train, epochs=1, verbose=0)
+mlp = aloss_tune.export(model)  # the MLP itself (the penalised loss attached it)
+print(json.dumps({{"units": [mlp.get_layer(f"dense_{{i}}").units for i in range(model_params["model.layers"])],
+                  "activation": mlp.get_layer("dense_0").get_config()["activation"], "attached": model is not mlp,
+                  "loss": model.loss.get_config(), "optimizer": type(model.optimizer).__name__,
+                  "learning_rate": float(model.optimizer.learning_rate)}}))
+"""
+
+
+def test_the_python_snippet_aligns_its_literals_and_rebuilds_the_built_in_mlp(tmp_path):
+    import optuna
+
+    from aloss_tune.backends.optuna import best_summary
+    from aloss_tune.best import python_snippet
+
+    params = {"loss": "dynamic_alpha", "loss.alpha_formula": "outlier_damping", "loss.strength": 1.2345678,
+              "loss.temperature": 0.123456789, "loss.l2": 1e-4, "model.units": 12, "model.layers": 2,
+              "model.dropout": 0.125, "model.activation": "tanh", "optimizer.learning_rate": 0.00123456789,
+              "optimizer.weight_decay": 0.0001234567}
+    # What `aloss-tune best` gives the snippet: the study's space says which builder and data it used.
+    study = optuna.create_study()
+    study.set_user_attr("aloss_tune.space", {"model": {"builder": "mlp", "params": {}},
+                                             "data": "helpers.user_side:tiny_regression",
+                                             "optimizer": {"name": "adamw"}})
+    study.add_trial(optuna.trial.create_trial(value=1.0, user_attrs={"aloss_tune.params": params}))
+    summary = best_summary(study)
+    code = python_snippet(summary["params"], optimizer=summary["optimizer"], model=summary["model"],
+                          data=summary["data"])
+    lines = code.splitlines()
+    for prefix in ("loss = aloss_tune.build_loss({", "optimizer = keras.optimizers.get({"):  # both wrap
+        start = next(i for i, line in enumerate(lines) if line.startswith(prefix))
+        assert lines[start + 1].startswith(" " * len(prefix) + "'"), (prefix, lines[start + 1])  # under the first key
+        assert not lines[start + 1].startswith(" " * (len(prefix) + 1)), lines[start + 1]
+    assert lines[-1] == "# model = build_best_model(aloss_tune.datasets.as_dataset('helpers.user_side:tiny_regression'))"
+
+    call = lines[-1].removeprefix("# model = ")
+    check = code + "\ndata = " + call.removeprefix("build_best_model(")[:-1] + "\n" + MLP_CHECK.format(call=call)
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3",
+           "PYTHONPATH": os.pathsep.join([str(HERE), str(REPO)])}
+    done = subprocess.run([sys.executable, "-c", check], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    assert out["units"] == [12, 12] and out["activation"] == "tanh" and out["attached"]
+    import aloss_tune
+
+    expected = aloss_tune.build_loss({k: v for k, v in params.items() if k.startswith("loss")}).get_config()
+    assert out["loss"] == json.loads(json.dumps(expected))
+    assert out["optimizer"] == "AdamW" and out["learning_rate"] == pytest.approx(0.00123456789)

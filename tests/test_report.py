@@ -14,6 +14,8 @@ import pytest
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
 import aloss_tune
+from aloss_tune.backends.keras_tuner import project_record
+from aloss_tune.backends.optuna import study_record
 from aloss_tune.report import study_artifacts_dir, write_artifacts, write_report
 from aloss_tune.report._plots import PIXELS
 from aloss_tune.report._shape import build_shape_loss, loss_shape
@@ -102,7 +104,7 @@ def synthetic_study(task: str = "regression", n: int = 12, *, name: str | None =
 # ----------------------------------------------------------------------------------------- synthetic studies
 def test_regression_study_writes_every_artifact(tmp_path):
     study = synthetic_study("regression")
-    written = write_artifacts(study, tmp_path)
+    written = write_artifacts(study_record(study), tmp_path)
     assert set(written) >= {*FIGURES, LEARNED, "trials.csv", "summary.md", "summary.html"}
     for name in (*FIGURES, LEARNED):
         assert_figure(tmp_path / name)
@@ -124,12 +126,12 @@ def test_regression_study_writes_every_artifact(tmp_path):
 
 def test_classification_study_plots_loss_against_the_true_class_probability(tmp_path):
     study = synthetic_study("binary")
-    written = write_artifacts(study, tmp_path, formats=("md",))
+    written = write_artifacts(study_record(study), tmp_path, formats=("md",))
     assert LEARNED not in written  # nothing learned: no trajectory figure, and the summary says why
     assert "No trial learned loss parameters" in (tmp_path / "summary.md").read_text()
     for name in FIGURES:
         assert_figure(tmp_path / name)
-    data = read_study(study)
+    data = read_study(study_record(study))
     assert data.task == "binary" and data.counts["dead"] == 1
     shape = loss_shape(data)
     assert 0 < shape.x.min() < shape.x.max() < 1
@@ -141,7 +143,7 @@ def test_classification_study_plots_loss_against_the_true_class_probability(tmp_
 
 
 def test_regression_shapes_match_closed_forms():
-    data = read_study(synthetic_study("regression", n=4))  # trial 1 is huber; make it the one drawn
+    data = read_study(study_record(synthetic_study("regression", n=4)))  # trial 1 is huber; make it the one drawn
     row = next(t for t in data.trials if t.loss == "huber")
     delta = row.params["loss.delta"]
     shape = loss_shape(data, row)
@@ -160,7 +162,7 @@ def test_regression_shapes_match_closed_forms():
 @pytest.mark.skipif(not {"barron", "adaptive_barron"} <= set(aloss_tune.list_losses()),
                     reason="the barron and adaptive_barron factories are not registered in this build")
 def test_adaptive_loss_is_drawn_at_its_learned_values():
-    data = read_study(synthetic_study("regression", n=4))
+    data = read_study(study_record(synthetic_study("regression", n=4)))
     row = next(t for t in data.trials if t.loss == "adaptive_barron")
     loss, label, note = build_shape_loss(row)
     final = row.final_learned
@@ -177,7 +179,7 @@ def test_studies_without_enough_trials_still_get_every_core_figure(tmp_path, n):
         study.add_trial(optuna.trial.create_trial(
             value=1.0, params={"model.units": 8}, distributions={"model.units": IntDistribution(4, 16)},
             user_attrs={"aloss_tune.params": {"loss": "mse", "model.units": 8}}))
-    written = write_artifacts(study, tmp_path)
+    written = write_artifacts(study_record(study), tmp_path)
     for name in FIGURES:
         assert_figure(written[name], min_drawn=0.002)  # a message saying what is missing
     assert len(csv_rows((tmp_path / "trials.csv").read_text())) == n
@@ -191,7 +193,7 @@ def test_artifacts_never_raise_into_the_study(tmp_path, caplog):
     study.set_user_attr("aloss_tune.objective", {"metric": "val_mae", "direction": "minimize"})
     attrs = {"aloss_tune.params": {"loss": "not_registered_here"}}
     study.add_trial(optuna.trial.create_trial(value=1.0, params={}, distributions={}, user_attrs=attrs))
-    folder = study_artifacts_dir(study)
+    folder = study_artifacts_dir(study_record(study))
     assert folder is not None
     assert_figure(folder / "loss_shape.png")
     assert "could not be evaluated here" in (folder / "summary.md").read_text()
@@ -327,7 +329,7 @@ def keras_tuner_project(study: optuna.Study, root: Path) -> Path:
 def test_a_keras_tuner_project_reads_as_the_same_records_as_an_optuna_study(tmp_path):
     study = synthetic_study("regression", name="kt_like")
     project = keras_tuner_project(study, tmp_path / "kt")
-    from_optuna, from_kt = read_study(study), read_study(project)
+    from_optuna, from_kt = read_study(study_record(study)), read_study(project_record(project))
     settings = ("name", "metric", "direction", "baseline", "target_scale", "task", "losses")
     assert [getattr(from_kt, k) for k in settings] == [getattr(from_optuna, k) for k in settings]
     expected = [t for t in from_optuna.trials if t.state != "pruned"]
@@ -341,7 +343,7 @@ def test_a_keras_tuner_project_reads_as_the_same_records_as_an_optuna_study(tmp_
         assert {k: list(v) for k, v in kt_row.learned.items()} == {k: list(v) for k, v in row.learned.items()}
     assert from_kt.best.number == from_optuna.best.number
 
-    written = write_artifacts(project, tmp_path / "out")
+    written = write_artifacts(project_record(project), tmp_path / "out")
     assert set(written) >= {*FIGURES, LEARNED, "trials.csv", "summary.md", "summary.html"}
     for name in (*FIGURES, LEARNED):
         assert_figure(written[name])
@@ -395,7 +397,7 @@ def test_parallel_coordinates_labels_never_overlap(monkeypatch):
         return float(rng.uniform(5, 9))
 
     study.optimize(objective, n_trials=40)
-    data = read_study(study)
+    data = read_study(study_record(study))
     names = sorted({n for t in data.trials for n in t.distributions})
     first = ["loss", "loss.dynamic_alpha.alpha_formula", "optimizer.learning_rate",
              "loss.error_mse.clip_max", "loss.adaptive_barron.scale_init"]
@@ -435,7 +437,7 @@ def label_ink(fig, labels) -> list:
 def test_regression_loss_shape_is_drawn_in_spreads_of_the_target(monkeypatch):
     from aloss_tune.report import _plots
 
-    data = read_study(synthetic_study("regression", n=4))  # target spread 50
+    data = read_study(study_record(synthetic_study("regression", n=4)))  # target spread 50
     row = next(t for t in data.trials if t.loss == "huber")
     fig = drawn_figure(monkeypatch, lambda p: _plots.plot_loss_shape(data, loss_shape(data, row), p))
     ax_rho = fig.axes[0]

@@ -1,20 +1,23 @@
-"""One interface for the search backends: `Backend` runs a study and reads back its best trial.
+"""One interface for the search backends: `Backend` runs a study and reads it back.
 
-`aloss_tune.tune` and `aloss_tune.load_best_loss` talk to a backend only through it::
+`aloss_tune.tune`, `aloss_tune.load_best_loss` and the reports talk to a backend only through it::
 
     backend = make_backend("optuna", storage="postgresql+psycopg2://...", heartbeat_interval=60)
     backend.check(space)                      # before any store exists: arguments, URLs, directories
     result = backend.run(space, ctx, settings=settings, progress=False, trial_log=None, after_study=hook)
     backend.best("robust_regression")         # {number, value, params, loss_config, ...}
+    backend.records("robust_regression")      # StudyRecord: every trial, in words all backends share
 
 The backends themselves live in `aloss_tune.backends.optuna` and `aloss_tune.backends.keras_tuner`; the
-classes here only hold each one's own options and import it when first used.
+classes here only hold each one's own options and import it when first used. `StudyRecord` and
+`TrialRecord` are what a backend reads out of its own storage for everyone else (`aloss_tune.report`
+draws from them and from nothing backend-specific); ``after_study`` receives the study's `StudyRecord`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -28,6 +31,60 @@ if TYPE_CHECKING:
     from aloss_tune.tracking import TrackingSettings
 
 BACKENDS = ("optuna", "keras-tuner")
+STATES = ("complete", "pruned", "failed", "running", "waiting")
+
+
+@dataclass(frozen=True)
+class TrialRecord:
+    """One trial as its backend stored it.
+
+    Attributes:
+        number: the trial number.
+        state: one of `STATES`.
+        value: the objective (a pruned trial: its last reported value), or ``None``.
+        params: the flat params dict (``loss.delta``, ``model.units``, ...).
+        search_params: the backend's searched names (``loss.huber.delta``) with this trial's values.
+        distributions: the range of each searched name, in the space's dict form (``{type, low, high, log,
+            step}`` or ``{type: categorical, choices}``).
+        history: per-epoch values (metrics and learned loss parameters).
+        loss_config: the loss config artifact (``{"params", "keras"}``), or ``None``.
+        seed, duration_s, epochs, error, run_id: the training seed, wall time, epochs trained, the error of a
+            failed trial and the trial's MLflow run id, where known.
+    """
+
+    number: int
+    state: str
+    value: float | None
+    params: Mapping[str, Any]
+    search_params: Mapping[str, Any] = field(default_factory=dict)
+    distributions: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    history: Mapping[str, Sequence[float]] = field(default_factory=dict)
+    loss_config: Mapping[str, Any] | None = None
+    seed: int | None = None
+    duration_s: float | None = None
+    epochs: int = 0
+    error: str | None = None
+    run_id: str | None = None
+
+
+@dataclass(frozen=True)
+class StudyRecord:
+    """A study as its backend stored it: its settings and every trial (`TrialRecord`).
+
+    ``baseline`` is the objective of a predictor that ignores its inputs, ``target_scale`` the regression
+    target's robust spread, ``task`` the data's task; each ``None`` where the backend did not record it.
+    """
+
+    name: str
+    backend: str
+    metric: str
+    direction: str
+    trials: tuple[TrialRecord, ...]
+    losses: tuple[str, ...] = ()
+    baseline: float | None = None
+    target_scale: float | None = None
+    task: str | None = None
+    space: Mapping[str, Any] = field(default_factory=dict)
 
 
 class Backend(Protocol):
@@ -46,6 +103,11 @@ class Backend(Protocol):
 
     def best(self, study_name: str, *, tracking_uri: str | None = None) -> dict[str, Any]:
         """``{number, value, params, loss_config, ...}`` of the study's best finished trial, reading only."""
+        ...
+
+    def records(self, study: Any) -> StudyRecord:
+        """The study's `StudyRecord`: ``study`` is its name (read from this backend's store, reading only)
+        or the study object of a `TuneResult` of this backend (``result.study``)."""
         ...
 
 
@@ -97,21 +159,32 @@ class OptunaBackend:
         )
 
     def best(self, study_name: str, *, tracking_uri: str | None = None) -> dict[str, Any]:
-        import optuna
+        from aloss_tune.backends.optuna import best_summary
 
-        from aloss_tune.backends.optuna import best_summary, open_existing_storage
-
-        store = open_existing_storage(self.url, study_name)
-        try:
-            study = optuna.load_study(study_name=study_name, storage=store)
-        except KeyError:
-            names = [s.study_name for s in optuna.get_all_study_summaries(store, include_best_trial=False)]
-            known = ", ".join(names) if names else "none"
-            raise UsageError(f"no study named {study_name!r} in this storage; studies there: {known}.") from None
+        study = self._existing(study_name)
         best = best_summary(study)
         if best is None:
             raise UsageError(f"study {study_name!r} has no finished trial yet.")
         return best
+
+    def records(self, study: Any) -> StudyRecord:
+        from aloss_tune.backends.optuna import study_record
+
+        return study_record(self._existing(study) if isinstance(study, str) else study)
+
+    def _existing(self, study_name: str) -> Any:
+        """The `optuna.Study` named ``study_name`` in the storage (`UsageError` listing the others if none)."""
+        import optuna
+
+        from aloss_tune.backends.optuna import open_existing_storage
+
+        store = open_existing_storage(self.url, study_name)
+        try:
+            return optuna.load_study(study_name=study_name, storage=store)
+        except KeyError:
+            names = [s.study_name for s in optuna.get_all_study_summaries(store, include_best_trial=False)]
+            known = ", ".join(names) if names else "none"
+            raise UsageError(f"no study named {study_name!r} in this storage; studies there: {known}.") from None
 
 
 @dataclass
@@ -141,6 +214,13 @@ class KerasTunerBackend:
         from aloss_tune.backends import keras_tuner as kt_backend
 
         return kt_backend.best_summary(study_name, directory=self.directory, tracking_uri=tracking_uri)
+
+    def records(self, study: Any) -> StudyRecord:
+        from aloss_tune.backends import keras_tuner as kt_backend
+
+        if isinstance(study, str):
+            return kt_backend.project_record(kt_backend.existing_project(study, self.directory))
+        return kt_backend.project_record(Path(getattr(study, "project_dir", study)))
 
 
 def make_backend(name: str, **options: Any) -> Backend:

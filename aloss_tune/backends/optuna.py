@@ -53,6 +53,7 @@ from aloss_tune._schema import (  # noqa: F401 - the attribute names are also re
     WORKER_ATTR,
 )
 from aloss_tune._urls import redact_text, redact_url
+from aloss_tune.backends.base import StudyRecord, TrialRecord
 from aloss_tune.backends.pruning import FamilyMedianPruner, default_warmup
 from aloss_tune.distributions import Categorical, Distribution, Float, Int
 from aloss_tune.errors import ConfigError, TrialFailed, UsageError
@@ -64,7 +65,7 @@ from aloss_tune.lifecycle import (
     start_run,
     training_seed,
 )
-from aloss_tune.runner import TrialContext, run_trial
+from aloss_tune.runner import TrialContext, run_trial, train
 from aloss_tune.space import SearchSpace
 from aloss_tune.tracking import StudyTracker, worker_id
 
@@ -426,12 +427,13 @@ class Objective:
     """The define-by-run objective: sample, track, train, report each epoch for pruning, return the value."""
 
     def __init__(self, ctx: TrialContext, tracker: StudyTracker | None, *, seed: int,
-                 heartbeat: bool = False):
+                 heartbeat: bool = False, keeper: Any = None):
         self.ctx = ctx
         self.tracker = tracker
         self.seed = seed
         self.config_errors: dict[int, str] = {}  # trial number -> the ConfigError that failed it
         self.heartbeat = heartbeat
+        self.keeper = keeper  # an aloss_tune.best_model.BestWeights when the best model is to be logged
 
     def __call__(self, trial: optuna.Trial) -> float:
         ctx = self.ctx
@@ -471,7 +473,12 @@ class Objective:
             trial.set_user_attr(HEARTBEAT_ATTR, self.heartbeat)  # how a lost worker's trial will be found
             if retry_of is not None:
                 trial.set_user_attr(RUN_ATTR, None)  # not the lost trial's run
-            outcome = run_trial(ctx, params, seed=seed, reporters=[report])
+            model = None
+            if self.keeper is None:
+                outcome = run_trial(ctx, params, seed=seed, reporters=[report])
+            else:  # the model comes back at its best epoch, to be kept if it is this worker's best
+                model, outcome = train(ctx, params, seed=seed, reporters=[report],
+                                       callbacks=[self.keeper.callback()])
         except optuna.TrialPruned:
             if run is not None:
                 run.finish("pruned")
@@ -500,6 +507,8 @@ class Objective:
         if run is not None:
             run.finish("complete", objective=outcome.value, loss_config=outcome.loss_config)
             record_run()
+        if model is not None:
+            self.keeper.offer(trial.number, outcome.value, params, model, None if run is None else run.run_id)
         return outcome.value
 
 
@@ -509,14 +518,71 @@ def best_summary(study: optuna.Study) -> dict[str, Any] | None:
         best = study.best_trial
     except ValueError:
         return None
-    optimizer = (study.user_attrs.get(SPACE_ATTR) or {}).get("optimizer")
+    space = study.user_attrs.get(SPACE_ATTR) or {}
+    optimizer = space.get("optimizer")
     return {
         "number": best.number,
         "value": best.value,
         "params": best.user_attrs.get(PARAMS_ATTR, {}),
         "loss_config": best.user_attrs.get(CONFIG_ATTR),
         "optimizer": optimizer.get("name", "adam") if isinstance(optimizer, dict) else (optimizer or "adam"),
+        "model": space.get("model"),
+        "data": space.get("data"),
     }
+
+
+def study_record(study: optuna.Study) -> StudyRecord:
+    """The study as a backend-neutral `StudyRecord` (what reports draw from): every trial's flat params,
+    searched values and ranges, history, loss config and fate, from the attributes aloss-tune stores."""
+    attrs = study.user_attrs
+    objective = attrs.get(OBJECTIVE_ATTR) or {}
+    space = attrs.get(SPACE_ATTR) or {}
+    states = {**_STATE_NAMES, optuna.trial.TrialState.RUNNING: "running",
+              optuna.trial.TrialState.WAITING: "waiting"}
+    metric = objective.get("metric") or "objective"
+    trials = []
+    for trial in study.get_trials(deepcopy=False):
+        history = {str(k): list(v) for k, v in (trial.user_attrs.get(HISTORY_ATTR) or {}).items()}
+        value = trial.value if trial.values is not None and len(trial.values) == 1 else None
+        trials.append(TrialRecord(
+            number=trial.number, state=states[trial.state], value=value,
+            params=dict(trial.user_attrs.get(PARAMS_ATTR) or {}), search_params=dict(trial.params),
+            distributions={k: distribution_dict(d) for k, d in trial.distributions.items()}, history=history,
+            loss_config=trial.user_attrs.get(CONFIG_ATTR), seed=trial.user_attrs.get(SEED_ATTR),
+            duration_s=trial.duration.total_seconds() if trial.duration is not None else None,
+            epochs=len(history.get(metric) or ()) or len(trial.intermediate_values),
+            error=trial.user_attrs.get(ERROR_ATTR), run_id=trial.user_attrs.get(RUN_ATTR),
+        ))
+    scale = attrs.get(TARGET_SCALE_ATTR)
+    baseline = attrs.get(BASELINE_ATTR)
+    return StudyRecord(
+        name=study.study_name, backend="optuna", metric=metric,
+        direction=objective.get("direction") or study.direction.name.lower(), trials=tuple(trials),
+        losses=tuple((space.get("loss") or {}).get("choices") or ()),
+        baseline=None if baseline is None else float(baseline), target_scale=None if scale is None else float(scale),
+        space=space,
+    )
+
+
+def _record_or_none(study: optuna.Study) -> StudyRecord | None:
+    """`study_record`, or ``None`` with a warning: reading the study back must not fail its end."""
+    try:
+        return study_record(study)
+    except Exception as exc:  # noqa: BLE001 - a storage error; the trials themselves are stored
+        _log.warning("could not read the study back for its report (%s).", redact_text(str(exc)))
+        return None
+
+
+def distribution_dict(dist: optuna.distributions.BaseDistribution) -> dict[str, Any]:
+    """An Optuna distribution in the space's dict form (``{type, low, high, log, step}``,
+    ``{type: categorical, choices}``)."""
+    if isinstance(dist, optuna.distributions.CategoricalDistribution):
+        return {"type": "categorical", "choices": list(dist.choices)}
+    if isinstance(dist, optuna.distributions.IntDistribution):
+        return {"type": "int", "low": dist.low, "high": dist.high, "log": dist.log, "step": dist.step}
+    if isinstance(dist, optuna.distributions.FloatDistribution):
+        return {"type": "float", "low": dist.low, "high": dist.high, "log": dist.log, "step": dist.step}
+    raise TypeError(f"unknown Optuna distribution {type(dist).__name__}")
 
 
 def state_counts(study: optuna.Study) -> dict[str, int]:
@@ -764,7 +830,12 @@ def run_study(space: SearchSpace, ctx: TrialContext, *, storage: StorageOptions,
         study.set_user_attr(BASELINE_ATTR, baseline)
     status = "FINISHED"
     failures = {"consecutive": 0}
-    objective = Objective(ctx, tracker, seed=space.search.seed, heartbeat=bool(storage.heartbeat))
+    keeper = None
+    if tracker is not None and tracker.settings.log_model:
+        from aloss_tune.best_model import BestWeights
+
+        keeper = BestWeights(ctx.objective.metric, ctx.objective.direction)
+    objective = Objective(ctx, tracker, seed=space.search.seed, heartbeat=bool(storage.heartbeat), keeper=keeper)
     # This worker's trials, each as the message of the ConfigError that failed it (None: anything else).
     config_errors: list[str | None] = []
 
@@ -806,8 +877,15 @@ def run_study(space: SearchSpace, ctx: TrialContext, *, storage: StorageOptions,
         if status == "FINISHED":
             _reclaim(study, tracker, fail_stale=bool(storage.heartbeat))
         if tracker is not None:
-            artifacts = after_study(study) if after_study is not None else None
-            tracker.close(best=best_summary(study), status=status, artifacts=artifacts)
+            best = best_summary(study)
+            if keeper is not None:
+                if status == "FINISHED":
+                    from aloss_tune.best_model import log_if_best
+
+                    tracker.best_model = log_if_best(tracker, keeper, best, ctx, register=tracker.settings.register)
+                keeper.close()
+            artifacts = after_study(_record_or_none(study)) if after_study is not None else None
+            tracker.close(best=best, status=status, artifacts=artifacts)
     if config_errors and config_errors[0] is not None and set(config_errors) == {config_errors[0]}:
         raise ConfigError(config_errors[0])
     return study

@@ -9,10 +9,11 @@
     report.write_report("robust_regression", "report/", storage="sqlite:///aloss_tune.db")
     report.write_report("robust_regression", "report/", backend="keras-tuner")
 
-Either backend's study is read into the same trial records (`_study.read_study`), so an Optuna study and a
-KerasTuner project get the same report. A study writes the same artifacts on its MLflow parent run when it
-ends (`study_artifacts_dir`). Importing this package is cheap: optuna, matplotlib and Keras load only when a
-report is written.
+A report reads backend-neutral records only: the `aloss_tune.backends.base.StudyRecord` that either backend
+reads out of its own storage through the `Backend` interface (``records``), so an Optuna study and a
+KerasTuner project get the same report, and nothing here knows either backend. A study writes the same
+artifacts on its MLflow parent run when it ends (`study_artifacts_dir`). Importing this package is cheap:
+optuna, matplotlib and Keras load only when a report is written.
 """
 
 from aloss_tune.report._artifacts import load_study, study_artifacts_dir, write_artifacts, write_report

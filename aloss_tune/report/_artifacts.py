@@ -127,8 +127,8 @@ def write_artifacts(study: Any, out_dir: str | Path, ctx: Any = None, *,
     """Write every artifact of ``study`` into ``out_dir``; returns ``{name: path}``.
 
     Args:
-        study: an `optuna.Study`, a KerasTuner project directory or tuner, or `StudyData`
-            (see `aloss_tune.report._study.read_study`).
+        study: the study's `aloss_tune.backends.base.StudyRecord` (a backend's ``records(study)``), or
+            `StudyData` (see `aloss_tune.report._study.read_study`).
         out_dir: the folder (created if missing).
         ctx: the run's `aloss_tune.runner.TrialContext`, when the caller has it (gives the task and the
             target's spread without guessing).
@@ -197,13 +197,14 @@ def _loss_shape_figure(data: Any, path: Path, notes: list[str]) -> Path:
 
 
 def study_artifacts_dir(study: Any, ctx: Any = None) -> Path | None:
-    """Write all artifacts of ``study`` into a fresh temporary folder and return it (removed at exit).
+    """Write all artifacts of ``study`` (a `StudyRecord`) into a fresh temporary folder and return it (removed
+    at exit).
 
     Called when a study ends, its files are logged on the study's MLflow parent run. Never raises: a
     failure is logged as a warning, and whatever could be written is returned (``None`` if nothing).
     """
     try:
-        label = getattr(study, "study_name", None) or getattr(study, "project_name", None) or "study"
+        label = getattr(study, "name", None) or "study"
         name = re.sub(r"[^\w.-]+", "_", str(label))[:60]
         folder = Path(tempfile.mkdtemp(prefix=f"aloss_tune_{name}_"))
         atexit.register(shutil.rmtree, folder, ignore_errors=True)
@@ -219,57 +220,37 @@ def study_artifacts_dir(study: Any, ctx: Any = None) -> Path | None:
     return folder if any(folder.iterdir()) else None
 
 
-def load_study(study_name: str, storage: str | None = None, *, directory: str | Path | None = None) -> Any:
-    """Load ``study_name`` from an Optuna storage URL (default: ``$ALOSS_TUNE_STORAGE`` or the embedded).
+def load_study(study_name: str, storage: str | None = None, *, directory: str | Path | None = None,
+               backend: str = "optuna") -> Any:
+    """The `aloss_tune.backends.base.StudyRecord` of ``study_name``, read (only) by its backend: from an
+    Optuna storage URL (default: ``$ALOSS_TUNE_STORAGE`` or the embedded) or from the KerasTuner project
+    ``<directory>/<study_name>`` (default ``kt_projects``).
 
-    When the storage has no such study but a KerasTuner project of that name is under ``directory``
-    (default ``kt_projects``), the error says to add ``--backend keras-tuner``.
+    When the Optuna storage has no such study but a KerasTuner project of that name is under ``directory``,
+    the error says to add ``--backend keras-tuner``.
     """
-    import optuna
-
-    from aloss_tune.backends.optuna import open_existing_storage
-    from aloss_tune.best import default_storage
+    from aloss_tune.backends.base import make_backend
     from aloss_tune.errors import UsageError
 
-    def keras_tuner_hint() -> None:
-        project = _kt_project(study_name, directory)
-        if project is not None:
-            flag = "" if directory is None else f" --directory {directory}"
-            raise UsageError(f"study {study_name!r} is a KerasTuner project in {project.parent}: add "
-                             f"--backend keras-tuner{flag}.") from None
-
     try:
-        store = open_existing_storage(storage or default_storage(), study_name)
-    except UsageError:  # no storage file at all
-        keras_tuner_hint()
-        raise
-    try:
-        return optuna.load_study(study_name=study_name, storage=store)
-    except KeyError:
-        keras_tuner_hint()
-        names = [s.study_name for s in optuna.get_all_study_summaries(store, include_best_trial=False)]
-        known = ", ".join(names) if names else "none"
-        raise UsageError(f"no study named {study_name!r} in this storage; studies there: {known}.") from None
+        return make_backend(backend, storage=storage, directory=directory).records(study_name)
+    except UsageError:
+        if backend != "optuna" or not _is_keras_tuner_study(study_name, directory):
+            raise
+    root = Path(directory if directory is not None else KT_DIRECTORY)
+    flag = "" if directory is None else f" --directory {directory}"
+    raise UsageError(f"study {study_name!r} is a KerasTuner project in {root}: add --backend keras-tuner{flag}.")
 
 
-def _kt_project(study_name: str, directory: str | Path | None) -> Path | None:
-    """``<directory>/<study_name>`` when it holds an aloss-tune KerasTuner project, else ``None``."""
-    from aloss_tune.report._study import is_keras_tuner_project
-
-    project = Path(directory if directory is not None else KT_DIRECTORY) / study_name
-    return project if is_keras_tuner_project(project) else None
-
-
-def load_keras_tuner_project(study_name: str, directory: str | Path | None = None) -> Path:
-    """The KerasTuner project directory of ``study_name`` under ``directory`` (default ``kt_projects``)."""
+def _is_keras_tuner_study(study_name: str, directory: str | Path | None) -> bool:
+    from aloss_tune.backends.base import make_backend
     from aloss_tune.errors import UsageError
 
-    project = _kt_project(study_name, directory)
-    if project is None:
-        where = Path(directory if directory is not None else KT_DIRECTORY) / study_name
-        raise UsageError(f"no KerasTuner project of aloss-tune's at {where} (give its root with "
-                         "--directory).")
-    return project
+    try:
+        make_backend("keras-tuner", directory=directory).records(study_name)
+    except UsageError:
+        return False
+    return True
 
 
 def check_writable(folder: str | Path) -> None:
@@ -291,8 +272,8 @@ def write_report(study: Any, out_dir: str | Path, fmt: str = "md", *, storage: s
     """Write the figures, ``trials.csv`` and the summary page of ``study`` into ``out_dir``.
 
     Args:
-        study: an `optuna.Study`, a KerasTuner project directory, or a study name: loaded from ``storage``
-            (``backend="optuna"``) or from ``<directory>/<study>`` (``backend="keras-tuner"``).
+        study: a study name, read (only) from ``storage`` (``backend="optuna"``) or from
+            ``<directory>/<study>`` (``backend="keras-tuner"``); or its `StudyRecord` (see `load_study`).
         out_dir: the output folder (created if missing; existing artifacts are overwritten).
         fmt: ``md`` (Markdown, figures beside it) or ``html`` (one page with the figures embedded).
         storage: the Optuna storage URL when ``study`` is a name.
@@ -314,14 +295,10 @@ def write_report(study: Any, out_dir: str | Path, fmt: str = "md", *, storage: s
         raise UsageError(f"report: `fmt` must be one of {', '.join(SUMMARY_FORMATS)}, but got {fmt!r}.")
     if backend not in ("optuna", "keras-tuner"):
         raise UsageError(f"report: `backend` must be optuna or keras-tuner, but got {backend!r}.")
-    name = study if isinstance(study, str) else (
-        getattr(study, "study_name", None) or getattr(study, "project_name", None) or Path(str(study)).name)
+    name = study if isinstance(study, str) else getattr(study, "name", "?")
     check_writable(out_dir)
     if isinstance(study, str):
-        if backend == "keras-tuner":
-            study = load_keras_tuner_project(study, directory)
-        else:
-            study = load_study(study, storage, directory=directory)
+        study = load_study(study, storage, directory=directory, backend=backend)
     try:
         written = write_artifacts(study, out_dir, ctx, formats=(fmt,))
     except OSError as exc:

@@ -2,14 +2,8 @@
 
 A report is drawn from `StudyData`: the study's objective, baseline and target spread, and one `TrialRow`
 per trial (number, state, value, flat params, searched params with their ranges, per-epoch history, loss
-config). `read_study` makes it from either backend's own storage:
-
-* an `optuna.Study`: every trial of an aloss-tune study carries its flat params, loss config and per-epoch
-  history as user attributes (see `aloss_tune.backends.optuna`), the study its objective, the target's
-  robust spread and the baseline;
-* a KerasTuner project directory (or the tuner itself): KerasTuner's ``trial_<id>/trial.json`` beside the
-  records aloss-tune writes there (``aloss_tune.json`` for the study and for each trial; see
-  `aloss_tune.backends.keras_tuner`).
+config). `read_study` makes it from the `aloss_tune.backends.base.StudyRecord` that either backend reads
+out of its own storage (``make_backend(...).records(study)``): the report knows no backend.
 
 The *baseline* is the objective of predicting the training median (regression) or the class prior
 (classification). A finished trial whose objective is no better than that baseline learned nothing: it is
@@ -19,29 +13,12 @@ counted as **dead**.
 from __future__ import annotations
 
 import csv
-import json
 import math
-import os
 import statistics
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-
-import optuna
-
-from aloss_tune._schema import (
-    BASELINE_ATTR,
-    CONFIG_ATTR,
-    ERROR_ATTR,
-    HISTORY_ATTR,
-    OBJECTIVE_ATTR,
-    PARAMS_ATTR,
-    RUN_ATTR,
-    SEED_ATTR,
-    SPACE_ATTR,
-    TARGET_SCALE_ATTR,
-)
 
 # Names the runner logs per epoch that are metrics, not learned loss parameters.
 _METRIC_NAMES = frozenset({"loss", "mae", "mse", "rmse", "auc", "pr_auc", "accuracy", "learning_rate"})
@@ -185,16 +162,6 @@ class StudyData:
         return [t for t in self.trials if t.learned]
 
 
-def _state(trial: optuna.trial.FrozenTrial) -> str:
-    return {
-        optuna.trial.TrialState.COMPLETE: "complete",
-        optuna.trial.TrialState.PRUNED: "pruned",
-        optuna.trial.TrialState.FAIL: "failed",
-        optuna.trial.TrialState.RUNNING: "running",
-        optuna.trial.TrialState.WAITING: "waiting",
-    }[trial.state]
-
-
 def _is_adaptive(loss: str) -> bool | None:
     """Whether the registered factory ``loss`` learns parameters; ``None`` when it is not registered here."""
     from aloss_tune.errors import ConfigError
@@ -250,20 +217,55 @@ def infer_task(metric: str, losses: Sequence[str]) -> str:
 def read_study(study: Any, ctx: Any = None) -> StudyData:
     """Read a study into `StudyData`, with the run's `aloss_tune.runner.TrialContext` when given.
 
-    ``study`` is an `optuna.Study`, a KerasTuner project directory (``kt_projects/<study>``), a KerasTuner
-    tuner (its ``project_dir``), or `StudyData` already.
+    ``study`` is the `aloss_tune.backends.base.StudyRecord` a backend read from its storage
+    (``make_backend(...).records(name)``), or `StudyData` already.
     """
+    from aloss_tune.backends.base import StudyRecord
+
     if isinstance(study, StudyData):
         return study
-    if isinstance(study, optuna.Study):
-        return _read_optuna(study, ctx)
-    if isinstance(study, (str, os.PathLike)):
-        return read_keras_tuner_project(Path(study), ctx)
-    project = getattr(study, "project_dir", None)
-    if project is not None:
-        return read_keras_tuner_project(Path(project), ctx)
-    raise TypeError(f"cannot read a study from {type(study).__name__} (give an optuna.Study or a KerasTuner "
-                    "project directory)")
+    if not isinstance(study, StudyRecord):
+        raise TypeError(f"cannot read a study from {type(study).__name__} (give the StudyRecord of a backend: "
+                        "aloss_tune.backends.base.make_backend(name, ...).records(study))")
+    losses = tuple(study.losses)
+    scale = getattr(ctx, "target_scale", None) if ctx is not None else None
+    scale = scale if scale is not None else study.target_scale
+    baseline = study.baseline
+    if baseline is None and ctx is not None:
+        baseline = ctx.baseline_value()
+    if baseline is not None and not math.isfinite(float(baseline)):
+        baseline = None
+    rows: list[TrialRow] = []
+    for trial in study.trials:
+        searched, dists = {}, {}
+        for name, value in trial.search_params.items():
+            try:
+                dists[name] = optuna_distribution(trial.distributions[name])
+            except (KeyError, TypeError, ValueError):
+                continue  # a range Optuna cannot hold: left off the figures that need ranges
+            searched[name] = value
+        loss = str(trial.params.get("loss") or trial.search_params.get("loss")
+                   or (losses[0] if len(losses) == 1 else "?"))
+        value = trial.value
+        if value is not None and not math.isfinite(value):
+            value = None
+        history = {str(k): [float(x) for x in v] for k, v in trial.history.items()}
+        rows.append(TrialRow(
+            number=trial.number, state=trial.state, value=value, loss=loss, params=dict(trial.params),
+            search_params=searched, distributions=dists, history=history, learned=learned_series(history, loss),
+            loss_config=trial.loss_config, seed=trial.seed, duration_s=trial.duration_s, epochs=trial.epochs,
+            error=trial.error, run_id=trial.run_id, dead=_dead(trial.state, value, baseline, study.direction),
+        ))
+    if not losses:
+        losses = tuple(dict.fromkeys(t.loss for t in rows))
+    task = (getattr(getattr(ctx, "data", None), "task", None) or study.task
+            or infer_task(study.metric, losses))
+    return StudyData(
+        name=study.name, metric=study.metric, direction=study.direction,
+        baseline=None if baseline is None else float(baseline),
+        target_scale=float(scale) if scale else 1.0, task=task, losses=losses, trials=tuple(rows),
+        space=study.space,
+    )
 
 
 def _dead(state: str, value: float | None, baseline: float | None, direction: str) -> bool:
@@ -273,72 +275,9 @@ def _dead(state: str, value: float | None, baseline: float | None, direction: st
     return not (value < baseline if direction == "minimize" else value > baseline)
 
 
-def _read_optuna(study: optuna.Study, ctx: Any) -> StudyData:
-    attrs = study.user_attrs
-    objective = attrs.get(OBJECTIVE_ATTR) or {}
-    direction = objective.get("direction") or study.direction.name.lower()
-    metric = objective.get("metric") or "objective"
-    space = attrs.get(SPACE_ATTR) or {}
-    losses = tuple((space.get("loss") or {}).get("choices") or ())
-    scale = attrs.get(TARGET_SCALE_ATTR)
-    if ctx is not None:
-        scale = getattr(ctx, "target_scale", scale)
-    baseline = attrs.get(BASELINE_ATTR)
-    if baseline is not None and not math.isfinite(float(baseline)):
-        baseline = None
-
-    rows: list[TrialRow] = []
-    for trial in study.get_trials(deepcopy=False):
-        params = dict(trial.user_attrs.get(PARAMS_ATTR) or {})
-        loss = str(params.get("loss") or trial.params.get("loss") or (losses[0] if len(losses) == 1 else "?"))
-        history = {str(k): list(v) for k, v in (trial.user_attrs.get(HISTORY_ATTR) or {}).items()}
-        state = _state(trial)
-        value = trial.value if trial.values is not None and len(trial.values) == 1 else None
-        if value is not None and not math.isfinite(value):
-            value = None
-        series = history.get(metric) or []
-        epochs = len(series) or len(trial.intermediate_values)
-        duration = trial.duration.total_seconds() if trial.duration is not None else None
-        dead = _dead(state, value, baseline, direction)
-        rows.append(TrialRow(
-            number=trial.number, state=state, value=value, loss=loss, params=params,
-            search_params=dict(trial.params), distributions=dict(trial.distributions), history=history,
-            learned=learned_series(history, loss), loss_config=trial.user_attrs.get(CONFIG_ATTR),
-            seed=trial.user_attrs.get(SEED_ATTR), duration_s=duration, epochs=epochs,
-            error=trial.user_attrs.get(ERROR_ATTR), run_id=trial.user_attrs.get(RUN_ATTR), dead=dead,
-        ))
-    if not losses:
-        losses = tuple(dict.fromkeys(t.loss for t in rows))
-    task = getattr(getattr(ctx, "data", None), "task", None) or infer_task(metric, losses)
-    return StudyData(
-        name=study.study_name, metric=metric, direction=direction,
-        baseline=None if baseline is None else float(baseline),
-        target_scale=float(scale) if scale else 1.0, task=task, losses=losses, trials=tuple(rows),
-        space=space,
-    )
-
-
-# ------------------------------------------------------------------------------------------- KerasTuner
-_KT_STATES = {"COMPLETED": "complete", "FAILED": "failed", "INVALID": "failed", "RUNNING": "running",
-              "IDLE": "waiting", "STOPPED": "failed"}
-
-
-def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-
-
-def is_keras_tuner_project(project: Path) -> bool:
-    """Whether ``project`` holds a KerasTuner project of aloss-tune's (its study record)."""
-    from aloss_tune.backends.keras_tuner import STUDY_FILE
-
-    return (project / STUDY_FILE).is_file()
-
-
 def optuna_distribution(spec: Mapping[str, Any]) -> Any:
-    """The Optuna distribution of one of aloss-tune's ranges in its dict form (``{type, low, high, ...}``)."""
+    """The Optuna distribution of one of aloss-tune's ranges in its dict form (``{type, low, high, ...}``), for
+    Optuna's importances and plots."""
     from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
     kind = spec.get("type")
@@ -349,87 +288,6 @@ def optuna_distribution(spec: Mapping[str, Any]) -> Any:
                                step=int(spec.get("step") or 1))
     return FloatDistribution(float(spec["low"]), float(spec["high"]), log=bool(spec.get("log", False)),
                              step=None if spec.get("step") is None else float(spec["step"]))
-
-
-def searched_values(params: Mapping[str, Any], names: Sequence[str]) -> dict[str, Any]:
-    """A trial's values of the searched names (``loss.huber.delta``) from its flat params (``loss.delta``);
-    the names of another loss's parameters are left out."""
-    loss = params.get("loss")
-    out = {}
-    for name in names:
-        parts = name.split(".")
-        if len(parts) == 3 and parts[0] == "loss":  # loss.<family>.<param>: only for that family
-            if parts[1] == loss and f"loss.{parts[2]}" in params:
-                out[name] = params[f"loss.{parts[2]}"]
-        elif name in params:
-            out[name] = params[name]
-    return out
-
-
-def read_keras_tuner_project(project: Path, ctx: Any = None) -> StudyData:
-    """Read a KerasTuner project of aloss-tune's (``<directory>/<study>``) into `StudyData`."""
-    from aloss_tune.backends.keras_tuner import STUDY_FILE, TRIAL_FILE
-    from aloss_tune.errors import UsageError
-
-    record = _read_json(project / STUDY_FILE)
-    if not isinstance(record, dict):
-        raise UsageError(f"{project} is not a KerasTuner project of aloss-tune's (no {STUDY_FILE}); give the "
-                         "project root with --directory.")
-    objective = record.get("objective") or {}
-    metric = objective.get("metric") or "objective"
-    direction = objective.get("direction") or "minimize"
-    specs = record.get("search_params") or {}
-    dists = {}
-    for name, spec in specs.items():
-        try:
-            dists[name] = optuna_distribution(spec)
-        except (KeyError, TypeError, ValueError):
-            continue  # a range Optuna cannot hold: left off the figures that need ranges
-    losses = tuple(record.get("losses") or (specs.get("loss") or {}).get("choices") or ())
-    scale = getattr(ctx, "target_scale", None) if ctx is not None else record.get("target_scale")
-    baseline = record.get("baseline")
-    if ctx is not None:
-        baseline = ctx.baseline_value()
-    if baseline is not None and not math.isfinite(float(baseline)):
-        baseline = None
-
-    def trial_number(path: Path) -> int:
-        suffix = path.parent.name.removeprefix("trial_")
-        return int(suffix) if suffix.isdigit() else -1
-
-    rows: list[TrialRow] = []
-    for path in sorted(project.glob("trial_*/trial.json"), key=trial_number):
-        trial = _read_json(path) or {}
-        mine = _read_json(path.parent / TRIAL_FILE) or {}
-        number = mine.get("number", trial_number(path))
-        state = mine.get("state") if mine.get("state") in ("complete", "failed") else None
-        state = state or _KT_STATES.get(str(trial.get("status")), "running")
-        params = dict(mine.get("params") or {})
-        if not params:  # ran where this directory is not shared: KerasTuner's own names and values
-            values = (trial.get("hyperparameters") or {}).get("values") or {}
-            params = {k: v for k, v in values.items() if not k.startswith("tuner/")}
-        loss = str(params.get("loss") or (losses[0] if len(losses) == 1 else "?"))
-        value = mine.get("value", trial.get("score")) if state == "complete" else None
-        value = None if value is None or not math.isfinite(float(value)) else float(value)
-        history = {str(k): [float(x) for x in v] for k, v in (mine.get("history") or {}).items()}
-        searched = searched_values(params, list(dists))
-        rows.append(TrialRow(
-            number=int(number), state=state, value=value, loss=loss, params=params, search_params=searched,
-            distributions={k: dists[k] for k in searched}, history=history,
-            learned=learned_series(history, loss), loss_config=mine.get("loss_config"), seed=mine.get("seed"),
-            duration_s=None, epochs=len(history.get(metric) or ()), error=mine.get("error"),
-            run_id=mine.get("mlflow_run_id"), dead=_dead(state, value, baseline, direction),
-        ))
-    if not losses:
-        losses = tuple(dict.fromkeys(t.loss for t in rows))
-    task = (getattr(getattr(ctx, "data", None), "task", None) or record.get("task")
-            or infer_task(metric, losses))
-    return StudyData(
-        name=str(record.get("study") or project.name), metric=metric, direction=direction,
-        baseline=None if baseline is None else float(baseline),
-        target_scale=float(scale) if scale else 1.0, task=task, losses=losses, trials=tuple(rows),
-        space={"loss": {"choices": list(losses)}},
-    )
 
 
 def write_trials_csv(data: StudyData, path: Path) -> Path:

@@ -11,7 +11,7 @@ from typing import Any
 import yaml
 
 from aloss_tune.distributions import Categorical, Float, Int, from_dict
-from aloss_tune.errors import ConfigError, describe
+from aloss_tune.errors import ConfigError, ConfigErrors, describe
 from aloss_tune.factories import PENALTY_SPECS, get_factory
 from aloss_tune.space._model import (
     BACKENDS,
@@ -76,10 +76,24 @@ _TOP_KEYS = ("study", "description", "data", "model", "optimizer", "objective", 
 
 
 class _Loader:
-    """Validates a raw space; every error names the source file and the key path."""
+    """Validates a raw space; every error names the source file and the key path.
+
+    Errors in different sections (``data``, ``model``, ``optimizer``, ``loss``, ``training``, ``search``,
+    ``objective``) and unknown keys are independent: all of them are collected and raised together
+    (`ConfigErrors`, or the one `ConfigError` when there is one); a section stops at its first other error.
+    """
 
     def __init__(self, source: str | None):
         self.source = source
+        self.errors: list[ConfigError] = []
+
+    def section(self, check: Any, *args: Any, default: Any = None) -> Any:
+        """``check(*args)``, or ``default`` with its `ConfigError` kept for the end of `load`."""
+        try:
+            return check(*args)
+        except ConfigError as exc:
+            self.errors.append(exc)
+            return default
 
     def fail(self, path: str, message: str) -> ConfigError:
         prefix = f"{self.source}: " if self.source else ""
@@ -90,13 +104,14 @@ class _Loader:
             return {}
         if not isinstance(value, dict):
             raise self.fail(path, f"must be a mapping, but got {describe(value)}.")
-        for key in value:
-            if not isinstance(key, str) or key not in allowed:
-                raise self.fail(
-                    f"{path}.{key}" if path else str(key),
-                    f"unknown key; allowed keys: {', '.join(allowed)}.",
-                )
-        return value
+        known = {}
+        for key, item in value.items():
+            if not isinstance(key, str) or key not in allowed:  # kept for the end; the known keys go on
+                self.errors.append(self.fail(f"{path}.{key}" if path else str(key),
+                                             f"unknown key; allowed keys: {', '.join(allowed)}."))
+            else:
+                known[key] = item
+        return known
 
     def param(self, value: Any, path: str) -> ParamValue:
         if isinstance(value, dict):
@@ -152,15 +167,19 @@ class _Loader:
         raw = self.mapping(raw, "", _TOP_KEYS)
         study = raw.get("study")
         if not isinstance(study, str) or not study.strip():
-            raise self.fail("study", f"must be a non-empty name, but got {describe(study)}.")
+            self.errors.append(self.fail("study", f"must be a non-empty name, but got {describe(study)}."))
 
-        data, data_args = self.data(raw.get("data", "contaminated_regression"))
-        model, model_params = self.model(raw.get("model", "mlp"))
-        optimizer, optimizer_params = self.optimizer(raw.get("optimizer", "adam"))
-        losses, loss_params, penalty = self.loss(raw.get("loss", ["mse"]))
-        training = self.training(raw.get("training"))
-        search = self.search(raw.get("search"))
-        objective = self.objective(raw.get("objective"))
+        data, data_args = self.section(self.data, raw.get("data", "contaminated_regression"), default=(None, {}))
+        model, model_params = self.section(self.model, raw.get("model", "mlp"), default=(None, {}))
+        optimizer, optimizer_params = self.section(self.optimizer, raw.get("optimizer", "adam"), default=(None, {}))
+        losses, loss_params, penalty = self.section(self.loss, raw.get("loss", ["mse"]), default=((), {}, {}))
+        training = self.section(self.training, raw.get("training"))
+        search = self.section(self.search, raw.get("search"))
+        objective = self.section(self.objective, raw.get("objective"))
+        if len(self.errors) == 1:
+            raise self.errors[0]
+        if self.errors:
+            raise ConfigErrors([" ".join(str(e).split()) for e in self.errors])
 
         space = SearchSpace(
             study=study.strip(), data=data, data_args=data_args, model=model, model_params=model_params,

@@ -84,8 +84,10 @@ from aloss_tune.backends.keras_tuner._study import (
     best_summary,
     check_directory,
     distributed_role,
+    existing_project,
     make_tuner,
     project_dir,
+    project_record,
     tune,
 )
 from aloss_tune.backends.keras_tuner._tuner import SpaceTuner
@@ -93,6 +95,6 @@ from aloss_tune.backends.keras_tuner._tuner import SpaceTuner
 __all__ = [
     "DEFAULT_DIRECTORY", "EXECUTION_SEED_STRIDE", "HYPERBAND_FACTOR", "MAX_CONSECUTIVE_FAILURES", "MAX_GRID",
     "SAME_CONFIG_ERROR_STOP", "STUDY_FILE", "TRIAL_FILE", "KerasTunerSuggester", "SpaceHyperModel", "SpaceTuner",
-    "best_summary", "check_directory", "choice_labels", "distributed_role", "float_grid", "make_oracle",
-    "make_tuner", "project_dir", "tune",
+    "best_summary", "check_directory", "choice_labels", "distributed_role", "existing_project", "float_grid",
+    "make_oracle", "make_tuner", "project_dir", "project_record", "tune",
 ]

@@ -16,6 +16,7 @@ from keras_tuner.engine import trial as kt_trial
 
 from aloss_tune._schema import BEST_TRIAL_TAG
 from aloss_tune._urls import redact_url
+from aloss_tune.backends.base import StudyRecord, TrialRecord
 from aloss_tune.backends.keras_tuner._common import (
     DEFAULT_DIRECTORY,
     STUDY_FILE,
@@ -79,6 +80,8 @@ def _study_record(space: SearchSpace, ctx: TrialContext) -> dict[str, Any]:
         "losses": list(space.losses),
         "task": ctx.data.task,
         "baseline": baseline if baseline is not None and math.isfinite(baseline) else None,
+        # what `aloss-tune best --format python` needs to rebuild the optimizer and the built-in model
+        **{k: v for k, v in space.to_dict().items() if k in ("optimizer", "model", "data")},
     }
 
 
@@ -127,8 +130,8 @@ def tune(space: SearchSpace, ctx: TrialContext, *, settings: TrackingSettings | 
     """Run (or resume, or join as a distributed chief or worker) the study of ``space`` on KerasTuner.
 
     ``trial_log`` (an `aloss_tune.progress.TrialLog`) is called once per finished trial.
-    ``after_study(tuner)`` returns a folder of artifacts (the report) to log on the parent run when the
-    search ends; a distributed worker leaves that to the chief.
+    ``after_study(record)`` (the study's `StudyRecord`) returns a folder of artifacts (the report) to log on
+    the parent run when the search ends; a distributed worker leaves that to the chief.
 
     Returns an `aloss_tune.result.TuneResult` whose ``storage`` is the project root directory and whose
     ``study`` is the `SpaceTuner`.
@@ -169,7 +172,11 @@ def tune(space: SearchSpace, ctx: TrialContext, *, settings: TrackingSettings | 
         if tracker is not None:
             # A worker's view of the study is partial: the chief logs the study's best and its report.
             best = None if worker else _safe_best(tuner)
-            artifacts = after_study(tuner) if after_study is not None and not worker else None
+            if best is not None and status == "FINISHED" and tracker.settings.log_model:
+                tracker.best_model = _log_best_model(tuner, tracker, best, ctx)
+            artifacts = None
+            if after_study is not None and not worker:
+                artifacts = after_study(_record_or_none(tuner))
             tracker.close(best=best, status=status, artifacts=artifacts)
     errors = tuner._config_errors
     if config_error is None and errors and errors[0] is not None and set(errors) == {errors[0]}:
@@ -218,11 +225,114 @@ class _DropLines(io.TextIOBase):
         self.pending = ""
 
 
+def _log_best_model(tuner: SpaceTuner, tracker: StudyTracker, best: Mapping[str, Any], ctx: TrialContext) -> Any:
+    """Log the best trial's model, rebuilt from the checkpoint KerasTuner keeps of its best epoch (see
+    `aloss_tune.best_model`); ``None`` with a warning if it cannot be."""
+    from aloss_tune.best_model import log_best_model
+
+    try:
+        model = tuner.get_best_models(num_models=1)[0]
+        trial_id = tuner.oracle.get_best_trials(1)[0].trial_id
+        record = _read_json(Path(tuner.get_trial_dir(trial_id)) / TRIAL_FILE) or {}
+        return log_best_model(tracker, model, number=int(best["number"]), value=best.get("value"),
+                              params=best["params"], loss_config=best.get("loss_config"),
+                              run_id=record.get("mlflow_run_id"), x_example=ctx.data.x_val,
+                              register=tracker.settings.register)
+    except Exception as exc:  # noqa: BLE001 - the study's results are stored; only the model is missing
+        _log.warning("could not log the best trial's model (trial %s) to MLflow: %s: %s", best.get("number"),
+                     type(exc).__name__, " ".join(str(exc).split())[:300])
+        return None
+
+
 def _safe_best(tuner: SpaceTuner) -> dict[str, Any] | None:
     try:
         return tuner.best_summary()
     except Exception as exc:  # noqa: BLE001 - never lose the study's end over its summary
         _log.warning("could not read the best trial: %s: %s", type(exc).__name__, exc)
+        return None
+
+
+# ----------------------------------------------------------------------------------------------- records
+_KT_STATES = {"COMPLETED": "complete", "FAILED": "failed", "INVALID": "failed", "RUNNING": "running",
+              "IDLE": "waiting", "STOPPED": "failed"}
+
+
+def existing_project(study_name: str, directory: str | os.PathLike[str] | None = None) -> Path:
+    """The project of ``study_name`` under ``directory`` (default ``kt_projects``); `UsageError` when there is
+    no aloss-tune project there."""
+    project = project_dir(study_name, directory)
+    if not (project / STUDY_FILE).is_file():
+        raise UsageError(f"no KerasTuner project of aloss-tune's at {project} (give its root with "
+                         "--directory).")
+    return project
+
+
+def searched_values(params: Mapping[str, Any], names: list[str]) -> dict[str, Any]:
+    """A trial's values of the searched names (``loss.huber.delta``) from its flat params (``loss.delta``);
+    the names of another loss's parameters are left out."""
+    loss = params.get("loss")
+    out = {}
+    for name in names:
+        parts = name.split(".")
+        if len(parts) == 3 and parts[0] == "loss":  # loss.<family>.<param>: only for that family
+            if parts[1] == loss and f"loss.{parts[2]}" in params:
+                out[name] = params[f"loss.{parts[2]}"]
+        elif name in params:
+            out[name] = params[name]
+    return out
+
+
+def project_record(project: Path) -> StudyRecord:
+    """A KerasTuner project of aloss-tune's (``<directory>/<study>``) as a backend-neutral `StudyRecord`:
+    KerasTuner's ``trial_<id>/trial.json`` beside aloss-tune's own records of the study and of each trial."""
+    record = _read_json(project / STUDY_FILE)
+    if not isinstance(record, dict):
+        raise UsageError(f"{project} is not a KerasTuner project of aloss-tune's (no {STUDY_FILE}); give the "
+                         "project root with --directory.")
+    objective = record.get("objective") or {}
+    specs = record.get("search_params") or {}
+    losses = tuple(record.get("losses") or (specs.get("loss") or {}).get("choices") or ())
+
+    def trial_number(path: Path) -> int:
+        suffix = path.parent.name.removeprefix("trial_")
+        return int(suffix) if suffix.isdigit() else -1
+
+    trials = []
+    for path in sorted(project.glob("trial_*/trial.json"), key=trial_number):
+        trial = _read_json(path) or {}
+        mine = _read_json(path.parent / TRIAL_FILE) or {}
+        state = mine.get("state") if mine.get("state") in ("complete", "failed") else None
+        state = state or _KT_STATES.get(str(trial.get("status")), "running")
+        params = dict(mine.get("params") or {})
+        if not params:  # ran where this directory is not shared: KerasTuner's own names and values
+            values = (trial.get("hyperparameters") or {}).get("values") or {}
+            params = {k: v for k, v in values.items() if not k.startswith("tuner/")}
+        value = mine.get("value", trial.get("score")) if state == "complete" else None
+        history = {str(k): [float(x) for x in v] for k, v in (mine.get("history") or {}).items()}
+        searched = searched_values(params, list(specs))
+        trials.append(TrialRecord(
+            number=int(mine.get("number", trial_number(path))), state=state,
+            value=None if value is None else float(value), params=params, search_params=searched,
+            distributions={k: specs[k] for k in searched}, history=history, loss_config=mine.get("loss_config"),
+            seed=mine.get("seed"), epochs=len(history.get(objective.get("metric") or "") or ()),
+            error=mine.get("error"), run_id=mine.get("mlflow_run_id"),
+        ))
+    baseline, scale = record.get("baseline"), record.get("target_scale")
+    return StudyRecord(
+        name=str(record.get("study") or project.name), backend="keras-tuner",
+        metric=objective.get("metric") or "objective", direction=objective.get("direction") or "minimize",
+        trials=tuple(trials), losses=losses, baseline=None if baseline is None else float(baseline),
+        target_scale=None if scale is None else float(scale), task=record.get("task"),
+        space={"loss": {"choices": list(losses)}},
+    )
+
+
+def _record_or_none(tuner: SpaceTuner) -> StudyRecord | None:
+    """`project_record` of the tuner's project, or ``None`` with a warning (never fails the study's end)."""
+    try:
+        return project_record(Path(tuner.project_dir))
+    except Exception as exc:  # noqa: BLE001
+        _log.warning("could not read the project back for its report (%s: %s).", type(exc).__name__, exc)
         return None
 
 
@@ -286,7 +396,10 @@ def _best_from_directory(project: Path) -> dict[str, Any]:
             "give every distributed worker the same shared --directory, or read the study from MLflow)."
         )
     params = record["params"]
-    return _summary(int(trial["trial_id"]), score, params, record.get("loss_config") or loss_config(params))
+    optimizer = study.get("optimizer")
+    return {**_summary(int(trial["trial_id"]), score, params, record.get("loss_config") or loss_config(params)),
+            "optimizer": optimizer.get("name", "adam") if isinstance(optimizer, dict) else (optimizer or "adam"),
+            "model": study.get("model"), "data": study.get("data")}
 
 
 def _best_from_mlflow(study_name: str, tracking_uri: str | None) -> dict[str, Any] | None:
