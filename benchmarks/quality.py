@@ -25,9 +25,9 @@ layers, dropout, Adam's learning rate):
   Optuna's default ``MedianPruner`` through ``KerasPruningCallback``) over the same model space, compiling the
   same MLP with Keras's own loss: ``MSE`` and ``Huber`` (``delta`` searched over aloss-tune's own ``huber``
   range, in robust spreads of the training targets) for regression; ``CE`` and label-smoothing ``CE``
-  (``label_smoothing`` in [0, 0.8]) under label noise; ``BCE`` and class-weighted ``BCE`` (``fit(class_weight={1: w})``, ``w``
-  log-uniform in [1, 100]) for imbalance. They select on the standard validation metric of the kind
-  (``val_mae``, ``val_accuracy``, ``val_pr_auc``).
+  (``label_smoothing`` in [0, 0.8]) under label noise; ``BCE`` and class-weighted ``BCE``
+  (``fit(class_weight={1: w})``, ``w`` log-uniform in [1, 100]) for imbalance. They select on the standard
+  validation metric of the kind (``val_mae``, ``val_accuracy``, ``val_pr_auc``).
 
 Each study's best trial (on its own, contaminated or noisy, validation objective) is retrained with its params
 and seed and scored on the clean test set. A trial is **dead** when its best validation metric is no better
