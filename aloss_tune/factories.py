@@ -46,6 +46,9 @@ class ParamSpec:
         doc: one line for ``aloss-tune losses`` and the docs.
         when: ``(parent, values)``: the parameter is used only when the factory's parameter ``parent`` is one
             of ``values`` (a formula's own constants); a search samples and logs it only then.
+        start: the value a study's first round tries (`aloss_tune.space.SearchSpace.first_round`), in target
+            spreads when ``relative``; ``None``: ``default``. A strong starting point measured on the quality
+            suite, where ``default`` is what `build_loss` takes when a parameter is not given.
     """
 
     name: str
@@ -56,6 +59,7 @@ class ParamSpec:
     relative: bool = False
     doc: str = ""
     when: tuple[str, tuple[Any, ...]] | None = None
+    start: Any = None
 
     def __post_init__(self) -> None:
         if self.search is not None and isinstance(self.domain, Interval):

@@ -203,7 +203,7 @@ def test_every_parameter_is_documented_and_its_default_valid():
 
 
 def test_default_search_ranges():
-    assert get_factory("huber").search_space() == {"delta": Float(0.05, 5.0, log=True)}
+    assert get_factory("huber").search_space() == {"delta": Float(0.02, 2.0, log=True)}
     assert get_factory("huber").param("delta").relative
     assert get_factory("error_mse").param("clip_max").relative
     # Disjoint ranges: no sampled combination violates clip_min <= clip_max.

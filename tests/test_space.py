@@ -42,7 +42,7 @@ def test_three_line_space_is_valid_and_uses_factory_defaults():
     assert space.objective is None  # resolved from the data's task
     assert space.search_params() == {
         "loss": Categorical(("mse", "huber")),
-        "loss.huber.delta": Float(0.05, 5.0, log=True),
+        "loss.huber.delta": Float(0.02, 2.0, log=True),
     }
     assert space.resolve_objective("regression").metric == "val_mae"
     assert space.resolve_objective("binary").metric == "val_pr_auc"

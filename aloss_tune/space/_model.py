@@ -400,8 +400,8 @@ def _on_grid(dist: Float | Int, value: float) -> Any:
 class StartSuggester:
     """The first-round sample of one loss (`SearchSpace.first_round`): records what it suggests by name.
 
-    The loss's own parameters take the factory's default when the range holds it (a relative default times
-    the target spread), else the range's middle; the weight penalty takes its range's low end (the least
+    The loss's own parameters take the factory's ``start`` (or default) when the range holds it (a relative one
+    times the target spread), else the range's middle; the weight penalty takes its range's low end (the least
     penalty); the model and optimizer take the middle of each range (`middle`).
     """
 
@@ -421,8 +421,8 @@ class StartSuggester:
         if parts[0] == "loss" and len(parts) == 2:  # the penalty: start with the least
             return dist.choices[0] if isinstance(dist, Categorical) else dist.low
         spec = self.factory._by_name.get(parts[2]) if parts[0] == "loss" and len(parts) == 3 else None
-        if spec is not None and spec.default is not None:
-            default = spec.default
+        if spec is not None and (spec.start is not None or spec.default is not None):
+            default = spec.start if spec.start is not None else spec.default
             if isinstance(dist, Categorical):
                 return default if default in dist.choices else dist.choices[0]
             if isinstance(default, (int, float)) and not isinstance(default, bool):

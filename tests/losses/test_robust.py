@@ -526,7 +526,7 @@ def test_barron_factory():
     assert factory.tasks == ("regression",)
     assert factory.defaults() == {"alpha": 1.0, "scale": 1.0}
     space = factory.search_space()
-    assert (space["alpha"].low, space["alpha"].high, space["alpha"].log) == (-4.0, 2.0, False)
+    assert (space["alpha"].low, space["alpha"].high, space["alpha"].log) == (-4.0, 1.5, False)
     assert space["scale"].log and factory.param("scale").relative
     loss = aloss_tune.build_loss({"loss": "barron", "loss.alpha": -INF, "loss.scale": 0.3})
     assert isinstance(loss, RobustLoss) and (loss.alpha, loss.scale) == (-INF, 0.3)
