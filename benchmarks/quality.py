@@ -22,8 +22,9 @@ Studies select on the validation objective (``val_mae`` or, with ``--regression-
 ``val_median_ae``; ``val_pr_auc``), as a user would; then the best
 trial's model is retrained with its params and seed (`aloss_tune.runner.train`) and scored on the test set:
 clean-test RMSE and MAE (regression), PR-AUC (average precision) and ROC-AUC (classification). Every seed
-changes the data split, the outliers and the study's sampler. A *dead* trial is a complete trial whose
-validation objective is no better than predicting the training median (or the class prior).
+changes the data split, the outliers and the study's sampler. A *dead* trial never got better than
+predicting the training median (or the class prior) on the validation objective: it completed no better, or
+was stopped early for it (`aloss_tune.states`, ``training.stop_dead``).
 
 Usage::
 

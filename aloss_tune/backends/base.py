@@ -83,7 +83,7 @@ class OptunaBackend:
             from aloss_tune.tracking import StudyTracker
 
             tracker = StudyTracker(settings, space.study, backend=self.name, space=space.to_dict(),
-                                   storage=self.url)
+                                   storage=self.url, direction=ctx.objective.direction)
         study = optuna_backend.run_study(
             space, ctx, storage=options, study_name=space.study, n_trials=space.search.n_trials,
             timeout=space.search.timeout, tracker=tracker, progress=progress, after_study=after_study,

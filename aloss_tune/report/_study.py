@@ -11,9 +11,9 @@ config). `read_study` makes it from either backend's own storage:
   records aloss-tune writes there (``aloss_tune.json`` for the study and for each trial; see
   `aloss_tune.backends.keras_tuner`).
 
-The *baseline* is the objective of predicting the training median (regression) or the class prior
-(classification). A finished trial whose objective is no better than that baseline learned nothing: it is
-counted as **dead**.
+The *baseline* is the objective of a constant predictor: the training median (regression), the class
+prior (classification). A trial that never got better than the baseline learned nothing: it is counted as
+**dead** (`aloss_tune.states`), whether it completed no better than the baseline or was stopped early for it.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ import optuna
 from aloss_tune._schema import (
     BASELINE_ATTR,
     CONFIG_ATTR,
+    DEAD_ATTR,
     ERROR_ATTR,
     HISTORY_ATTR,
     OBJECTIVE_ATTR,
@@ -42,6 +43,7 @@ from aloss_tune._schema import (
     SPACE_ATTR,
     TARGET_SCALE_ATTR,
 )
+from aloss_tune.states import no_better, ordered_counts
 
 # Names the runner logs per epoch that are metrics, not learned loss parameters.
 _METRIC_NAMES = frozenset({"loss", "mae", "mse", "rmse", "auc", "pr_auc", "accuracy", "learning_rate"})
@@ -54,14 +56,17 @@ class TrialRow:
 
     Attributes:
         number: the trial number.
-        state: ``complete``, ``pruned``, ``failed``, ``running`` or ``waiting``.
-        value: the objective (for a pruned trial, its last reported value), or ``None``.
+        state: how it ended: ``complete``, ``pruned`` (stopped early: by the pruner, or as dead),
+            ``failed``, ``running`` or ``waiting``; `outcome` is how it is counted.
+        value: the objective (for a trial stopped as dead, its best value; for a pruned trial, its last
+            reported value), or ``None``.
         loss: the loss factory name (the family).
         params: the flat params dict (``loss.delta``, ``model.units``, ...).
         search_params: the backend's own params (``loss.huber.delta``) with their distributions.
         history: per-epoch values, metrics and learned loss parameters.
         learned: the learned loss parameters' per-epoch values (``alpha``, ``scale``, ``alpha.0``, ...).
-        dead: a complete trial whose objective is no better than the baseline.
+        dead: it never got better than the baseline: complete with an objective no better than it, or
+            stopped early as not learning.
     """
 
     number: int
@@ -84,6 +89,11 @@ class TrialRow:
     @property
     def complete(self) -> bool:
         return self.state == "complete"
+
+    @property
+    def outcome(self) -> str:
+        """How the trial is counted: ``complete``, ``dead``, ``pruned``, ``failed``, ``running``, ``waiting``."""
+        return "dead" if self.dead else self.state
 
     @property
     def final_learned(self) -> dict[str, float]:
@@ -127,12 +137,12 @@ class StudyData:
 
     @property
     def counts(self) -> dict[str, int]:
-        """Trials per state, plus ``dead`` (complete trials no better than the baseline)."""
-        out = {"complete": 0, "pruned": 0, "failed": 0, "running": 0, "waiting": 0}
+        """Trials per counted state (`TrialRow.outcome`): ``complete``, ``dead``, ``pruned``, ``failed``, then
+        ``running`` and ``waiting`` when there are some."""
+        out: dict[str, int] = {}
         for t in self.trials:
-            out[t.state] = out.get(t.state, 0) + 1
-        out["dead"] = sum(t.dead for t in self.trials)
-        return {k: v for k, v in out.items() if v or k in ("complete", "pruned", "failed", "dead")}
+            out[t.outcome] = out.get(t.outcome, 0) + 1
+        return ordered_counts(out)
 
     @property
     def best(self) -> TrialRow | None:
@@ -170,8 +180,8 @@ class StudyData:
                 best_value = pick(values)
                 best_row = next(t for t in rows if t.complete and t.value == best_value)
             out.append(FamilySummary(
-                loss=name, trials=len(rows), complete=sum(t.complete for t in rows),
-                pruned=sum(t.state == "pruned" for t in rows), failed=sum(t.state == "failed" for t in rows),
+                loss=name, trials=len(rows), complete=sum(t.outcome == "complete" for t in rows),
+                pruned=sum(t.outcome == "pruned" for t in rows), failed=sum(t.outcome == "failed" for t in rows),
                 dead=sum(t.dead for t in rows), best=None if best_row is None else best_row.value,
                 median=statistics.median(values) if values else None,
                 best_trial=None if best_row is None else best_row.number,
@@ -266,11 +276,9 @@ def read_study(study: Any, ctx: Any = None) -> StudyData:
                     "project directory)")
 
 
-def _dead(state: str, value: float | None, baseline: float | None, direction: str) -> bool:
-    """A complete trial whose objective is no better than the baseline."""
-    if state != "complete" or value is None or baseline is None:
-        return False
-    return not (value < baseline if direction == "minimize" else value > baseline)
+def _dead(state: str, value: float | None, baseline: float | None, direction: str, stopped: bool = False) -> bool:
+    """Stopped early as dead, or complete with an objective no better than the baseline."""
+    return stopped or (state == "complete" and no_better(value, baseline, direction))
 
 
 def _read_optuna(study: optuna.Study, ctx: Any) -> StudyData:
@@ -294,12 +302,15 @@ def _read_optuna(study: optuna.Study, ctx: Any) -> StudyData:
         history = {str(k): list(v) for k, v in (trial.user_attrs.get(HISTORY_ATTR) or {}).items()}
         state = _state(trial)
         value = trial.value if trial.values is not None and len(trial.values) == 1 else None
+        stopped = trial.user_attrs.get(DEAD_ATTR)
+        if stopped is not None and value is None:
+            value = stopped.get("best")
         if value is not None and not math.isfinite(value):
             value = None
         series = history.get(metric) or []
         epochs = len(series) or len(trial.intermediate_values)
         duration = trial.duration.total_seconds() if trial.duration is not None else None
-        dead = _dead(state, value, baseline, direction)
+        dead = _dead(state, value, baseline, direction, stopped=stopped is not None)
         rows.append(TrialRow(
             number=trial.number, state=state, value=value, loss=loss, params=params,
             search_params=dict(trial.params), distributions=dict(trial.distributions), history=history,
@@ -402,14 +413,17 @@ def read_keras_tuner_project(project: Path, ctx: Any = None) -> StudyData:
         trial = _read_json(path) or {}
         mine = _read_json(path.parent / TRIAL_FILE) or {}
         number = mine.get("number", trial_number(path))
+        stopped = mine.get("stopped_dead") is not None  # COMPLETED for KerasTuner, stopped early for us
         state = mine.get("state") if mine.get("state") in ("complete", "failed") else None
+        if mine.get("state") == "dead":
+            state = "pruned" if stopped else "complete"
         state = state or _KT_STATES.get(str(trial.get("status")), "running")
         params = dict(mine.get("params") or {})
         if not params:  # ran where this directory is not shared: KerasTuner's own names and values
             values = (trial.get("hyperparameters") or {}).get("values") or {}
             params = {k: v for k, v in values.items() if not k.startswith("tuner/")}
         loss = str(params.get("loss") or (losses[0] if len(losses) == 1 else "?"))
-        value = mine.get("value", trial.get("score")) if state == "complete" else None
+        value = mine.get("value", trial.get("score")) if state == "complete" or stopped else None
         value = None if value is None or not math.isfinite(float(value)) else float(value)
         history = {str(k): [float(x) for x in v] for k, v in (mine.get("history") or {}).items()}
         searched = searched_values(params, list(dists))
@@ -418,7 +432,7 @@ def read_keras_tuner_project(project: Path, ctx: Any = None) -> StudyData:
             distributions={k: dists[k] for k in searched}, history=history,
             learned=learned_series(history, loss), loss_config=mine.get("loss_config"), seed=mine.get("seed"),
             duration_s=None, epochs=len(history.get(metric) or ()), error=mine.get("error"),
-            run_id=mine.get("mlflow_run_id"), dead=_dead(state, value, baseline, direction),
+            run_id=mine.get("mlflow_run_id"), dead=_dead(state, value, baseline, direction, stopped),
         ))
     if not losses:
         losses = tuple(dict.fromkeys(t.loss for t in rows))
@@ -433,8 +447,9 @@ def read_keras_tuner_project(project: Path, ctx: Any = None) -> StudyData:
 
 
 def write_trials_csv(data: StudyData, path: Path) -> Path:
-    """One row per trial (every state): number, state, objective, dead, loss, epochs, duration, seed,
-    each flat param, each learned parameter's final value, the error and the MLflow run id."""
+    """One row per trial (every state): number, state (as counted: ``complete``, ``dead``, ``pruned``,
+    ``failed``, ...), objective, dead, loss, epochs, duration, seed, each flat param, each learned
+    parameter's final value, the error and the MLflow run id."""
     param_keys = sorted({k for t in data.trials for k in t.params if k != "loss"})
     learned_keys = sorted({k for t in data.trials for k in t.final_learned})
     header = ["number", "state", data.metric, "dead", "loss", "epochs", "duration_s", "seed",
@@ -445,7 +460,7 @@ def write_trials_csv(data: StudyData, path: Path) -> Path:
         for t in data.trials:
             final = t.final_learned
             writer.writerow([
-                t.number, t.state, _cell(t.value), t.dead, t.loss, t.epochs,
+                t.number, t.outcome, _cell(t.value), t.dead, t.loss, t.epochs,
                 _cell(None if t.duration_s is None else round(t.duration_s, 3)), _cell(t.seed),
                 *(_cell(t.params.get(k)) for k in param_keys), *(_cell(final.get(k)) for k in learned_keys),
                 _cell(t.error), _cell(t.run_id),

@@ -37,6 +37,7 @@ from aloss_tune.tracking import (
     TrackingSettings,
     load_settings,
     missing_store,
+    quiet_mlflow,
     study_runs,
 )
 
@@ -137,7 +138,7 @@ def tune(space: SearchSpace, ctx: TrialContext, *, settings: TrackingSettings | 
     tracker = None
     if settings is not None:
         tracker = StudyTracker(settings, space.study, backend="keras-tuner", space=space.to_dict(),
-                               storage=str(project))
+                               storage=str(project), direction=ctx.objective.direction)
     tuner = make_tuner(space, ctx, directory=root, tracker=tracker)
     tuner.trial_log = trial_log
     role = distributed_role()
@@ -169,7 +170,7 @@ def tune(space: SearchSpace, ctx: TrialContext, *, settings: TrackingSettings | 
             # A worker's view of the study is partial: the chief logs the study's best and its report.
             best = None if worker else _safe_best(tuner)
             artifacts = after_study(tuner) if after_study is not None and not worker else None
-            tracker.close(best=best, status=status, artifacts=artifacts)
+            tracker.close(best=best, status=status, artifacts=artifacts, counts=None if worker else tuner.counts())
     errors = tuner._config_errors
     if config_error is None and errors and errors[0] is not None and set(errors) == {errors[0]}:
         config_error = errors[0]  # fewer trials than SAME_CONFIG_ERROR_STOP, all refused alike
@@ -268,6 +269,8 @@ def _best_from_directory(project: Path) -> dict[str, Any]:
         score = trial.get("score")
         if trial.get("status") != kt_trial.TrialStatus.COMPLETED or score is None or not math.isfinite(score):
             continue
+        if ((_read_json(path.parent / TRIAL_FILE) or {}).get("stopped_dead")) is not None:
+            continue  # stopped as not learning: COMPLETED for KerasTuner, never the best trial
         if direction is None:
             metrics = (trial.get("metrics") or {}).get("metrics") or {}
             maximize = any(m.get("direction") == "max" for m in metrics.values())
@@ -299,6 +302,7 @@ def _best_from_mlflow(study_name: str, tracking_uri: str | None) -> dict[str, An
     settings = load_settings(tracking_uri=tracking_uri)
     if missing_store(settings.tracking_uri) is not None:  # reading would create an empty store
         return None
+    quiet_mlflow()  # no "Downloading artifacts" progress bar
     client = MlflowClient(tracking_uri=settings.tracking_uri)
     try:
         experiment = client.get_experiment_by_name(settings.experiment or study_name)
