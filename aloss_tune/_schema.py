@@ -30,6 +30,7 @@ RUN_ATTR = "aloss_tune.mlflow_run_id"
 SEED_ATTR = "aloss_tune.seed"
 WORKER_ATTR = "aloss_tune.worker"
 HEARTBEAT_ATTR = "aloss_tune.heartbeat"  # whether the trial's worker sent heartbeats
+DEAD_ATTR = "aloss_tune.stopped_dead"  # {"epochs", "best", "baseline"}: stopped early as not learning
 
 # ------------------------------------------------------------------------------ Optuna study attributes
 SPACE_ATTR = "aloss_tune.space"  # SearchSpace.to_dict()
@@ -40,7 +41,8 @@ BASELINE_ATTR = "aloss_tune.baseline"  # the objective of a predictor that ignor
 # ---------------------------------------------------------------------------------------- MLflow tags
 STUDY_TAG = "aloss_tune.study"
 BACKEND_TAG = "aloss_tune.backend"
-STATE_TAG = "aloss_tune.state"  # complete | pruned | failed
+STATE_TAG = "aloss_tune.state"  # a trial: complete | dead | pruned | failed; the study: its counts
+LOSS_TAG = "aloss_tune.loss"  # a trial: its loss; the study: the best trial's loss
 TRIAL_TAG = "aloss_tune.trial"
 WORKER_TAG = "aloss_tune.worker"
 RETRY_TAG = "aloss_tune.retry_of"

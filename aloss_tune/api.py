@@ -32,7 +32,7 @@ def tune(
     tracking: bool = True,
     tracking_uri: str | None = None,
     mlflow_config: str | Path | None = None,
-    progress: bool | None = None,
+    progress: bool | str | None = None,
     heartbeat_interval: int | None = None,
     retries: int = 0,
     directory: str | Path | None = None,
@@ -53,9 +53,11 @@ def tune(
         storage: Optuna storage URL (default ``$ALOSS_TUNE_STORAGE`` or ``sqlite:///aloss_tune.db``).
         study_name: overrides the space's ``study``.
         tracking: log to MLflow (settings from ``mlflow.yaml``, ``$MLFLOW_TRACKING_URI``, ``tracking_uri``).
-        progress: ``True``: a progress bar; ``False``: nothing; ``None`` (default): a bar when a person is
-            watching (a terminal, an interactive shell, a notebook), else one line per finished trial on
-            stderr (trial number, state, loss, objective, best so far).
+        progress: ``True``: a progress bar (trials done, the counts of complete, dead, pruned and failed
+            trials, the best value with its trial and loss); ``"lines"``: one line per finished trial on
+            stderr (trial number, state, loss, objective, best so far); ``False``: nothing; ``None``
+            (default): a bar when a person is watching (a terminal, an interactive shell, a notebook), else
+            lines.
         heartbeat_interval, retries: Optuna heartbeats for many workers: trials of a dead worker are marked
             failed (and retried ``retries`` times).
         directory: KerasTuner's project root (default ``kt_projects``).
@@ -119,12 +121,16 @@ def tune(
             if log_model:
                 settings = dataclasses.replace(settings, log_model=True, register=register)
 
-    from aloss_tune.progress import TrialLog, resolve
+    from aloss_tune.progress import make_reporter
 
-    bar, lines = resolve(progress)
-    trial_log = TrialLog(ctx.objective.metric, ctx.objective.direction) if lines else None
-    return chosen.run(spec, ctx, settings=settings, progress=bar, trial_log=trial_log,
-                      after_study=_artifacts_hook(ctx))
+    total = spec.search.n_trials if backend_name == "optuna" else None  # KerasTuner's is the project's total
+    trial_log = make_reporter(progress, ctx.objective.metric, ctx.objective.direction, total=total)
+    try:
+        return chosen.run(spec, ctx, settings=settings, progress=False, trial_log=trial_log,
+                          after_study=_artifacts_hook(ctx))
+    finally:
+        if trial_log is not None:
+            trial_log.close()
 
 
 def _validated(spec: SearchSpace, overrides: Mapping[str, Any]) -> SearchSpace:

@@ -61,7 +61,7 @@ def _config_from_run(uri: str, tracking_uri: str | None) -> dict[str, Any]:
     from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
 
-    from aloss_tune.tracking import check_tracking_scheme, load_settings, missing_store
+    from aloss_tune.tracking import check_tracking_scheme, load_settings, missing_store, quiet_mlflow
 
     rest = uri[len("runs:/"):].strip("/")
     run_id, _, artifact = rest.partition("/")
@@ -73,6 +73,7 @@ def _config_from_run(uri: str, tracking_uri: str | None) -> dict[str, Any]:
     if store is not None:  # MLflow would create an empty store to look for the run
         raise UsageError(f"load_loss: no run {run_id}: the MLflow tracking store file {store} does not exist "
                          "(give the tracking URI where the study logged).")
+    quiet_mlflow()  # no "Downloading artifacts" progress bar
     client = MlflowClient(tracking_uri=uri)
     candidates = [artifact] if artifact else ["loss_config.json", "best_loss_config.json"]
     import tempfile

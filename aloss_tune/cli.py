@@ -91,7 +91,8 @@ def _add_tune(sub: Any) -> None:
                         "are gone are marked failed, and the others are reported")
     p.add_argument("--directory", help="KerasTuner project root (default: kt_projects)")
     p.add_argument("--quiet", action="store_true",
-                   help="no progress (default: a bar on a terminal, else one line per finished trial)")
+                   help="no progress (default: a bar on a terminal, else one line per finished trial; with "
+                        "--workers N, one line per trial from the worker that finished it)")
     p.set_defaults(func=_tune)
 
 
@@ -121,7 +122,7 @@ def _tune(args: argparse.Namespace) -> int:
     from aloss_tune.workers import run_workers, sigterm_as_interrupt
 
     if args.workers > 1:
-        result = run_workers(args.space, args.workers, **kwargs)
+        result = run_workers(args.space, args.workers, progress=False if args.quiet else "lines", **kwargs)
     else:
         with sigterm_as_interrupt():  # preempted: end the running trial and its run, as on Ctrl-C
             result = tune(args.space, progress=False if args.quiet else None, **kwargs)
@@ -140,8 +141,9 @@ def _heartbeat_on(args: argparse.Namespace) -> bool:
 
 
 def _print_result(result: Any) -> None:
-    counts = ", ".join(f"{n} {k}" for k, n in result.counts.items())
-    print(f"study {result.study_name!r} ({result.backend}): {counts}")
+    from aloss_tune.states import counts_text
+
+    print(f"study {result.study_name!r} ({result.backend}): {counts_text(result.counts)}")
     if result.best_trial is None:
         print("no finished trial yet")
         return

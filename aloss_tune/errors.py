@@ -38,6 +38,29 @@ class TrialFailed(AlossTuneError, RuntimeError):
     """One trial failed (an exception in training, a non-finite loss); the study goes on."""
 
 
+class TrialDead(AlossTuneError):
+    """A trial stopped early because it was not learning (see `aloss_tune.states`); not a failure.
+
+    Attributes:
+        epochs: the epochs it trained.
+        best: its best objective value (``None`` if none was finite).
+        baseline: the objective of a constant predictor it never beat.
+        history: its per-epoch metrics until it was stopped.
+    """
+
+    def __init__(self, message: str, *, epochs: int, best: float | None, baseline: float,
+                 history: dict[str, list[float]] | None = None):
+        super().__init__(message)
+        self.epochs = epochs
+        self.best = best
+        self.baseline = baseline
+        self.history = dict(history or {})
+
+    def record(self) -> dict[str, float | int | None]:
+        """What a backend stores on the trial: ``{"epochs", "best", "baseline"}``."""
+        return {"epochs": self.epochs, "best": self.best, "baseline": self.baseline}
+
+
 def describe(value: object) -> str:
     """A short, unambiguous rendering of a received value for error messages."""
     if isinstance(value, str):

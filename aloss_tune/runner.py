@@ -20,11 +20,12 @@ import numpy as np
 
 from aloss_tune.datasets import Dataset, as_dataset
 from aloss_tune.distributions import Categorical
-from aloss_tune.errors import ConfigError, TrialFailed, describe
+from aloss_tune.errors import ConfigError, TrialDead, TrialFailed, describe
 from aloss_tune.factories import build_loss, get_factory
 from aloss_tune.losses import attach, learned_values
 from aloss_tune.models import resolve_builder
 from aloss_tune.space import Objective, SearchSpace
+from aloss_tune.states import should_stop_dead
 
 Reporter = Callable[[int, dict[str, float]], None]
 _log = logging.getLogger("aloss_tune")
@@ -68,9 +69,16 @@ class TrialContext:
         return self.data.target_scale
 
     def baseline_value(self) -> float | None:
-        """The objective of a constant prediction (the training median or prior): the "dead trial" bar."""
+        """The objective of a constant prediction, the bar a trial must beat not to be dead (`aloss_tune.states`).
+
+        Regression: the training median's error; ROC-AUC: 0.5; PR-AUC: the validation positive rate;
+        accuracy: the validation frequency of the training set's most common class. ``None`` for a metric
+        without one.
+        """
         metric = self.objective.metric.removeprefix("val_")
         y_val = np.asarray(self.data.y_val, dtype="float64")
+        if metric == "accuracy" and self.data.task in ("binary", "multiclass"):
+            return _majority_accuracy(np.asarray(self.data.y_train, dtype="float64"), y_val)
         if self.data.task == "regression":
             pred = np.median(np.asarray(self.data.y_train, dtype="float64"), axis=0)
             err = y_val - pred
@@ -82,6 +90,16 @@ class TrialContext:
         if self.data.task == "binary" and metric == "pr_auc":
             return float(np.mean(y_val))
         return None
+
+
+def _majority_accuracy(y_train: np.ndarray, y_val: np.ndarray) -> float:
+    """The validation accuracy of always predicting the training set's most common class (one-hot columns or
+    one column of 0/1 labels)."""
+    if y_train.ndim == 2 and y_train.shape[1] > 1:
+        common = int(np.argmax(y_train.sum(axis=0)))
+        return float(np.mean(np.argmax(y_val, axis=1) == common))
+    common = int(np.mean(y_train.ravel() >= 0.5) > 0.5)
+    return float(np.mean((y_val.ravel() >= 0.5) == bool(common)))
 
 
 def prepare(space: SearchSpace, *, data: Any = None, build_model: Any = None) -> TrialContext:
@@ -277,10 +295,12 @@ class EpochReporter(keras.callbacks.Callback):
     """
 
     def __init__(self, reporters: Sequence[Reporter] = (),
-                 validation: tuple[Any, Any, Sequence[str], int] | None = None):
+                 validation: tuple[Any, Any, Sequence[str], int] | None = None,
+                 dead: DeadCheck | None = None):
         super().__init__()
         self.reporters = list(reporters)
         self.validation = validation
+        self.dead = dead
         self.history: dict[str, list[float]] = {}
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
@@ -298,6 +318,39 @@ class EpochReporter(keras.callbacks.Callback):
             reporter(epoch, metrics)
         if loss is not None and not math.isfinite(loss):
             raise TrialFailed(f"the training loss is {loss} at epoch {epoch}")
+        if self.dead is not None:
+            self.dead.check(epoch, metrics.get(self.dead.metric), int(self.params.get("epochs") or 0),
+                            self.history)
+
+
+@dataclass
+class DeadCheck:
+    """Stops a trial that is not learning (`aloss_tune.states.should_stop_dead`) by raising `TrialDead`.
+
+    A trial is never stopped at its last epoch: it completes, and counts as dead if its objective is no
+    better than the baseline.
+    """
+
+    metric: str
+    direction: str
+    baseline: float
+    warmup: int
+    initial_epoch: int = 0
+    best: float | None = None
+
+    def check(self, epoch: int, value: float | None, last_epoch: int, history: Mapping[str, list[float]]) -> None:
+        if value is not None and math.isfinite(value) and (
+                self.best is None or (value < self.best if self.direction == "minimize" else value > self.best)):
+            self.best = value
+        done = epoch + 1 - self.initial_epoch
+        if epoch + 1 >= last_epoch or not should_stop_dead(self.best, done, self.warmup, self.baseline,
+                                                           self.direction):
+            return
+        best = "none finite" if self.best is None else f"{self.best:.6g}"
+        raise TrialDead(f"not learning: after {done} epochs the best {self.metric} ({best}) is no better than "
+                        f"the baseline {self.baseline:.6g} (a constant prediction); stopped as dead",
+                        epochs=done, best=self.best, baseline=self.baseline,
+                        history={k: list(v) for k, v in history.items()})
 
 
 def build_trial_model(ctx: TrialContext, params: Mapping[str, Any]) -> tuple[keras.Model, keras.losses.Loss]:
@@ -332,8 +385,10 @@ def run_trial(ctx: TrialContext, params: Mapping[str, Any], *, seed: int,
             restored by one of ``callbacks``); epochs are numbered from it in reports and history.
         callbacks: extra Keras callbacks, run after the reporting callback (checkpoints, weight restoring).
 
-    Raises `TrialFailed` if the loss becomes non-finite or the objective metric is missing; any exception a
-    reporter raises (a backend's prune signal) propagates unchanged.
+    Raises `TrialFailed` if the loss becomes non-finite or the objective metric is missing, and `TrialDead`
+    when the trial is stopped because it is not learning (``training.stop_dead``: after the warm-up, its best
+    objective is no better than `TrialContext.baseline_value`); any exception a reporter raises (a
+    backend's prune signal) propagates unchanged.
     """
     return train(ctx, params, seed=seed, reporters=reporters, epochs=epochs, initial_epoch=initial_epoch,
                  callbacks=callbacks)[1]
@@ -356,7 +411,12 @@ def train(ctx: TrialContext, params: Mapping[str, Any], *, seed: int,
     training = ctx.space.training
     wanted = [name for name in VALIDATION_METRICS if ctx.objective.metric == f"val_{name}"]
     validation = (ctx.data.x_val, ctx.data.y_val, wanted, training.batch_size) if wanted else None
-    reporter = EpochReporter(reporters, validation=validation)
+    baseline = ctx.baseline_value() if training.dead_warmup is not None else None
+    dead = None
+    if baseline is not None and math.isfinite(baseline):
+        dead = DeadCheck(ctx.objective.metric, ctx.objective.direction, baseline, training.dead_warmup or 0,
+                         initial_epoch=initial_epoch)
+    reporter = EpochReporter(reporters, validation=validation, dead=dead)
     fit_callbacks: list[keras.callbacks.Callback] = [reporter, *callbacks]
     mode = "min" if ctx.objective.direction == "minimize" else "max"
     if training.early_stopping:

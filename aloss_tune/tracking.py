@@ -12,15 +12,22 @@ Layout (the same for every backend):
   metrics once per epoch with ``step=epoch`` in one batch (including learned ``alpha``/``scale``); the
   final ``objective``; ``loss_config.json`` whatever the trial's fate (a pruned or failed trial's loss
   rebuilds with ``load_loss("runs:/<run_id>")`` too); status complete -> FINISHED, pruned -> KILLED,
-  failed -> FAILED with ``error.txt``, and the tag ``aloss_tune.state`` (``running``, then ``complete``,
-  ``pruned`` or ``failed``) that the runs table can show as a column.
+  failed -> FAILED with ``error.txt``, dead (`aloss_tune.states`) -> KILLED when stopped early, FINISHED when it
+  completed no better than the baseline; the tag ``aloss_tune.state`` (``running``, then ``complete``,
+  ``dead``, ``pruned`` or ``failed``) and the tag ``aloss_tune.loss`` (its loss), which the runs table shows
+  as columns;
+* the parent run shows the winner in the same columns, updated after every trial: the best objective as its
+  ``objective`` metric (one value per finished trial, so its history is the best-so-far curve), the best
+  trial's loss as its ``aloss_tune.loss`` tag (a tag, as MLflow params cannot change once logged) and the
+  study's counts (``4 complete, 2 dead, 1 pruned, 0 failed``) as its ``aloss_tune.state`` tag.
 
 The experiment is set up for review in MLflow 3's UI, which otherwise opens an experiment on its GenAI
 overview (0 traces): it is tagged ``mlflow.experimentKind=custom_model_development`` (the model-training
 kind, which the UI reads where its GenAI / Model training switch is not shown), and it holds a shared view
 of the runs table, ``aloss_tune`` (the experiment tag ``mlflow.sharedViewState.aloss_tune``), that shows
-each run's ``objective``, ``loss`` and ``aloss_tune.state`` columns. `runs_url` opens that view in model
-training mode; the CLI prints it when a study ends.
+each run's ``objective``, ``aloss_tune.loss`` and ``aloss_tune.state`` columns, sorted by ``objective`` best
+first (the parent, holding the best value, at the top with the best trial), with column widths that fit
+their values. `runs_url` opens that view in model training mode; the CLI prints it when a study ends.
 
 Training never waits on the tracking store: one background thread per worker creates each trial's run
 and sends its epoch batches in order, and a new study's check that no other worker opened a parent run at
@@ -41,7 +48,9 @@ is gone costs this worker about 15 s once, where MLflow's defaults (7 retries, 1
 training for minutes at every call. Other stores (SQLite) get one more attempt after 0.5 s. The tracker also
 keeps MLflow from printing a "View run" link on stdout each time a run ends
 (``MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT``) and drops the per-attempt error lines of urllib3 and of
-MLflow's asynchronous logging queue, so a lost server shows as that one warning.
+MLflow's asynchronous logging queue, so a lost server shows as that one warning. MLflow's own chatter is
+kept off the console too (`quiet_mlflow`): the INFO lines of a new store's table creation and the
+"Downloading artifacts" progress bars.
 
 A run left ``RUNNING`` by a worker that died (or whose tracking was off when its trial ended) is ended
 later by `StudyTracker.end_lost_run`, which the search backend calls when it learns the trial's fate:
@@ -74,6 +83,7 @@ from aloss_tune._schema import (  # noqa: F401 - the tag names are also read fro
     CONTINUES_TAG,
     DEFAULT_TRACKING_URI,
     ERROR_TAG,
+    LOSS_TAG,
     RECONCILED_TAG,
     RETRY_TAG,
     STATE_TAG,
@@ -83,6 +93,7 @@ from aloss_tune._schema import (  # noqa: F401 - the tag names are also read fro
 )
 from aloss_tune._urls import redact_text, redact_url
 from aloss_tune.errors import ConfigError, UsageError, describe
+from aloss_tune.states import STATES, counts_text
 
 _log = logging.getLogger("aloss_tune.tracking")
 
@@ -92,8 +103,14 @@ EXPERIMENT_KIND = "custom_model_development"
 # A shared view of the runs table (MLflow UI's `viewStateShareKey`): the columns that tell trials apart.
 VIEW_KEY = "aloss_tune"
 VIEW_TAG = f"mlflow.sharedViewState.{VIEW_KEY}"
-RUNS_COLUMNS = ("metrics.`objective`", "params.`loss`", f"tags.`{STATE_TAG}`")
-STATUS = {"complete": "FINISHED", "pruned": "KILLED", "failed": "FAILED"}
+RUNS_COLUMNS = ("metrics.`objective`", f"tags.`{LOSS_TAG}`", f"tags.`{STATE_TAG}`")
+# Widths (pixels) that show each column's values whole: a full float, a loss name, the study's counts.
+RUNS_COLUMN_WIDTHS = {"attributes.`Run Name`": 210, "metrics.`objective`": 150, f"tags.`{LOSS_TAG}`": 130,
+                      f"tags.`{STATE_TAG}`": 270}
+# The table's own columns before the selected ones (MLflow applies widths only to the columns it is given).
+_TABLE_COLUMNS = ("attributes.`Run Name`", "runDateAndNestInfo", "duration")
+# A run's MLflow status by its state (a dead trial that ran all its epochs ends FINISHED: see `TrialRun.finish`).
+STATUS = {"complete": "FINISHED", "dead": "KILLED", "pruned": "KILLED", "failed": "FAILED"}
 
 # MLflow settings for a tracking server, unless the environment sets them (see the module docstring).
 HTTP_DEFAULTS = {
@@ -217,9 +234,24 @@ def runs_url(tracking_uri: str, experiment_id: str) -> str | None:
             f"?workflowType=machine_learning&viewStateShareKey={VIEW_KEY}")
 
 
-def experiment_tags() -> dict[str, str]:
-    """The tags that set an experiment up for review in the MLflow UI (see the module docstring)."""
-    return {EXPERIMENT_KIND_TAG: EXPERIMENT_KIND, VIEW_TAG: json.dumps({"selectedColumns": list(RUNS_COLUMNS)})}
+def experiment_tags(direction: str = "minimize") -> dict[str, str]:
+    """The tags that set an experiment up for review in the MLflow UI (see the module docstring): its runs
+    sorted by ``objective``, best first for ``direction``."""
+    view = {"selectedColumns": list(RUNS_COLUMNS), "orderByKey": RUNS_COLUMNS[0],
+            "orderByAsc": direction == "minimize", "columnOrder": [*_TABLE_COLUMNS, *RUNS_COLUMNS],
+            "columnWidths": dict(RUNS_COLUMN_WIDTHS)}
+    return {EXPERIMENT_KIND_TAG: EXPERIMENT_KIND, VIEW_TAG: json.dumps(view)}
+
+
+def quiet_mlflow() -> None:
+    """Keep MLflow's chatter off the console: the INFO lines of a new SQLite store's table creation and the
+    "Downloading artifacts" progress bars (unless ``MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR`` is set). Call it
+    before opening a store or downloading an artifact."""
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    for name in ("mlflow.store.db.utils", "alembic.runtime.migration"):
+        logger = logging.getLogger(name)
+        if logger.getEffectiveLevel() < logging.WARNING:
+            logger.setLevel(logging.WARNING)
 
 
 def trial_run_name(number: int, loss: Any) -> str:
@@ -337,15 +369,17 @@ class StudyTracker:
         backend: ``optuna`` or ``keras-tuner`` (logged).
         space: the validated space as a dict (logged as ``space.yaml``).
         storage: the search storage URL or directory (logged redacted).
+        direction: the objective's direction (the runs table lists the best run first).
     """
 
     def __init__(self, settings: TrackingSettings, study: str, *, backend: str,
-                 space: Mapping[str, Any] | None = None, storage: str | None = None):
+                 space: Mapping[str, Any] | None = None, storage: str | None = None, direction: str = "minimize"):
         from mlflow.tracking import MlflowClient
 
         self.settings = settings
         self.study = study
         self.backend = backend
+        self.direction = direction
         self.space = dict(space or {})
         self.storage = redact_url(storage)
         server = settings.tracking_uri.startswith(("http://", "https://"))
@@ -353,6 +387,7 @@ class StudyTracker:
             for name, value in HTTP_DEFAULTS.items():
                 os.environ.setdefault(name, value)
         _quiet_retry_noise()
+        quiet_mlflow()
         with store_lock(settings.tracking_uri):  # the client opens the store: creates a fresh SQLite one
             self.client = MlflowClient(tracking_uri=settings.tracking_uri)
         # A server's calls are already retried by MLflow's HTTP client; a local store gets a second attempt.
@@ -386,7 +421,7 @@ class StudyTracker:
         experiment = self.client.get_experiment_by_name(name)
         if experiment is None:
             try:
-                self.experiment_id = self.client.create_experiment(name, tags=experiment_tags())
+                self.experiment_id = self.client.create_experiment(name, tags=experiment_tags(self.direction))
             except Exception:  # noqa: BLE001 - created meanwhile by another worker
                 experiment = self.client.get_experiment_by_name(name)
                 if experiment is None:
@@ -399,7 +434,7 @@ class StudyTracker:
         if experiment is not None:
             # An experiment made before (or by someone else): set it up too, keeping a kind or a view that
             # is there already.
-            for key, value in experiment_tags().items():
+            for key, value in experiment_tags(self.direction).items():
                 if key not in experiment.tags:
                     self.client.set_experiment_tag(self.experiment_id, key, value)
         existing = self._oldest_parent()
@@ -495,12 +530,42 @@ class StudyTracker:
         if self.space:
             self.client.log_text(self._parent_id, yaml.safe_dump(self.space, sort_keys=False), "space.yaml")
 
-    def close(self, *, best: Mapping[str, Any] | None = None, status: str = "FINISHED",
-              artifacts: Path | None = None) -> None:
-        """Log the best trial (params, value, loss config) and artifacts on the parent, then end it."""
+    def record_progress(self, best: Mapping[str, Any] | None, counts: Mapping[str, int]) -> None:
+        """Show the study's winner on the parent run, in the runs table's columns: the best objective as its
+        ``objective`` metric, the best trial's loss as its ``aloss_tune.loss`` tag, the counts
+        (``4 complete, 2 dead, 1 pruned, 0 failed``) as its ``aloss_tune.state`` tag.
+
+        Sent by the background sender (training does not wait). The metric's step is the number of finished
+        trials, so that the runs table (which shows a metric's value at its highest step) keeps the newest
+        of several workers' updates.
+        """
+        if self.guard.failed is None:
+            self._epoch_sender.submit(self._record_progress, best, dict(counts))
+
+    def _record_progress(self, best: Mapping[str, Any] | None, counts: Mapping[str, int]) -> None:
+        from mlflow.entities import Metric, RunTag
+
         run_id = self.parent_run_id
         if run_id is None:
             return
+        step = sum(int(counts.get(state, 0)) for state in STATES)
+        metrics, tags = [], [RunTag(STATE_TAG, counts_text(counts))]
+        if best is not None and best.get("value") is not None:
+            metrics.append(Metric("objective", float(best["value"]), int(time.time() * 1000), step))
+        if best is not None and (best.get("params") or {}).get("loss"):
+            tags.append(RunTag(LOSS_TAG, str(best["params"]["loss"])))
+        self.client.log_batch(run_id, metrics=metrics, tags=tags)
+
+    def close(self, *, best: Mapping[str, Any] | None = None, status: str = "FINISHED",
+              artifacts: Path | None = None, counts: Mapping[str, int] | None = None) -> None:
+        """Log the best trial (params, value, loss config), the study's counts (`record_progress`) and
+        artifacts on the parent, then end it."""
+        run_id = self.parent_run_id
+        if run_id is None:
+            return
+        self._epoch_sender.drain()  # updates still queued come before the final ones
+        if counts is not None:
+            self.guard(self._record_progress, best, counts)
         if best is not None:
             self.guard(self._log_best, run_id, best)
         if artifacts is not None and Path(artifacts).exists():
@@ -513,6 +578,8 @@ class StudyTracker:
         now = int(time.time() * 1000)
         tags = [RunTag(BEST_TRIAL_TAG, str(best.get("number"))),
                 RunTag(BEST_LOSS_TAG, str(best.get("params", {}).get("loss")))]
+        if (best.get("params") or {}).get("loss"):
+            tags.append(RunTag(LOSS_TAG, str(best["params"]["loss"])))
         metrics = [Metric("best_objective", float(best["value"]), now, 0)] if best.get("value") is not None else []
         self.client.log_batch(run_id, metrics=metrics, tags=tags)
         self.client.log_dict(run_id, dict(best.get("params", {})), "best_params.json")
@@ -544,7 +611,8 @@ class StudyTracker:
 
         tags = {"mlflow.parentRunId": self.parent_run_id, STUDY_TAG: self.study, TRIAL_TAG: str(number),
                 STATE_TAG: "running", BACKEND_TAG: self.backend, WORKER_TAG: worker_id(),
-                **self.settings.tags, **more_tags}
+                **({LOSS_TAG: str(params["loss"])} if params.get("loss") else {}), **self.settings.tags,
+                **more_tags}
         run = self.client.create_run(self._experiment, tags=tags,
                                      run_name=trial_run_name(number, params.get("loss")))
         all_params = {**params, "seed": seed, "backend": self.backend, **extra}
@@ -573,15 +641,17 @@ class StudyTracker:
         return out
 
     def end_lost_run(self, run_id: str, state: str, *, objective: float | None = None,
-                     error: str | None = None) -> bool:
-        """End a trial run that its worker left ``RUNNING``, with the state the search backend recorded.
+                     error: str | None = None, status: str | None = None) -> bool:
+        """End a trial run that its worker left ``RUNNING``, with the state the search backend recorded
+        (``status``: the MLflow status, when not the state's usual one).
 
         Only a run still ``RUNNING`` is touched (a run its worker ended meanwhile is left as it is); it is
         tagged ``aloss_tune.reconciled``. Returns whether the run was ended here.
         """
-        return bool(self.guard(self._end_lost_run, run_id, state, objective, error))
+        return bool(self.guard(self._end_lost_run, run_id, state, objective, error, status))
 
-    def _end_lost_run(self, run_id: str, state: str, objective: float | None, error: str | None) -> bool:
+    def _end_lost_run(self, run_id: str, state: str, objective: float | None, error: str | None,
+                      status: str | None = None) -> bool:
         from mlflow.entities import Metric, RunTag
 
         if self.client.get_run(run_id).info.status != "RUNNING":
@@ -594,7 +664,7 @@ class StudyTracker:
             tags.append(RunTag(ERROR_TAG, error.strip().splitlines()[-1][:500]))
             self.client.log_text(run_id, error, "error.txt")
         self.client.log_batch(run_id, metrics=metrics, tags=tags)
-        self.client.set_terminated(run_id, status=STATUS[state])
+        self.client.set_terminated(run_id, status=status or STATUS[state])
         return True
 
 
@@ -676,8 +746,10 @@ class TrialRun:
         self._sender.drain()
 
     def finish(self, state: str, *, objective: float | None = None, loss_config: Mapping[str, Any] | None = None,
-               error: str | None = None) -> None:
-        """End the run: ``complete`` -> FINISHED, ``pruned`` -> KILLED, ``failed`` -> FAILED (+ error.txt).
+               error: str | None = None, status: str | None = None) -> None:
+        """End the run: ``complete`` -> FINISHED, ``pruned`` -> KILLED, ``failed`` -> FAILED (+ error.txt),
+        ``dead`` -> KILLED (stopped early), or ``status`` when given (FINISHED for a dead trial that ran all
+        its epochs).
 
         Every run gets ``loss_config.json``: without ``loss_config`` (a trial pruned or failed before it had
         one) it is made from the params the trial started with.
@@ -690,7 +762,7 @@ class TrialRun:
             return
         if loss_config is None:
             loss_config = self._config_from_params()
-        self.tracker.guard(self._finish, state, objective, loss_config, error)
+        self.tracker.guard(self._finish, state, objective, loss_config, error, status)
 
     def _config_from_params(self) -> dict[str, Any] | None:
         if not self.params.get("loss"):
@@ -704,7 +776,7 @@ class TrialRun:
             return None
 
     def _finish(self, state: str, objective: float | None, loss_config: Mapping[str, Any] | None,
-                error: str | None) -> None:
+                error: str | None, status: str | None = None) -> None:
         from mlflow.entities import Metric, RunTag
 
         client, run_id = self.tracker.client, self.run_id
@@ -721,7 +793,7 @@ class TrialRun:
         client.log_batch(run_id, metrics=metrics, tags=tags)
         if loss_config is not None:
             client.log_dict(run_id, dict(loss_config), "loss_config.json")
-        client.set_terminated(run_id, status=STATUS[state])
+        client.set_terminated(run_id, status=status or STATUS[state])
 
 
 def tag_filter(key: str, value: str) -> str:

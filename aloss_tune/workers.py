@@ -62,7 +62,8 @@ def run_workers(space: Any, workers: int, *, n_trials: int | None = None, timeou
                 storage: str | None = None, study_name: str | None = None,
                 heartbeat_interval: int | None = None, retries: int = 0, tracking: bool = True,
                 tracking_uri: str | None = None, mlflow_config: str | Path | None = None,
-                threads: int | None = None, reclaim: bool = False, **tune_kwargs: Any) -> Any:
+                threads: int | None = None, reclaim: bool = False, progress: bool | str | None = "lines",
+                **tune_kwargs: Any) -> Any:
     """Run one study with ``workers`` processes on this machine; return its `aloss_tune.api.TuneResult`.
 
     Args:
@@ -79,6 +80,10 @@ def run_workers(space: Any, workers: int, *, n_trials: int | None = None, timeou
         reclaim: mark failed every trial left RUNNING when the command starts (see
             `aloss_tune.backends.optuna.reclaim_running`; by default only those of processes of this machine
             that are gone). Checked once, here, before the workers start.
+        progress: ``"lines"`` (default): each worker writes one line per trial it finishes on stderr, the
+            line one process writes (`aloss_tune.progress.TrialLog`, the study's best so far included);
+            ``False``: nothing. (A bar per worker would overwrite the others', so ``True`` and ``None`` are
+            lines too.)
         tracking, tracking_uri, mlflow_config, **tune_kwargs: passed to `aloss_tune.tune` in every worker.
 
     Raises:
@@ -115,7 +120,8 @@ def run_workers(space: Any, workers: int, *, n_trials: int | None = None, timeou
 
     common = dict(tune_kwargs, timeout=timeout, storage=url, study_name=name,
                   heartbeat_interval=heartbeat_interval, retries=retries, tracking=tracking,
-                  tracking_uri=tracking_uri, mlflow_config=mlflow_config, progress=False,
+                  tracking_uri=tracking_uri, mlflow_config=mlflow_config,
+                  progress="lines" if progress is not False else False,
                   reclaim=None)  # checked above: a worker must not fail the trial a sibling has just started
     context = multiprocessing.get_context("spawn")
     messages = context.Queue()
@@ -221,7 +227,7 @@ def _check_stores(url: str, *, tracking: bool, tracking_uri: str | None, mlflow_
     open_storage(StorageOptions(url=url, heartbeat_interval=0))
     if not tracking:
         return None
-    from aloss_tune.tracking import check_tracking_uri, load_settings
+    from aloss_tune.tracking import check_tracking_uri, load_settings, quiet_mlflow
 
     settings = load_settings(mlflow_config, tracking_uri=tracking_uri)
     if not settings.enabled:
@@ -229,6 +235,8 @@ def _check_stores(url: str, *, tracking: bool, tracking_uri: str | None, mlflow_
     check_tracking_uri(settings.tracking_uri)
     if not settings.tracking_uri.startswith(("http://", "https://")):
         from mlflow.tracking import MlflowClient
+
+        quiet_mlflow()
 
         from aloss_tune._urls import redact_text, redact_url
 

@@ -55,7 +55,7 @@ def space(epochs: int) -> dict:
         "optimizer": {"name": "adam",
                       "learning_rate": {"type": "float", "low": 1e-3, "high": 1e-2, "log": True}},
         "objective": {"metric": "val_mae", "direction": "minimize"},
-        "training": {"epochs": epochs, "batch_size": BATCH},
+        "training": {"epochs": epochs, "batch_size": BATCH, "stop_dead": False},  # every trial the same length
         "loss": ["mse", "huber"],
         "search": {"sampler": "random", "pruner": "none", "seed": 0},
     }
@@ -76,7 +76,8 @@ def one_run(workers: int, args: argparse.Namespace, folder: str) -> tuple[float,
                          tracking_uri=tracking, threads=args.threads)
     wall, cpu = time.perf_counter() - start, _children_cpu() - cpu
     trials = [t for t in result.study.get_trials(deepcopy=False) if t.state.is_finished()]
-    assert len(trials) == args.trials and result.counts["complete"] == args.trials, result.counts
+    finished = result.counts["complete"] + result.counts["dead"]
+    assert len(trials) == args.trials and finished == args.trials, result.counts
     span = (max(t.datetime_complete for t in trials) - min(t.datetime_start for t in trials)).total_seconds()
     return 3600 * args.trials / wall, 3600 * args.trials / span, cpu / args.trials, cpu / wall
 

@@ -47,7 +47,7 @@ def space(trials: int, epochs: int) -> dict:
                                                "dropout": {"type": "float", "low": 0.0, "high": 0.2}}},
         "optimizer": {"name": "adam", "learning_rate": 1e-3},
         "objective": {"metric": "val_mae", "direction": "minimize"},
-        "training": {"epochs": epochs, "batch_size": BATCH},
+        "training": {"epochs": epochs, "batch_size": BATCH, "stop_dead": False},  # every trial the same length
         "loss": ["mse"],
         "search": {"sampler": "random", "pruner": {"name": "median", "n_startup_trials": trials + 1},
                    "n_trials": trials, "seed": 0},

@@ -61,13 +61,34 @@ def mlflow_runs(tmp: Path):
 def test_tune_runs_the_study_and_reports(study):
     first = study["first"]
     assert first.returncode == 0, first.stderr[-2000:]
-    assert "study 'e2e' (optuna): 2 complete, 0 pruned, 2 failed" in first.stdout
+    # The huber trial (delta 1 on outlier-heavy targets) ends no better than predicting the training median:
+    # dead, and counted so on the console as in the report.
+    assert "study 'e2e' (optuna): 1 complete, 1 dead, 0 pruned, 2 failed" in first.stdout
     assert "best trial" in first.stdout and "loss:" in first.stdout
     # No terminal: one line per finished trial on stderr instead of a progress bar.
     lines = [line for line in first.stderr.splitlines() if line.startswith("trial ")]
     assert sorted((int(line.split()[1]), line.split()[2]) for line in lines)[0][0] == 0
-    assert sorted(line.split()[2] for line in lines) == ["complete", "complete", "failed", "failed"], first.stderr
+    assert sorted(line.split()[2] for line in lines) == ["complete", "dead", "failed", "failed"], first.stderr
     assert all("loss=" in line for line in lines) and all("best=" in line for line in lines if "complete" in line)
+    # MLflow created its store (a new file) without a word: no table-creation INFO lines.
+    assert "Creating initial MLflow database tables" not in first.stderr
+    assert [line for line in first.stderr.splitlines() if " INFO " in line] == []
+
+
+def test_the_console_the_report_and_mlflow_count_trials_the_same_way(study):
+    from aloss_tune.report._study import read_study
+
+    counts = read_study(optuna.load_study(study_name="e2e", storage=f"sqlite:///{study['tmp'] / 'optuna.db'}")).counts
+    assert counts == {"complete": 1, "dead": 2, "pruned": 0, "failed": 2}  # the resume added one more dead trial
+    summary = f"{counts['complete']} complete, {counts['dead']} dead, 0 pruned, {counts['failed']} failed"
+    assert f"study 'e2e' (optuna): {summary}" in study["second"].stdout
+    client, runs = mlflow_runs(study["tmp"])
+    parent = next(r for r in runs if "mlflow.parentRunId" not in r.data.tags)
+    assert parent.data.tags["aloss_tune.state"] == summary
+    states = sorted(r.data.tags["aloss_tune.state"] for r in runs if r.info.run_id != parent.info.run_id)
+    assert states == ["complete", "dead", "dead", "failed", "failed"]
+    page = Path(client.download_artifacts(parent.info.run_id, "summary.md", str(study["tmp"] / "dl"))).read_text()
+    assert f"- Trials: 5 ({summary})" in page and "**Dead trials: 2** of 5" in page
 
 
 def test_tune_logs_and_registers_the_best_model_when_asked(study):
@@ -133,7 +154,7 @@ def test_mlflow_layout(study):
     assert parent.info.status == "FINISHED"
 
 
-def test_best_rebuilds_the_same_loss(study):
+def test_best_rebuilds_the_same_loss(study, capfd):
     import aloss_tune
 
     tmp = study["tmp"]
@@ -162,9 +183,11 @@ def test_best_rebuilds_the_same_loss(study):
     assert aloss_tune.load_loss(f"runs:/{run.info.run_id}", tracking_uri=uri).get_config() == expected
     parent = next(r for r in runs if "mlflow.parentRunId" not in r.data.tags)
     assert aloss_tune.load_loss(f"runs:/{parent.info.run_id}", tracking_uri=uri).get_config() == expected
+    assert "Downloading artifacts" not in capfd.readouterr().err  # no progress bars from MLflow
     for source in (run, parent):
         out = cli("best", f"runs:/{source.info.run_id}", "--tracking-uri", uri, "--format", "python", cwd=tmp)
         assert out.returncode == 0, out.stderr[-2000:]
+        assert out.stderr == ""  # nothing but the snippet (on stdout)
         used = run_snippet(out.stdout)
         assert used["loss"] == expected and used["model_params"]["model.units"] == 8
 

@@ -116,7 +116,10 @@ def test_regression_study_writes_every_artifact(tmp_path):
     adaptive = [r for r in rows if r["loss"] == "adaptive_barron" and r["state"] == "complete"]
     assert adaptive and all(r["learned.alpha"] and r["learned.scale"] for r in adaptive)
     summary = (tmp_path / "summary.md").read_text()
-    assert "**Dead trials: 1** of 10 complete" in summary
+    # Counted as everywhere else: the dead trial is neither complete nor pruned.
+    assert "- Trials: 12 (9 complete, 1 dead, 1 pruned, 1 failed)" in summary
+    assert "**Dead trials: 1** of 12" in summary
+    assert [r["state"] for r in rows].count("dead") == 1 and [r["state"] for r in rows].count("complete") == 9
     assert "| huber | 4 |" in summary  # the per-family table
     for name in (*FIGURES, LEARNED):
         assert f"({name})" in summary
@@ -349,7 +352,7 @@ def test_a_keras_tuner_project_reads_as_the_same_records_as_an_optuna_study(tmp_
         assert_figure(written[name])
     rows = csv_rows(written["trials.csv"].read_text())
     assert [r["mlflow_run_id"] for r in rows] == [f"run{t.number}" for t in expected]
-    assert "**Dead trials: 1** of 10 complete" in written["summary.md"].read_text()
+    assert "**Dead trials: 1** of 11" in written["summary.md"].read_text()
 
 
 def test_report_finds_a_keras_tuner_project_and_the_optuna_storage_points_to_it(tmp_path, in_tmp):
@@ -404,9 +407,14 @@ def test_parallel_coordinates_labels_never_overlap(monkeypatch):
     importances = {n: (10.0 - first.index(n) if n in first else 1.0) for n in names}
     fig = drawn_figure(monkeypatch, lambda p: _plots.plot_parallel(data, importances, p))
     ax = fig.axes[0]
-    assert [t.get_text() for t in ax.get_xticklabels()][:5] == [
-        "loss", "dynamic_alpha.alpha_formula", "optimizer.learning_rate", "error_mse.clip_max",
-        "adaptive_barron.scale_init"]
+    # The loss, the params every trial has, then each family's own params side by side, important first.
+    # The loss, the params every trial has and the objective, then each family's own params, important first.
+    shown = [t.get_text() for t in ax.get_xticklabels()]
+    families = [label for label in shown if "." in label and label.split(".")[0] in space.losses]
+    assert shown[:2] == ["loss", "optimizer.learning_rate"] and "val_mae" in shown
+    assert families[:3] == ["dynamic_alpha.alpha_formula", "error_mse.clip_max", "adaptive_barron.scale_init"]
+    assert shown == [label for label in shown if label not in families] + families
+    assert shown[len(shown) - len(families) - 1] == "val_mae"
     labels = [t for t in [*ax.get_xticklabels(), *ax.texts] if t.get_text()]
     masks = label_ink(fig, labels)
     for i, mask in enumerate(masks):
@@ -450,3 +458,80 @@ def test_regression_loss_shape_is_drawn_in_spreads_of_the_target(monkeypatch):
     for ax in fig.axes[:2]:  # the axis titles fit in the figure
         box = ax.xaxis.label.get_window_extent(fig.canvas.get_renderer())
         assert fig.bbox.x0 <= box.x0 and box.x1 <= fig.bbox.x1
+
+
+def test_parallel_coordinates_draw_only_the_params_a_trial_has(monkeypatch):
+    # confidence_bce searches nothing of its own here: its trials' lines must never cross the axes of
+    # class_bce's and focal's params (where a line running through would read as pos_weight=20, alpha=0.95).
+    from aloss_tune.report import _plots
+
+    losses = ("confidence_bce", "class_bce", "focal")
+    study = optuna.create_study(study_name="families", direction="maximize")
+    study.set_user_attr("aloss_tune.objective", {"metric": "val_pr_auc", "direction": "maximize"})
+    own = {"class_bce": {"loss.class_bce.pos_weight": (20.0, FloatDistribution(0.5, 50.0, log=True))},
+           "focal": {"loss.focal.alpha": (0.95, FloatDistribution(0.05, 0.95)),
+                     "loss.focal.gamma": (4.0, FloatDistribution(0.0, 5.0))}}
+    for i in range(9):
+        loss = losses[i % 3]
+        params = {"loss": loss, "model.units": 8 + i, **{k: v for k, (v, _) in own.get(loss, {}).items()}}
+        dists = {"loss": CategoricalDistribution(losses), "model.units": IntDistribution(8, 64),
+                 **{k: d for k, (_, d) in own.get(loss, {}).items()}}
+        study.add_trial(optuna.trial.create_trial(
+            value=0.5 + i / 40, params=params, distributions=dists,
+            user_attrs={"aloss_tune.params": {"loss": loss, "model.units": 8 + i}}))
+    data = read_study(study)
+    importances = {"loss.class_bce.pos_weight": 0.4, "loss.focal.alpha": 0.3, "loss.focal.gamma": 0.2,
+                   "model.units": 0.05, "loss": 0.05}
+    fig = drawn_figure(monkeypatch, lambda p: _plots.plot_parallel(data, importances, p))
+    ax = fig.axes[0]
+    labels = [t.get_text() for t in ax.get_xticklabels()]
+    positions = [float(x) for x in ax.get_xticks()]
+    pieces: dict[int, list[list[str]]] = {}  # per trial, the axes each of its drawn pieces runs through
+    for i, line in enumerate(ax.get_lines()):
+        if line.get_marker() != "o":
+            continue  # the axes themselves
+        if line.get_gid() is None:
+            line.set_gid(f"trial-{100 + i}")  # a trial's line drawn without its name: checked all the same
+        if line.get_gid().startswith("trial-"):
+            axes_of_line = [labels[positions.index(float(x))] for x in line.get_xdata()]
+            pieces.setdefault(int(line.get_gid().removeprefix("trial-")), []).append(axes_of_line)
+    for parts in pieces.values():  # each piece joins neighbouring axes only: it never crosses another axis
+        for part in parts:
+            first = labels.index(part[0])
+            assert part == labels[first:first + len(part)], (part, labels)
+    assert labels == ["loss", "model.units", "val_pr_auc", "class_bce.pos_weight", "focal.alpha", "focal.gamma"]
+    assert sorted(pieces) == list(range(9))
+    for number, parts in pieces.items():
+        # Every trial: one piece through the loss, its units and its objective; a class_bce or focal trial
+        # one more through its own params; a confidence_bce trial nothing on the axes it does not have.
+        loss = losses[number % 3]
+        assert parts == [["loss", "model.units", "val_pr_auc"],
+                         *([[name.split(".", 1)[1] for name in own[loss]]] if loss in own else [])], number
+
+
+def test_value_axes_zoom_on_the_trials_and_note_the_baseline(monkeypatch):
+    # PR-AUC: the baseline (the positive rate, 0.08) and the dead trial (0.07) lie far below the trials that
+    # learned (0.5 to 0.83): the axis shows those, the baseline is a note, the dead trial a marker at the edge.
+    from aloss_tune.report import _plots
+
+    data = read_study(synthetic_study("binary"))
+    (dead,) = [t.value for t in data.trials if t.dead]
+    assert dead == pytest.approx(0.07) and data.baseline == 0.08
+    for draw, states in ((_plots.plot_history, ("complete", "pruned")), (_plots.plot_by_family, ("complete",))):
+        live = [t.value for t in data.trials if t.state in states and t.value is not None and not t.dead]
+        assert min(live) > 0.25  # the pruned trial's last value is the lowest
+        fig = drawn_figure(monkeypatch, lambda p, draw=draw: draw(data, p))
+        ax = fig.axes[0]
+        low, high = ax.get_ylim()
+        assert 0.2 < low <= min(live) and high >= max(live), (draw.__name__, low, high)
+        notes = [t.get_text() for t in ax.texts if "baseline" in t.get_text()]
+        assert notes == ["\u25bc baseline (a constant prediction): 0.08, below the axis"], draw.__name__
+        assert not [line for line in ax.get_lines() if list(line.get_ydata()) == [0.08, 0.08]]  # no line
+        edge = [line for line in ax.get_lines() if line.get_marker() == "v"]
+        assert [float(line.get_ydata()[0]) for line in edge] == [low]  # the dead trial, at the bottom edge
+    # A baseline within the trials' range is a dashed line, as before.
+    regression = read_study(synthetic_study("regression"))
+    fig = drawn_figure(monkeypatch, lambda p: _plots.plot_history(regression, p))
+    ax = fig.axes[0]
+    assert [list(line.get_ydata()) for line in ax.get_lines() if line.get_linestyle() == "--"] == [[60.0, 60.0]]
+    assert not [t for t in ax.texts if "baseline" in t.get_text()]

@@ -19,7 +19,7 @@ import optuna
 import pytest
 import yaml
 from helpers import spaces
-from helpers.processes import cli_env, start_cli, wait_for
+from helpers.processes import cli_env, start_cli, study_counts, wait_for
 from mlflow.tracking import MlflowClient
 
 from aloss_tune.api import tune
@@ -225,7 +225,8 @@ def test_trials_of_a_dead_process_are_reported_and_failed_on_a_rerun(tmp_path, s
                 in messages), messages
         assert any(f"still RUNNING: #{alive}, #{elsewhere}" in m and "--reclaim" in m
                    for m in messages), messages
-        assert "study 's' (optuna): 2 complete, 0 pruned, 2 failed, 2 running" in out
+        counts = study_counts(out, "s")
+        assert (counts["finished"], counts["pruned"], counts["failed"], counts["running"]) == (2, 0, 2, 2)
         trials = trials_of("s", stores["storage"])
         assert [trials[n].state for n in dead] == [FAIL, FAIL]
         assert "gone" in trials[dead[0]].user_attrs[ERROR_ATTR]
@@ -242,7 +243,8 @@ def test_trials_of_a_dead_process_are_reported_and_failed_on_a_rerun(tmp_path, s
         caplog.clear()
         with caplog.at_level(logging.WARNING):
             assert main([*args, "--reclaim", "--n-trials", "1"]) == 0
-        assert "study 's' (optuna): 3 complete, 0 pruned, 4 failed" in capsys.readouterr().out
+        counts = study_counts(capsys.readouterr().out, "s")
+        assert (counts["finished"], counts["pruned"], counts["failed"], counts["running"]) == (3, 0, 4, 0)
         assert any("2 trials left RUNNING" in r.getMessage() and "--reclaim" in r.getMessage()
                    for r in caplog.records)
         assert not [t.number for t in trials_of("s", stores["storage"]) if t.state == RUNNING]
@@ -265,12 +267,13 @@ def test_a_killed_run_then_a_plain_rerun_leaves_nothing_running(tmp_path):
     finally:
         worker.kill()
         worker.communicate()
-    done = sum(t.state == COMPLETE for t in trials_of("s", storage))
+    done = sum(t.state == COMPLETE for t in trials_of("s", storage))  # complete or dead: never stopped here
     rerun = start_cli("tune", space, *stores, "--n-trials", "1", "--timeout", "1", cwd=tmp_path)
     stdout, stderr = rerun.communicate(timeout=180)
     assert rerun.returncode == 0, stderr[-3000:]
     assert f"1 trial left RUNNING by a process that is gone: #{victim.number}; marked FAIL." in stderr
-    assert f"{done + 1} complete, 0 pruned, 1 failed" in stdout
+    counts = study_counts(stdout, "s")
+    assert (counts["finished"], counts["pruned"], counts["failed"]) == (done + 1, 0, 1)
     trials = trials_of("s", storage)
     assert trials[victim.number].state == FAIL
     client, parents, children = runs_of(tracking, "s")
@@ -329,7 +332,7 @@ def test_a_failed_trial_is_one_line_and_its_traceback_is_in_error_txt(tmp_path, 
 
     with caplog.at_level(logging.WARNING):
         result = tune(space, build_model=build_then_fail, progress=False, **stores)
-    assert result.counts == {"complete": 0, "pruned": 0, "failed": 2}
+    assert result.counts == {"complete": 0, "dead": 0, "pruned": 0, "failed": 2}
     records = [r for r in caplog.records if r.name.startswith("optuna")]
     assert [r.getMessage() for r in records] == [
         f"trial {n} failed: {result.study.trials[n].user_attrs[ERROR_ATTR]}" for n in (0, 1)]

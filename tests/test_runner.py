@@ -43,6 +43,53 @@ def test_baseline_is_the_median_predictor():
     assert ctx.baseline_value() == pytest.approx(np.mean(np.abs(y_val - np.median(y_train))), rel=1e-6)
 
 
+def test_accuracy_baseline_is_the_most_common_training_class_on_the_validation_data():
+    from aloss_tune.datasets import Dataset
+
+    # Multiclass (one-hot): class 2 is the most common in training; 3 of the 8 validation rows are class 2.
+    y_train = np.eye(3, dtype="float32")[[2, 2, 2, 0, 1, 2, 0]]
+    y_val = np.eye(3, dtype="float32")[[0, 2, 1, 2, 0, 0, 2, 1]]
+    x_train, x_val = np.zeros((7, 2), "float32"), np.zeros((8, 2), "float32")
+    space = SearchSpace.from_dict({"study": "t", "loss": ["cce"], "model": {"builder": "mlp"}})
+    ctx = prepare(space, data=Dataset("m", "multiclass", x_train, y_train, x_val, y_val))
+    assert ctx.objective.metric == "val_accuracy" and ctx.baseline_value() == 3 / 8
+    # Binary accuracy: the positives are the most common training class; 2 of the 5 validation rows.
+    y_train, y_val = np.array([1, 1, 0, 1], "float32"), np.array([0, 1, 0, 0, 1], "float32")
+    space = SearchSpace.from_dict({"study": "t", "loss": ["bce"], "objective": {"metric": "val_accuracy"}})
+    ctx = prepare(space, data=Dataset("b", "binary", np.zeros((4, 2), "float32"), y_train,
+                                      np.zeros((5, 2), "float32"), y_val))
+    assert ctx.baseline_value() == 2 / 5
+
+
+def test_a_trial_no_better_than_the_baseline_after_its_warm_up_is_stopped():
+    from aloss_tune.errors import TrialDead
+    from aloss_tune.runner import DeadCheck
+
+    # Minimizing against a baseline of 10: better at epoch 2 of a 3-epoch warm-up is learning.
+    check = DeadCheck("val_mae", "minimize", baseline=10.0, warmup=3)
+    for epoch, value in enumerate([12.0, 9.5, 11.0, 12.0]):
+        check.check(epoch, value, last_epoch=10, history={})
+    # Never better: stopped after the warm-up's third epoch, with its best value and history.
+    check = DeadCheck("val_mae", "minimize", baseline=10.0, warmup=3)
+    check.check(0, 12.0, last_epoch=10, history={})
+    check.check(1, 10.0, last_epoch=10, history={})  # equal to the baseline is no better
+    with pytest.raises(TrialDead, match=r"after 3 epochs the best val_mae \(10\) is no better than the baseline "
+                                        r"10 \(a constant prediction\); stopped as dead") as caught:
+        check.check(2, 11.0, last_epoch=10, history={"val_mae": [12.0, 10.0, 11.0]})
+    assert caught.value.record() == {"epochs": 3, "best": 10.0, "baseline": 10.0}
+    assert caught.value.history == {"val_mae": [12.0, 10.0, 11.0]}
+    # The warm-up counts from the trial's first epoch (a continued trial starts at epoch 5), and a trial is
+    # never stopped at its last epoch (it completes, and counts as dead there).
+    check = DeadCheck("val_auc", "maximize", baseline=0.5, warmup=3, initial_epoch=5)
+    for epoch in (5, 6):
+        check.check(epoch, 0.4, last_epoch=10, history={})
+    with pytest.raises(TrialDead):
+        check.check(7, 0.5, last_epoch=10, history={})
+    check = DeadCheck("val_auc", "maximize", baseline=0.5, warmup=3)
+    for epoch in range(3):
+        check.check(epoch, 0.4, last_epoch=3, history={})
+
+
 def contaminated_linear_data(n=240, seed=0):
     """y = 3 x0 - x1 with a quarter of the training and validation targets shifted up by 30."""
     x_train, y_train, x_val, y_val = linear_data(n, seed)
@@ -120,6 +167,36 @@ def test_trial_log_writes_one_line_per_trial_with_the_best_so_far():
     assert lines[3] == "trial 3 failed    loss=focal  ValueError: bad detail  best=0.81 (trial 0)"
     assert lines[4].endswith("best=0.9 (trial 4)") and len(lines) == 5
     assert resolve(True) == (True, False) and resolve(False) == (False, False)
+    assert resolve("lines") == (False, True)
+
+
+def test_the_progress_bar_shows_the_counts_and_the_best_trials_loss(monkeypatch):
+    import io
+    import os
+    import re
+    import shutil
+
+    from aloss_tune.progress import TrialBar, make_reporter
+
+    monkeypatch.setattr(shutil, "get_terminal_size", lambda fallback=(100, 24): os.terminal_size((160, 24)))
+    out = io.StringIO()
+    bar = TrialBar("val_mae", "minimize", stream=out, total=4)
+    bar(0, "complete", "barron", 58.3, best=(58.3, 0), best_loss="barron")
+    bar(1, "dead", "mse", 150.9, best=(58.3, 0), best_loss="barron")
+    bar(2, "failed", "huber", error="ValueError: bad\n detail", best=(58.3, 0), best_loss="barron")
+    bar(3, "pruned", "huber", 70.1, best=(58.3, 0), best_loss="barron")
+    bar.close()
+    text = out.getvalue()
+    # One line rewritten in place (carriage returns), a failed trial's line above it, a newline at the end.
+    *rewritten, last = text.rstrip("\n").split("\r")
+    assert re.search(r"\rtrial 2 failed  loss=huber  ValueError: bad detail *\n", text) and text.endswith("\n")
+    assert last.rstrip() == ("4/4 [####################] 1 complete, 1 dead, 1 pruned, 1 failed | "
+                             "best val_mae=58.3 (trial 0, barron) | last: trial 3 huber pruned")
+    assert rewritten[1].rstrip() == ("1/4 [#####---------------] 1 complete, 0 dead, 0 pruned, 0 failed | "
+                                     "best val_mae=58.3 (trial 0, barron) | last: trial 0 barron complete")
+    assert isinstance(make_reporter(True, "val_mae", "minimize", total=3), TrialBar)
+    assert type(make_reporter("lines", "val_mae", "minimize")).__name__ == "TrialLog"
+    assert make_reporter(False, "val_mae", "minimize") is None
 
 
 def test_contaminated_validation_targets_select_on_the_median_absolute_error(caplog):

@@ -27,7 +27,7 @@ from urllib.parse import urlsplit
 
 import optuna
 import pytest
-from helpers.processes import run_cli, start_cli, wait_for
+from helpers.processes import run_cli, start_cli, study_counts, wait_for
 from helpers.spaces import write_space
 from mlflow.entities import ViewType
 from mlflow.tracking import MlflowClient
@@ -156,7 +156,8 @@ def test_worker_processes_share_one_study(tmp_path, workers):
     out = run_cli("tune", space, "--workers", str(workers), "--n-trials", "12", "--storage", POSTGRES,
               "--tracking-uri", MLFLOW, cwd=tmp_path)
     assert out.returncode == 0, out.stderr[-3000:]
-    assert f"study '{study}' (optuna): 12 complete, 0 pruned, 0 failed" in out.stdout
+    counts = study_counts(out.stdout, study)
+    assert (counts["finished"], counts["pruned"], counts["failed"]) == (12, 0, 0)
     assert_no_password(out.stdout, out.stderr)
 
     trials = trials_of(study)
@@ -377,7 +378,7 @@ def test_unreachable_engines_stop_before_training(case, stores, message, workers
 
 
 @pytest.mark.slow
-def test_worker_processes_on_sqlite(tmp_path, monkeypatch):
+def test_worker_processes_on_sqlite(tmp_path, monkeypatch, capfd):
     """Without any server: two local worker processes share a SQLite study and a SQLite tracking store."""
     from aloss_tune.workers import run_workers
 
@@ -385,11 +386,19 @@ def test_worker_processes_on_sqlite(tmp_path, monkeypatch):
     storage, tracking = f"sqlite:///{tmp_path / 'optuna.db'}", f"sqlite:///{tmp_path / 'mlflow.db'}"
     space = write_space(tmp_path, "local")
     result = run_workers(space, 2, n_trials=2, storage=storage, tracking_uri=tracking)
-    assert result.counts == {"complete": 2, "pruned": 0, "failed": 0}
+    assert result.counts["complete"] + result.counts["dead"] == 2 and result.counts["failed"] == 0
     trials = trials_of("local", storage)
     assert sorted(t.number for t in trials) == [0, 1]
     assert len({t.user_attrs["aloss_tune.worker"] for t in trials}) == 2
     assert result.best_value == min(t.value for t in trials)
+    # Each worker wrote the line of each trial it finished as it finished it, as one process does.
+    lines = sorted(line for line in capfd.readouterr().err.splitlines() if line.startswith("trial "))
+    assert len(lines) == 2
+    baseline = optuna.load_study(study_name="local", storage=storage).user_attrs["aloss_tune.baseline"]
+    for line, trial in zip(lines, sorted(trials, key=lambda t: t.number), strict=True):
+        state = "complete" if trial.value < baseline else "dead"  # dead: no better than the median predictor
+        assert line.startswith(f"trial {trial.number} {state:<8}  loss={trial.user_attrs['aloss_tune.params']['loss']}"
+                               f"  val_mae={trial.value:.6g}  best="), line
     _, parents, children = mlflow_runs(tracking, "local")
     assert [p.info.run_id for p in parents] == [result.parent_run_id]
     assert sorted(r.info.run_name.split()[0] for r in children) == ["trial-0", "trial-1"]

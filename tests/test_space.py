@@ -106,7 +106,7 @@ FULL_SPACE = {
                   "weight_decay": 1e-4},
     "objective": {"metric": "val_median_ae", "direction": "minimize"},
     "training": {"epochs": 7, "batch_size": 16, "early_stopping": {"patience": 2}, "jit_compile": False,
-                 "verbose": 1},
+                 "verbose": 1, "stop_dead": 4},
     "loss": {"choices": ["huber", "barron", "dynamic_alpha"],
              "params": {"huber": {"delta": {"type": "float", "low": 0.5, "high": 2.0, "step": 0.5}},
                         "dynamic_alpha": {"alpha_formula": "inverse_rms"}},
@@ -131,6 +131,16 @@ def test_to_dict_keeps_every_setting():
     assert dumped["search"]["pruner"] == {"name": "median", "n_warmup_steps": 2}
     assert dumped["search"]["executions_per_trial"] == 2
     assert dumped["training"]["jit_compile"] is False and dumped["training"]["verbose"] == 1
+    assert dumped["training"]["stop_dead"] == 4
+
+
+@pytest.mark.parametrize("stop_dead, epochs, warmup", [
+    (None, 40, 10), (None, 4, 3), (None, 13, 4), (True, 20, 5), (False, 40, None), (6, 40, 6), (50, 40, 50)])
+def test_the_dead_trial_warm_up_is_a_quarter_of_the_epochs_at_least_three(stop_dead, epochs, warmup):
+    training = {"epochs": epochs} if stop_dead is None else {"epochs": epochs, "stop_dead": stop_dead}
+    space = SearchSpace.from_dict({"study": "s", "loss": ["mse"], "training": training})
+    assert space.training.dead_warmup == warmup
+    assert space.to_dict()["training"]["stop_dead"] == (True if stop_dead is None else stop_dead)
 
 
 BAD_SPACES = [
@@ -152,6 +162,11 @@ BAD_SPACES = [
     ({"study": "s", "loss": ["mse", "huber"], "objective": {"metric": "val_loss"}},
      r"objective\.metric: 'val_loss' cannot rank trials whose loss varies.*val_mae"),
     ({"study": "s", "loss": ["mse"], "training": {"epochs": 0}}, r"training\.epochs: must be an integer >= 1, but got 0"),
+    ({"study": "s", "loss": ["mse"], "training": {"stop_dead": 0}},
+     r"training\.stop_dead: must be a warm-up in epochs \(an integer >= 1\), true \(the default warm-up, "
+     r"max\(3, ceil\(epochs / 4\)\)\) or false, but got 0\.$"),
+    ({"study": "s", "loss": ["mse"], "training": {"stop_dead": "auto"}},
+     r"training\.stop_dead: must be a warm-up in epochs .* but got 'auto'\.$"),
     ({"study": "s", "loss": ["mse"], "search": {"sampler": "bogus"}}, r"search\.sampler: must be one of tpe, random, cmaes, grid"),
     ({"study": "s", "loss": ["mse", "huber"], "search": {"sampler": "grid"}}, r"grid needs a finite grid.*loss\.huber\.delta"),
     ({"study": "s", "loss": {"choices": ["error_mse"], "params": {"error_mse": {"clip_min": 3.0, "clip_max": 1.0}}}},

@@ -39,7 +39,7 @@ def test_pruned_trial_is_killed_with_its_params_and_partial_curve(stores, monkey
     monkeypatch.setattr(optuna.trial.Trial, "should_prune", lambda self: len(self.storage.get_trial(
         self._trial_id).intermediate_values) >= 2)
     result = tune(space(pruner="median"), data=tiny_data(), **stores)
-    assert result.counts == {"complete": 0, "pruned": 2, "failed": 0}
+    assert result.counts == {"complete": 0, "dead": 0, "pruned": 2, "failed": 0}
     client = MlflowClient(stores["tracking_uri"])
     runs = client.search_runs([client.get_experiment_by_name("track").experiment_id])
     children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
@@ -157,7 +157,17 @@ def test_the_experiment_is_set_up_to_open_on_its_runs_with_the_review_columns(st
     tags = client.get_experiment_by_name("fresh").tags
     assert tags["mlflow.experimentKind"] == "custom_model_development"
     view = json.loads(tags["mlflow.sharedViewState.aloss_tune"])
-    assert view == {"selectedColumns": ["metrics.`objective`", "params.`loss`", "tags.`aloss_tune.state`"]}
+    columns = ["metrics.`objective`", "tags.`aloss_tune.loss`", "tags.`aloss_tune.state`"]
+    assert view == {
+        "selectedColumns": columns,
+        "orderByKey": "metrics.`objective`", "orderByAsc": True,  # best first: the lowest, when minimizing
+        "columnOrder": ["attributes.`Run Name`", "runDateAndNestInfo", "duration", *columns],
+        "columnWidths": {"attributes.`Run Name`": 210, "metrics.`objective`": 150, "tags.`aloss_tune.loss`": 130,
+                         "tags.`aloss_tune.state`": 270},
+    }
+    StudyTracker(settings, "fresh_max", backend="optuna", direction="maximize").open()
+    view = json.loads(client.get_experiment_by_name("fresh_max").tags["mlflow.sharedViewState.aloss_tune"])
+    assert (view["orderByKey"], view["orderByAsc"]) == ("metrics.`objective`", False)
     # An experiment that exists already gets the same tags, but keeps a kind someone chose for it.
     older = client.create_experiment("older", tags={"mlflow.experimentKind": "genai_development"})
     StudyTracker(settings, "older", backend="optuna").open()
@@ -231,5 +241,82 @@ def test_tracking_failure_mid_study_does_not_stop_training(stores, monkeypatch):
 
     monkeypatch.setattr(mlflow.tracking.MlflowClient, "log_batch", flaky)
     result = tune(space(n_trials=2), data=tiny_data(), **stores)
-    assert result.counts == {"complete": 2, "pruned": 0, "failed": 0}
-    assert all(math.isfinite(t.value) for t in result.study.trials)
+    # Both trials trained (the MSE one, no better than the baseline, stopped as dead after 3 epochs): none failed.
+    assert result.counts == {"complete": 1, "dead": 1, "pruned": 0, "failed": 0}
+    assert all(len(t.intermediate_values) >= 3 for t in result.study.trials)
+    assert all(math.isfinite(t.value) for t in result.study.trials if t.value is not None)
+
+
+def stuck_space(**training):
+    return {
+        "study": "stuck",
+        "model": {"builder": "helpers.user_side:stuck_or_mlp",
+                  "params": {"units": 8, "layers": 1, "mode": {"type": "categorical", "choices": ["ok", "stuck"]}}},
+        "optimizer": {"name": "adam", "learning_rate": 0.05},
+        "objective": {"metric": "val_mae", "direction": "minimize"},
+        "training": {"epochs": 8, "batch_size": 32, **training},
+        "loss": {"choices": ["mse"]},
+        "search": {"sampler": "grid", "pruner": "none", "n_trials": 2, "seed": 0},
+    }
+
+
+def test_a_trial_that_is_not_learning_is_stopped_and_recorded_as_dead(stores, capsys):
+    from aloss_tune.report._study import read_study
+
+    result = tune(stuck_space(stop_dead=2), data=tiny_data(), progress="lines", **stores)
+    assert result.counts == {"complete": 1, "dead": 1, "pruned": 0, "failed": 0}
+    trials = {t.params["model.mode"]: t for t in result.study.trials}
+    stuck, learning = trials["stuck"], trials["ok"]
+    # Optuna: PRUNED after the 2-epoch warm-up (samplers rank it with the bad trials), marked as dead.
+    assert stuck.state == optuna.trial.TrialState.PRUNED and len(stuck.intermediate_values) == 2
+    x_train, y_train, x_val, y_val = tiny_data()
+    baseline = float(np.mean(np.abs(y_val - np.median(y_train))))  # predicting the training median
+    record = stuck.user_attrs["aloss_tune.stopped_dead"]
+    assert record == {"epochs": 2, "best": pytest.approx(min(stuck.intermediate_values.values())),
+                      "baseline": pytest.approx(baseline)}
+    assert record["best"] > baseline and len(stuck.user_attrs["aloss_tune.history"]["val_mae"]) == 2
+    assert learning.state == optuna.trial.TrialState.COMPLETE and learning.value < baseline
+    assert len(learning.intermediate_values) == 8
+    # MLflow: the dead trial's run is KILLED with state `dead`, the other one FINISHED.
+    client = MlflowClient(stores["tracking_uri"])
+    for trial, status, state in ((stuck, "KILLED", "dead"), (learning, "FINISHED", "complete")):
+        run = client.get_run(trial.user_attrs["aloss_tune.mlflow_run_id"])
+        assert (run.info.status, run.data.tags["aloss_tune.state"]) == (status, state)
+    # The progress line, and the report, count it the same way.
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("trial ")]
+    assert f"trial {stuck.number} dead      loss=mse  val_mae={record['best']:.6g}" in "\n".join(lines)
+    assert read_study(result.study).counts == result.counts
+
+
+def test_a_complete_trial_no_better_than_the_baseline_is_dead(stores):
+    # The warm-up is longer than the training: nothing is stopped, the stuck trial completes, and counts as dead.
+    result = tune(stuck_space(epochs=3), data=tiny_data(), **stores)
+    assert result.counts == {"complete": 1, "dead": 1, "pruned": 0, "failed": 0}
+    stuck = next(t for t in result.study.trials if t.params["model.mode"] == "stuck")
+    assert stuck.state == optuna.trial.TrialState.COMPLETE and "aloss_tune.stopped_dead" not in stuck.user_attrs
+    run = MlflowClient(stores["tracking_uri"]).get_run(stuck.user_attrs["aloss_tune.mlflow_run_id"])
+    assert (run.info.status, run.data.tags["aloss_tune.state"]) == ("FINISHED", "dead")
+
+
+def test_the_parent_run_shows_the_winner_as_the_study_goes(stores):
+    from aloss_tune.states import counts_text
+
+    result = tune(space(n_trials=3), data=tiny_data(), **stores)
+    client = MlflowClient(stores["tracking_uri"])
+    parent = client.get_run(result.parent_run_id)
+    # The runs table's columns on the parent's row: the best objective, its loss, the study's counts.
+    assert parent.data.metrics["objective"] == result.best_value
+    assert parent.data.tags["aloss_tune.loss"] == result.best_params["loss"]
+    assert parent.data.tags["aloss_tune.state"] == counts_text(result.counts)
+    assert sum(result.counts.values()) == 3
+    # Updated after every trial: the objective's history is the best so far, one step per finished trial.
+    best_so_far, expected = None, set()
+    for trial in sorted(result.study.trials, key=lambda t: t.number):
+        best_so_far = trial.value if best_so_far is None else min(best_so_far, trial.value)
+        expected.add((trial.number + 1, best_so_far))
+    history = client.get_metric_history(result.parent_run_id, "objective")
+    assert {(m.step, m.value) for m in history} == expected
+    # Each trial's row has its loss in the same column.
+    for trial in result.study.trials:
+        run = client.get_run(trial.user_attrs["aloss_tune.mlflow_run_id"])
+        assert run.data.tags["aloss_tune.loss"] == run.data.params["loss"] == trial.params["loss"]

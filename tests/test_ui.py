@@ -76,12 +76,13 @@ def stop_group(proc: subprocess.Popen) -> None:
         proc.wait(timeout=15)
 
 
-FAILS, PRUNED = 1, 2  # the fixture study's trial that fails, and the one that is pruned
+FAILS, PRUNED = 1, 3  # the fixture study's trial that fails, and the one that is pruned
 
 
 @pytest.fixture(scope="module")
 def finished_study(tmp_path_factory: pytest.TempPathFactory, mlflow_db_template: Path) -> dict:
-    """A tiny tracked study (four trials: two complete, one failed, one pruned), its stores and its runs."""
+    """A tiny tracked study, its stores and its runs: four trials, one failed, one pruned, and two that ran
+    their 2 epochs (with these seeds, trial 0 beats the baseline, trial 2 does not: one complete, one dead)."""
     import keras
     import optuna
     from mlflow.tracking import MlflowClient
@@ -93,6 +94,7 @@ def finished_study(tmp_path_factory: pytest.TempPathFactory, mlflow_db_template:
         "study": "ui_study",
         "data": "contaminated_regression",
         "model": {"builder": "mlp", "params": {"units": 8, "layers": 1}},
+        "optimizer": {"name": "adam", "learning_rate": 0.03},
         "training": {"epochs": 2, "batch_size": 64},
         "loss": {"choices": ["mse", "huber", "barron"]},
         "search": {"sampler": "random", "pruner": "median", "n_trials": 4, "seed": 0},
@@ -113,11 +115,12 @@ def finished_study(tmp_path_factory: pytest.TempPathFactory, mlflow_db_template:
         patch.setattr(optuna.trial.Trial, "should_prune", lambda self: self.number == PRUNED)
         result = aloss_tune.tune(space, build_model=builder, storage=f"sqlite:///{root / 'optuna.db'}",
                                  tracking_uri=tracking)
-    assert result.counts == {"complete": 2, "pruned": 1, "failed": 1}
+    assert result.counts["complete"] + result.counts["dead"] == 2
+    assert (result.counts["pruned"], result.counts["failed"]) == (1, 1)
     client = MlflowClient(tracking)
     children = client.search_runs([result.experiment_id],
                                   filter_string=f"tags.mlflow.parentRunId = '{result.parent_run_id}'")
-    return {"root": root, "tracking": tracking, "parent": result.parent_run_id,
+    return {"root": root, "tracking": tracking, "parent": result.parent_run_id, "result": result,
             "experiment": result.experiment_id, "client": client,
             "children": {r.info.run_name: r.info.run_id for r in children},
             "losses": {int(r.data.tags["aloss_tune.trial"]): r.data.params["loss"] for r in children}}
@@ -174,20 +177,23 @@ def test_trial_runs_are_named_by_their_loss_and_tagged_with_their_state(finished
     for run_id in finished_study["children"].values():
         run = client.get_run(run_id)
         states[int(run.data.tags["aloss_tune.trial"])] = (run.data.tags["aloss_tune.state"], run.info.status)
-    assert states == {0: ("complete", "FINISHED"), FAILS: ("failed", "FAILED"), PRUNED: ("pruned", "KILLED"),
-                      3: ("complete", "FINISHED")}
+    study = finished_study["result"].study
+    baseline = study.user_attrs["aloss_tune.baseline"]  # a complete trial no better than it is dead
+    done = {n: ("dead" if study.trials[n].value >= baseline else "complete", "FINISHED")
+            for n in range(4) if n not in (FAILS, PRUNED)}
+    assert states == {**done, FAILS: ("failed", "FAILED"), PRUNED: ("pruned", "KILLED")}
     experiment = client.get_experiment(finished_study["experiment"])
     assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
 
 
 def open_runs_table(browser, server: str, finished_study: dict) -> object:
-    """Open the experiment by the link `aloss-tune tune` prints, expand the study's parent run, and wait until
-    every trial's row shows; returns the runs table's element."""
+    """Open the experiment by the link `aloss-tune tune` prints and wait until every run's row shows (sorted
+    by a metric, MLflow lists the runs flat, the parent among them); returns the runs table's element."""
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as ec
     from selenium.webdriver.support.ui import WebDriverWait
 
-    parent, children = finished_study["parent"], finished_study["children"]
+    children = finished_study["children"]
     browser.get(runs_url(server, finished_study["experiment"]))
     wait = WebDriverWait(browser, 60)
     body = browser.find_element(By.TAG_NAME, "body")
@@ -195,13 +201,16 @@ def open_runs_table(browser, server: str, finished_study: dict) -> object:
     assistant = '[data-component-id="mlflow.assistant.chat_panel.close"]'
     for close in browser.find_elements(By.CSS_SELECTOR, assistant):
         close.click()  # the assistant's side panel takes half the page
-    # Trials start collapsed under their parent: expand it, as a user would.
-    expander = f'div[row-id="{parent}"] button[data-component-id*="runnamecellrenderer"]'
-    wait.until(ec.element_to_be_clickable((By.CSS_SELECTOR, expander))).click()
     for name, run_id in children.items():
         wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, f'a[href$="/runs/{run_id}"]')))
         wait.until(lambda _, name=name: name in body.text)
     return browser.find_element(By.CSS_SELECTOR, ".ag-root-wrapper")
+
+
+ROWS = """return Array.from(document.querySelectorAll('.ag-center-cols-container div[row-id]'))
+  .sort((a, b) => Number(a.getAttribute('row-index')) - Number(b.getAttribute('row-index')))
+  .map(row => [row.getAttribute('row-id'), Array.from(row.querySelectorAll('[col-id]'))
+    .map(cell => [cell.getAttribute('col-id'), cell.innerText.trim(), cell.scrollWidth <= cell.clientWidth])]);"""
 
 
 def test_the_printed_link_opens_the_runs_table_with_loss_state_and_objective(server, browser, finished_study,
@@ -210,9 +219,9 @@ def test_the_printed_link_opens_the_runs_table_with_loss_state_and_objective(ser
 
     table = open_runs_table(browser, server, finished_study)
     assert "/runs" in browser.current_url and "workflowType=machine_learning" in browser.current_url
-    # The view's columns, and each trial's row: its loss in the name and as a param, its state.
+    # The view's columns, and each trial's row: its loss in the name and in the loss column, its state.
     text = table.text
-    for column in ("objective", "loss", "aloss_tune.state"):
+    for column in ("objective", "aloss_tune.loss", "aloss_tune.state"):
         assert column in text
     client = finished_study["client"]
     for name, run_id in finished_study["children"].items():
@@ -258,3 +267,64 @@ def test_parent_run_serves_its_plots(server, browser, finished_study):
               "return i.complete && i.naturalWidth ? [i.naturalWidth, i.naturalHeight] : null;")
     size = wait.until(lambda driver: driver.execute_script(loaded, img))
     assert tuple(size) == PIXELS
+
+
+def test_the_runs_table_shows_the_winner_on_the_parent_row_best_first(server, browser, finished_study):
+    open_runs_table(browser, server, finished_study)
+    result, client = finished_study["result"], finished_study["client"]
+    rows = browser.execute_script(ROWS)
+    cells = [{col: (text, whole) for col, text, whole in row} for _, row in rows]
+    order = [run_id for run_id, _ in rows]
+    # On top, the parent and the best trial (MLflow lists runs of equal objective newest first): the parent's
+    # row shows the winner, its objective and loss, and the study's counts.
+    best_run = finished_study["children"][f"trial-{result.best_trial} {result.best_params['loss']}"]
+    assert order[:2] == [best_run, finished_study["parent"]]
+    parent = cells[1]
+    assert float(parent["metrics.`objective`"][0]) == pytest.approx(result.best_value, rel=1e-6)
+    assert parent["tags.`aloss_tune.loss`"][0] == result.best_params["loss"]
+    counts = result.counts
+    assert parent["tags.`aloss_tune.state`"][0] == (
+        f"{counts['complete']} complete, {counts['dead']} dead, {counts['pruned']} pruned, {counts['failed']} failed")
+    # Then the trials, best objective first (runs without one, pruned and failed, last).
+    objectives = [client.get_run(run_id).data.metrics.get("objective") for run_id in order]
+    scored = [v for v in objectives if v is not None]
+    assert scored == sorted(scored) and objectives[:len(scored)] == scored and len(scored) == 3
+    # Every value shows whole in its column (no cell cut short).
+    for row in cells:
+        for column in ("metrics.`objective`", "tags.`aloss_tune.loss`", "tags.`aloss_tune.state`"):
+            assert row[column][1], (column, row[column])
+
+
+def test_a_run_opens_in_model_training_mode_once_the_switch_is_set(server, browser, finished_study):
+    """A run's page follows the GenAI / Model training switch, which MLflow keeps in the browser: switched
+    once, every run page opened from the table stays in model training (as the README says)."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    experiment, run_id = finished_study["experiment"], next(iter(finished_study["children"].values()))
+    wait = WebDriverWait(browser, 60)
+
+    def run_page_mode() -> str:
+        """Open the trial's run from the table; the mode its page is in, read off its breadcrumb (the
+        experiment, then ``Runs`` in model training, ``Evaluations`` in GenAI)."""
+        browser.find_element(By.CSS_SELECTOR, f'a[href$="/runs/{run_id}"]').click()
+        wait.until(lambda _: browser.current_url.split("?")[0].endswith(f"/experiments/{experiment}/runs/{run_id}"))
+        crumb = '//*[normalize-space(text())="{}"]'
+        found = wait.until(lambda d: [mode for mode, text in (("GenAI", "Evaluations"), ("Model training", "Runs"))
+                                      if d.find_elements(By.XPATH, crumb.format(text))])
+        return found[0]
+
+    browser.execute_script("window.localStorage.clear();")
+    open_runs_table(browser, server, finished_study)
+    assert run_page_mode() == "GenAI"  # MLflow's default, whatever the mode of the page the link came from
+    open_runs_table(browser, server, finished_study)
+    for mode in ("GenAI", "Model training"):  # the switch at the top of the sidebar
+        button = wait.until(lambda d, mode=mode: d.find_element(
+            By.XPATH, f'//div[@role="button"][normalize-space(.)="{mode}"]'))
+        browser.execute_script("arguments[0].click();", button)
+        wait.until(lambda _, mode=mode: ("machine_learning" if mode == "Model training" else "genai")
+                   in browser.current_url)
+    open_runs_table(browser, server, finished_study)
+    assert run_page_mode() == "Model training"
+    assert browser.execute_script("return window.localStorage.getItem('mlflow.workflowType_v1');") == (
+        '"machine_learning"')

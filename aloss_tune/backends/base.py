@@ -50,6 +50,8 @@ class TrialRecord:
         loss_config: the loss config artifact (``{"params", "keras"}``), or ``None``.
         seed, duration_s, epochs, error, run_id: the training seed, wall time, epochs trained, the error of a
             failed trial and the trial's MLflow run id, where known.
+        stopped_dead: stopped early as not learning (`aloss_tune.states`); its ``state`` is ``pruned`` and its
+            ``value`` its best objective.
     """
 
     number: int
@@ -65,6 +67,7 @@ class TrialRecord:
     epochs: int = 0
     error: str | None = None
     run_id: str | None = None
+    stopped_dead: bool = False
 
 
 @dataclass(frozen=True)
@@ -145,7 +148,7 @@ class OptunaBackend:
             from aloss_tune.tracking import StudyTracker
 
             tracker = StudyTracker(settings, space.study, backend=self.name, space=space.to_dict(),
-                                   storage=self.url)
+                                   storage=self.url, direction=ctx.objective.direction)
         study = optuna_backend.run_study(
             space, ctx, storage=options, study_name=space.study, n_trials=space.search.n_trials,
             timeout=space.search.timeout, tracker=tracker, progress=progress, after_study=after_study,

@@ -40,6 +40,7 @@ from aloss_tune._filelock import store_lock
 from aloss_tune._schema import (  # noqa: F401 - the attribute names are also read from here
     BASELINE_ATTR,
     CONFIG_ATTR,
+    DEAD_ATTR,
     DEFAULT_STORAGE,
     ERROR_ATTR,
     HEARTBEAT_ATTR,
@@ -56,7 +57,7 @@ from aloss_tune._urls import redact_text, redact_url
 from aloss_tune.backends.base import StudyRecord, TrialRecord
 from aloss_tune.backends.pruning import FamilyMedianPruner, default_warmup
 from aloss_tune.distributions import Categorical, Distribution, Float, Int
-from aloss_tune.errors import ConfigError, TrialFailed, UsageError
+from aloss_tune.errors import ConfigError, TrialDead, TrialFailed, UsageError
 from aloss_tune.lifecycle import (
     MAX_CONSECUTIVE_FAILURES,
     SAME_CONFIG_ERROR_STOP,
@@ -67,6 +68,7 @@ from aloss_tune.lifecycle import (
 )
 from aloss_tune.runner import TrialContext, run_trial, train
 from aloss_tune.space import SearchSpace
+from aloss_tune.states import final_state, ordered_counts
 from aloss_tune.tracking import StudyTracker, worker_id
 
 DEFAULT_HEARTBEAT_INTERVAL = 60  # seconds; the grace period defaults to twice this
@@ -434,6 +436,7 @@ class Objective:
         self.config_errors: dict[int, str] = {}  # trial number -> the ConfigError that failed it
         self.heartbeat = heartbeat
         self.keeper = keeper  # an aloss_tune.best_model.BestWeights when the best model is to be logged
+        self.baseline = ctx.baseline_value()
 
     def __call__(self, trial: optuna.Trial) -> float:
         ctx = self.ctx
@@ -479,6 +482,14 @@ class Objective:
             else:  # the model comes back at its best epoch, to be kept if it is this worker's best
                 model, outcome = train(ctx, params, seed=seed, reporters=[report],
                                        callbacks=[self.keeper.callback()])
+        except TrialDead as dead:
+            # Not learning: PRUNED (TPE ranks pruned trials below every complete one), and marked as dead.
+            trial.set_user_attr(DEAD_ATTR, dead.record())
+            trial.set_user_attr(HISTORY_ATTR, dead.history)
+            if run is not None:
+                run.finish("dead")
+                record_run()
+            raise optuna.TrialPruned(str(dead)) from None
         except optuna.TrialPruned:
             if run is not None:
                 run.finish("pruned")
@@ -505,7 +516,8 @@ class Objective:
         trial.set_user_attr(CONFIG_ATTR, outcome.loss_config)
         trial.set_user_attr(HISTORY_ATTR, outcome.history)
         if run is not None:
-            run.finish("complete", objective=outcome.value, loss_config=outcome.loss_config)
+            state = final_state("complete", outcome.value, self.baseline, ctx.objective.direction)
+            run.finish(state, objective=outcome.value, loss_config=outcome.loss_config, status="FINISHED")
             record_run()
         if model is not None:
             self.keeper.offer(trial.number, outcome.value, params, model, None if run is None else run.run_id)
@@ -544,6 +556,9 @@ def study_record(study: optuna.Study) -> StudyRecord:
     for trial in study.get_trials(deepcopy=False):
         history = {str(k): list(v) for k, v in (trial.user_attrs.get(HISTORY_ATTR) or {}).items()}
         value = trial.value if trial.values is not None and len(trial.values) == 1 else None
+        stopped = trial.user_attrs.get(DEAD_ATTR)
+        if stopped is not None and value is None:
+            value = stopped.get("best")
         trials.append(TrialRecord(
             number=trial.number, state=states[trial.state], value=value,
             params=dict(trial.user_attrs.get(PARAMS_ATTR) or {}), search_params=dict(trial.params),
@@ -552,6 +567,7 @@ def study_record(study: optuna.Study) -> StudyRecord:
             duration_s=trial.duration.total_seconds() if trial.duration is not None else None,
             epochs=len(history.get(metric) or ()) or len(trial.intermediate_values),
             error=trial.user_attrs.get(ERROR_ATTR), run_id=trial.user_attrs.get(RUN_ATTR),
+            stopped_dead=stopped is not None,
         ))
     scale = attrs.get(TARGET_SCALE_ATTR)
     baseline = attrs.get(BASELINE_ATTR)
@@ -585,19 +601,33 @@ def distribution_dict(dist: optuna.distributions.BaseDistribution) -> dict[str, 
     raise TypeError(f"unknown Optuna distribution {type(dist).__name__}")
 
 
-def state_counts(study: optuna.Study) -> dict[str, int]:
-    """``{"complete": n, "pruned": n, "failed": n}`` over the study's trials, and ``"running": n`` when some
-    are still running (in other processes, or left so by a process that is gone)."""
-    counts = dict.fromkeys(_STATE_NAMES.values(), 0)
-    running = 0
-    for trial in study.get_trials(deepcopy=False):
-        name = _STATE_NAMES.get(trial.state)
-        if name is not None:
-            counts[name] += 1
-        running += trial.state == optuna.trial.TrialState.RUNNING
-    if running:
-        counts["running"] = running
-    return counts
+def state_counts(study: optuna.Study, trials: list[optuna.trial.FrozenTrial] | None = None) -> dict[str, int]:
+    """``{"complete": n, "dead": n, "pruned": n, "failed": n}`` over the study's trials (`trial_state`), and
+    ``"running": n`` when some are still running (in other processes, or left so by a process that is gone).
+    ``trials``: the study's trials, when just read."""
+    baseline, direction = study_baseline(study)
+    counts: dict[str, int] = {}
+    for trial in study.get_trials(deepcopy=False) if trials is None else trials:
+        if trial.state == optuna.trial.TrialState.WAITING:
+            continue
+        name = trial_state(trial, baseline, direction)
+        counts[name] = counts.get(name, 0) + 1
+    return ordered_counts(counts)
+
+
+def study_baseline(study: optuna.Study) -> tuple[float | None, str]:
+    """The study's baseline (the objective of a constant predictor, or ``None``) and its direction."""
+    baseline = study.user_attrs.get(BASELINE_ATTR)
+    return (None if baseline is None else float(baseline)), study.direction.name.lower()
+
+
+def trial_state(trial: optuna.trial.FrozenTrial, baseline: float | None, direction: str) -> str:
+    """How a trial is counted (`aloss_tune.states`): ``complete``, ``dead`` (stopped as not learning, or
+    complete with an objective no better than ``baseline``), ``pruned``, ``failed`` or ``running``."""
+    if trial.state == optuna.trial.TrialState.PRUNED and trial.user_attrs.get(DEAD_ATTR) is not None:
+        return "dead"
+    name = _STATE_NAMES.get(trial.state, trial.state.name.lower())
+    return final_state(name, trial.value if name == "complete" else None, baseline, direction)
 
 
 def end_lost_runs(study: optuna.Study, tracker: StudyTracker) -> int:
@@ -609,17 +639,19 @@ def end_lost_runs(study: optuna.Study, tracker: StudyTracker) -> int:
     """
     trials = {t.number: t for t in study.get_trials(deepcopy=False)}
     running = tracker.running_trials()
+    baseline, direction = study_baseline(study)
     ended = 0
     for run_id, number in (running or {}).items():
         trial = trials.get(number)
         if trial is None or not trial.state.is_finished():
             continue
-        state = _STATE_NAMES[trial.state]
+        state = trial_state(trial, baseline, direction)
         error = None
         if trial.state == optuna.trial.TrialState.FAIL:
             error = trial.user_attrs.get(ERROR_ATTR) or _lost_message(trial)
         objective = trial.value if trial.state == optuna.trial.TrialState.COMPLETE else None
-        ended += tracker.end_lost_run(run_id, state, objective=objective, error=error)
+        ended += tracker.end_lost_run(run_id, state, objective=objective, error=error,
+                                      status=_STATUS[trial.state])
     return ended
 
 
@@ -627,6 +659,13 @@ _STATE_NAMES = {
     optuna.trial.TrialState.COMPLETE: "complete",
     optuna.trial.TrialState.PRUNED: "pruned",
     optuna.trial.TrialState.FAIL: "failed",
+}
+# The MLflow status of a trial's run by the trial's Optuna state (a dead trial: KILLED if it was stopped,
+# FINISHED if it completed).
+_STATUS = {
+    optuna.trial.TrialState.COMPLETE: "FINISHED",
+    optuna.trial.TrialState.PRUNED: "KILLED",
+    optuna.trial.TrialState.FAIL: "FAILED",
 }
 
 
@@ -783,24 +822,45 @@ def _lost_message(trial: optuna.trial.FrozenTrial) -> str:
             "and Optuna marked the trial failed.")
 
 
-def _line_per_trial(log: Any) -> Any:
-    """An Optuna callback writing ``log``'s line for each finished trial (`aloss_tune.progress.TrialLog`)."""
+def _trial_loss(trial: optuna.trial.FrozenTrial) -> Any:
+    return (trial.user_attrs.get(PARAMS_ATTR) or {}).get("loss", trial.params.get("loss", "?"))
+
+
+def _after_each_trial(log: Any, tracker: StudyTracker | None, baseline: float | None, direction: str) -> Any:
+    """An Optuna callback that, after each finished trial, writes ``log``'s line for it (an
+    `aloss_tune.progress.TrialLog` or `TrialBar`) and shows the study's best trial and counts on the MLflow
+    parent run (`StudyTracker.record_progress`), from one read of the study's trials."""
 
     def callback(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-        state = _STATE_NAMES.get(trial.state, trial.state.name.lower())
-        loss = (trial.user_attrs.get(PARAMS_ATTR) or {}).get("loss", trial.params.get("loss", "?"))
+        trials = study.get_trials(deepcopy=False)
+        best = _best_of(trials, direction)
+        if tracker is not None:
+            summary = None if best is None else {"number": best.number, "value": best.value,
+                                                 "params": best.user_attrs.get(PARAMS_ATTR) or {}}
+            tracker.record_progress(summary, state_counts(study, trials))
+        if log is None:
+            return
+        state = trial_state(trial, baseline, direction)
         value = trial.value
-        if value is None and trial.intermediate_values:  # pruned: its last reported epoch
+        dead = trial.user_attrs.get(DEAD_ATTR)
+        if dead is not None and dead.get("best") is not None:  # stopped as dead: its best epoch
+            value = dead["best"]
+        elif value is None and trial.intermediate_values:  # pruned: its last reported epoch
             value = trial.intermediate_values[max(trial.intermediate_values)]
-        try:
-            best_trial = study.best_trial  # one read of the study's trials
-            best = (best_trial.value, best_trial.number)
-        except ValueError:
-            best = None
-        log(trial.number, state, loss, value, best=best,
+        log(trial.number, state, _trial_loss(trial), value,
+            best=None if best is None else (best.value, best.number),
+            best_loss=None if best is None else _trial_loss(best),
             error=trial.user_attrs.get(ERROR_ATTR) if trial.state == optuna.trial.TrialState.FAIL else None)
 
     return callback
+
+
+def _best_of(trials: list[optuna.trial.FrozenTrial], direction: str) -> optuna.trial.FrozenTrial | None:
+    """The best complete trial, as `optuna.Study.best_trial` picks it (the first of equal values)."""
+    done = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE and t.value is not None]
+    if not done:
+        return None
+    return (min if direction == "minimize" else max)(done, key=lambda t: t.value)  # type: ignore[arg-type,return-value]
 
 
 def run_study(space: SearchSpace, ctx: TrialContext, *, storage: StorageOptions, study_name: str,
@@ -828,6 +888,7 @@ def run_study(space: SearchSpace, ctx: TrialContext, *, storage: StorageOptions,
     baseline = ctx.baseline_value()
     if baseline is not None:
         study.set_user_attr(BASELINE_ATTR, baseline)
+    direction = ctx.objective.direction
     status = "FINISHED"
     failures = {"consecutive": 0}
     keeper = None
@@ -865,7 +926,8 @@ def run_study(space: SearchSpace, ctx: TrialContext, *, storage: StorageOptions,
         with _quiet_experimental(), _config_errors_without_traceback(), _failures_told_by(trial_log):
             study.optimize(
                 objective, n_trials=n_trials, timeout=timeout,
-                catch=(Exception,), callbacks=[stop_on_failures, *([_line_per_trial(trial_log)] if trial_log else [])],
+                catch=(Exception,), callbacks=[stop_on_failures, *(
+                    [_after_each_trial(trial_log, tracker, baseline, direction)] if trial_log or tracker else [])],
                 gc_after_trial=False,
                 show_progress_bar=progress,
             )
@@ -885,7 +947,7 @@ def run_study(space: SearchSpace, ctx: TrialContext, *, storage: StorageOptions,
                     tracker.best_model = log_if_best(tracker, keeper, best, ctx, register=tracker.settings.register)
                 keeper.close()
             artifacts = after_study(_record_or_none(study)) if after_study is not None else None
-            tracker.close(best=best, status=status, artifacts=artifacts)
+            tracker.close(best=best, status=status, artifacts=artifacts, counts=state_counts(study))
     if config_errors and config_errors[0] is not None and set(config_errors) == {config_errors[0]}:
         raise ConfigError(config_errors[0])
     return study

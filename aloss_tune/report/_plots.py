@@ -65,24 +65,28 @@ def family_colors(data: StudyData) -> dict[str, Any]:
     return {name: palette[i % len(palette)] for i, name in enumerate(names)}
 
 
-def _value_limits(values: Sequence[float], baseline: float | None, minimize: bool) -> tuple[float, float]:
-    """Axis limits for objective values that keep the good end visible when a few trials are far off."""
+def _value_limits(values: Sequence[float], minimize: bool) -> tuple[float, float]:
+    """Axis limits zoomed on objective values (those of the trials that learned: `_zoomed_on`), keeping the
+    good end visible when a few trials are far off. The baseline does not stretch them: `_baseline` marks it
+    with a note when it is outside, and `_clip_markers` marks the trials outside at the edge."""
     points = sorted(values)
-    if baseline is not None:
-        points_with = sorted([*points, baseline])
-    else:
-        points_with = points
-    lo, hi = points_with[0], points_with[-1]
+    lo, hi = points[0], points[-1]
     if len(points) >= 5:
         q_lo, q_hi = np.quantile(points, [0.1, 0.9])
         span = max(q_hi - q_lo, 1e-12)
         # Clip only the bad end, and only when it is far away: a diverged trial would flatten the rest.
         if minimize and hi > q_hi + 3 * span:
-            hi = max(q_hi + span, baseline if baseline is not None else -math.inf)
+            hi = q_hi + span
         if not minimize and lo < q_lo - 3 * span:
-            lo = min(q_lo - span, baseline if baseline is not None else math.inf)
+            lo = q_lo - span
     pad = 0.06 * (hi - lo) if hi > lo else (abs(hi) * 0.05 or 1.0)
     return lo - pad, hi + pad
+
+
+def _zoomed_on(rows: Sequence[Any]) -> list[float]:
+    """The values the value axis zooms on: those of the trials that are not dead (all, if every one is)."""
+    live = [float(t.value) for t in rows if not t.dead]
+    return live or [float(t.value) for t in rows]
 
 
 def _clip_markers(ax: Axes, xs: Sequence[float], ys: Sequence[float], limits: tuple[float, float]) -> None:
@@ -95,12 +99,21 @@ def _clip_markers(ax: Axes, xs: Sequence[float], ys: Sequence[float], limits: tu
             ax.plot([x], [lo], marker="v", color="0.4", markersize=7, clip_on=False)
 
 
-def _baseline(ax: Axes, data: StudyData) -> None:
-    """The dead-trial bar: the objective of a constant prediction."""
+def _baseline(ax: Axes, data: StudyData, limits: tuple[float, float]) -> None:
+    """The dead-trial bar, the objective of a constant prediction: a dashed line when it lies within the
+    value axis ``limits``, else a note at the edge it lies beyond (the axis stays zoomed on the trials)."""
     if data.baseline is None:
         return
     what = "predict the training median" if data.task == "regression" else "a constant prediction"
-    ax.axhline(data.baseline, color="crimson", linestyle="--", linewidth=1.2, label=f"baseline: {what}")
+    lo, hi = limits
+    if lo <= data.baseline <= hi:
+        ax.axhline(data.baseline, color="crimson", linestyle="--", linewidth=1.2, label=f"baseline: {what}")
+        return
+    above = data.baseline > hi
+    arrow, side = ("\u25b2", "above") if above else ("\u25bc", "below")
+    ax.text(0.99, 0.98 if above else 0.02, f"{arrow} baseline ({what}): {data.baseline:.4g}, {side} the axis",
+            transform=ax.transAxes, ha="right", va="top" if above else "bottom", fontsize=8, color="crimson",
+            bbox={"facecolor": "white", "edgecolor": "none", "alpha": 0.8, "pad": 1.0}, zorder=5)
 
 
 # ----------------------------------------------------------------------------------------------- figures
@@ -113,7 +126,7 @@ def plot_history(data: StudyData, path: Path) -> Path:
     ax = axes[0][0]
     colors = family_colors(data)
     complete = [t for t in done if t.complete]
-    limits = _value_limits([t.value for t in done], data.baseline, data.minimize)  # type: ignore[misc]
+    limits = _value_limits(_zoomed_on(done), data.minimize)
     for name in colors:
         rows = [t for t in complete if t.loss == name]
         if rows:
@@ -123,7 +136,7 @@ def plot_history(data: StudyData, path: Path) -> Path:
     if pruned:
         ax.scatter([t.number for t in pruned], [t.value for t in pruned], marker="x", color="0.55", s=30,
                    label="pruned (last value)", zorder=2)
-    dead = [t for t in complete if t.dead]
+    dead = [t for t in done if t.dead]
     if dead:
         ax.scatter([t.number for t in dead], [t.value for t in dead], facecolors="none", edgecolors="crimson",
                    s=110, linewidths=1.2, label="dead (no better than baseline)", zorder=4)
@@ -136,7 +149,7 @@ def plot_history(data: StudyData, path: Path) -> Path:
             best_so_far.append(best)
         ax.step(numbers, best_so_far, where="post", color="black", linewidth=1.5, label="best so far",
                 zorder=2)
-    _baseline(ax, data)
+    _baseline(ax, data, limits)
     _clip_markers(ax, [t.number for t in done], [t.value for t in done], limits)  # type: ignore[misc]
     ax.set_ylim(*limits)
     from matplotlib.ticker import MaxNLocator
@@ -178,7 +191,7 @@ def plot_importances(data: StudyData, importances: Mapping[str, float] | None, p
 def plot_by_family(data: StudyData, path: Path) -> Path:
     """Box and strip plot of the complete trials' objective per loss family, best family first."""
     title = f"{data.name}: {data.metric} by loss family"
-    families = [f for f in data.families() if f.complete]
+    families = [f for f in data.families() if any(t.loss == f.loss for t in data.complete)]
     if not families:
         return message_figure(path, title, "No complete trial yet.")
     fig, axes = new_figure()
@@ -189,8 +202,8 @@ def plot_by_family(data: StudyData, path: Path) -> Path:
                medianprops={"color": "black"}, boxprops={"color": "0.4"}, whiskerprops={"color": "0.4"},
                capprops={"color": "0.4"})
     rng = np.random.default_rng(0)
-    flat = [v for group in values for v in group]
-    limits = _value_limits(flat, data.baseline, data.minimize)  # type: ignore[arg-type]
+    limits = _value_limits(_zoomed_on([t for t in data.complete if t.loss in {f.loss for f in families}]),
+                           data.minimize)
     for i, family in enumerate(families):
         rows = [t for t in data.complete if t.loss == family.loss]
         xs = i + rng.uniform(-0.15, 0.15, size=len(rows))
@@ -201,14 +214,15 @@ def plot_by_family(data: StudyData, path: Path) -> Path:
             ax.scatter([d[0] for d in dead], [d[1] for d in dead], marker="x", color="crimson", s=40,
                        zorder=4)
         _clip_markers(ax, list(xs), [t.value for t in rows], limits)  # type: ignore[misc]
-    labels = [f"{f.loss}\nn={f.complete}" + (f", dead={f.dead}" if f.dead else "") for f in families]
+    labels = [f"{f.loss}\nn={len(group)}" + (f", dead={f.dead}" if f.dead else "")
+              for f, group in zip(families, values, strict=True)]
     ax.set_xticks(range(len(families)), labels, fontsize=9)
-    _baseline(ax, data)
+    _baseline(ax, data, limits)
     ax.set_ylim(*limits)
     ax.set_ylabel(f"{data.metric} ({data.direction})")
     ax.set_title(title)
     ax.grid(axis="y", alpha=0.3)
-    if data.baseline is not None:
+    if ax.get_legend_handles_labels()[0]:
         ax.legend(loc="best", fontsize=8)
     return save(fig, path)
 
@@ -253,10 +267,51 @@ _VALUE_FONT = 7  # points; the value labels beside each axis
 _CHAR_WIDTH = 0.62  # a character's width, in em, of the default sans-serif font (generous)
 
 
+def _family(name: str) -> str | None:
+    """The loss family a searched name belongs to (``loss.huber.delta`` -> ``huber``), ``None`` if shared."""
+    parts = name.split(".")
+    return parts[1] if len(parts) == 3 and parts[0] == "loss" else None
+
+
+def parallel_axes(names: Sequence[str], importances: Mapping[str, float] | None,
+                  limit: int = _MAX_PARALLEL_AXES) -> list[str]:
+    """The parameter axes of the parallel coordinates: the ``limit`` most important names, arranged as the
+    loss choice and the parameters every trial has (model, optimizer, penalty), then each loss family's own
+    parameters side by side, family by family (most important first within each group)."""
+    rank = sorted(names, key=lambda n: (-(importances or {}).get(n, -1.0), n))
+    if "loss" in rank:
+        rank.remove("loss")
+        rank.insert(0, "loss")
+    chosen = rank[:limit]
+    families = list(dict.fromkeys(_family(n) for n in chosen if _family(n) is not None))
+    shared = [n for n in chosen if _family(n) is None]
+    return shared + [n for family in families for n in chosen if _family(n) == family]
+
+
+_SECTION_GAP = 0.6  # extra room (in axis spacings) before each loss family's section
+
+
+def _runs(ys: Sequence[float], sections: Sequence[int]) -> list[list[int]]:
+    """The runs of consecutive indices of ``ys`` that hold a value (not NaN) within one section."""
+    runs: list[list[int]] = []
+    for i, y in enumerate(ys):
+        if math.isnan(y):
+            continue
+        if runs and runs[-1][-1] == i - 1 and sections[i] == sections[i - 1]:
+            runs[-1].append(i)
+        else:
+            runs.append([i])
+    return runs
+
+
 def plot_parallel(data: StudyData, importances: Mapping[str, float] | None, path: Path) -> Path:
-    """Parallel coordinates: one line per complete trial through its params (most important first) and its
-    objective, colored by the objective; a trial's line skips the axes of params it did not have (those of
-    another loss family).
+    """Parallel coordinates of the complete trials, colored by the objective, drawing for each trial only the
+    parameters that apply to it (`parallel_axes`).
+
+    The first section holds the loss, the parameters every trial has and the objective, so that every
+    trial's line runs through it; then comes one section per loss family with that family's own
+    parameters, where only its trials have a line. A line never crosses an axis of a parameter its trial did
+    not have (it would read as a value there): it breaks between sections instead.
 
     Axis names are slanted so that long ones never run into their neighbours, and the value labels beside
     an axis (a categorical's choices, a range's bounds) are cut to the room left before the previous axis.
@@ -272,50 +327,62 @@ def plot_parallel(data: StudyData, importances: Mapping[str, float] | None, path
     for t in done:
         for name, dist in t.distributions.items():
             dists.setdefault(name, dist)
-    order = sorted(dists, key=lambda n: (-(importances or {}).get(n, -1.0), n))
-    if "loss" in order:
-        order.remove("loss")
-        order.insert(0, "loss")
-    names = order[:_MAX_PARALLEL_AXES]
+    names = parallel_axes(list(dists), importances)
+    shared = [n for n in names if _family(n) is None]
+    slots: list[str | None] = [*shared, None, *(n for n in names if _family(n) is not None)]  # None: objective
+    families = [None if slot is None else _family(slot) for slot in slots]
+    sections = [0 if family is None else 1 + list(dict.fromkeys(f for f in families if f)).index(family)
+                for family in families]
+    xs_of = []
+    x = 0.0
+    for i in range(len(slots)):
+        if i and sections[i] != sections[i - 1]:
+            x += _SECTION_GAP
+        xs_of.append(x)
+        x += 1.0
     fig, axes = new_figure()
     ax = axes[0][0]
     values = np.array([t.value for t in done], dtype="float64")
     lo, hi = float(values.min()), float(values.max())
     norm = Normalize(vmin=lo, vmax=hi if hi > lo else lo + 1.0)
     cmap = colormaps["viridis_r" if data.minimize else "viridis"]
-    n_axes = len(names) + 1
     ranked = sorted(done, key=lambda t: _value(t) if not data.minimize else -_value(t))  # best drawn last
     best = data.best
     for t in ranked:
-        ys = [_axis_position(t.search_params[n], dists[n]) if n in t.search_params else math.nan
-              for n in names]
-        ys.append(0.5 if hi <= lo else (t.value - lo) / (hi - lo))  # type: ignore[operator]
+        objective = 0.5 if hi <= lo else (t.value - lo) / (hi - lo)  # type: ignore[operator]
+        ys = [objective if n is None else _axis_position(t.search_params[n], dists[n]) if n in t.search_params
+              else math.nan for n in slots]
         is_best = best is not None and t.number == best.number
-        xs = [i for i, y in enumerate(ys) if not math.isnan(y)]  # skip the axes of other families' params
-        ax.plot(xs, [ys[i] for i in xs], color="crimson" if is_best else cmap(norm(_value(t))),
-                linewidth=2.6 if is_best else 1.2, alpha=1.0 if is_best else 0.75, marker="o", markersize=3,
-                zorder=3 if is_best else 2)
-    for i in range(n_axes):
-        ax.axvline(i, color="0.3", linewidth=0.8, zorder=1)
-    labels = [axis_label(n) for n in names] + [data.metric]
-    ax.set_xticks(range(n_axes), labels, fontsize=8, rotation=25, ha="right", rotation_mode="anchor")
+        for piece in _runs(ys, sections):  # one piece per section it has values in
+            ax.plot([xs_of[i] for i in piece], [ys[i] for i in piece],
+                    color="crimson" if is_best else cmap(norm(_value(t))), linewidth=2.6 if is_best else 1.2,
+                    alpha=1.0 if is_best else 0.75, marker="o", markersize=3, zorder=3 if is_best else 2,
+                    gid=f"trial-{t.number}")
+    for i, x in enumerate(xs_of):
+        ax.axvline(x, color="0.3", linewidth=1.6 if slots[i] is None else 0.8, zorder=1)
+        if i and sections[i] != sections[i - 1]:
+            ax.axvspan(x - 0.35, xs_of[max(j for j in range(len(slots)) if sections[j] == sections[i])] + 0.35,
+                       color="0.94", zorder=0)
+    labels = [data.metric if n is None else axis_label(n) for n in slots]
+    ax.set_xticks(xs_of, labels, fontsize=8, rotation=25, ha="right", rotation_mode="anchor")
     ax.set_ylim(-0.05, 1.05)
     ax.set_yticks([])
-    ax.set_xlim(-0.6, n_axes - 0.8)
+    ax.set_xlim(-0.6, xs_of[-1] + 0.2)
     # Room between two axes, in characters of the value labels (the plot is about 80 % of the figure wide).
-    gap_inches = 0.8 * FIGSIZE[0] / (n_axes + 0.2)
+    gap_inches = 0.8 * FIGSIZE[0] / (xs_of[-1] + 1.2)
     room = max(int(gap_inches * 72 / (_VALUE_FONT * _CHAR_WIDTH)) - 1, 3)
-    ticks = [_axis_ticks(dists[n]) for n in names] + [[(0.0, f"{lo:.4g}"), (1.0, f"{hi:.4g}")]]
-    for i, labels_of_axis in enumerate(ticks):
-        for position, text in labels_of_axis:
-            ax.text(i - 0.03, position, text if i == 0 else _fit(text, room), ha="right", va="center",
+    for i, slot in enumerate(slots):
+        ticks = [(0.0, f"{lo:.4g}"), (1.0, f"{hi:.4g}")] if slot is None else _axis_ticks(dists[slot])
+        for position, text in ticks:
+            ax.text(xs_of[i] - 0.03, position, text if i == 0 else _fit(text, room), ha="right", va="center",
                     fontsize=_VALUE_FONT, color="0.25",
                     bbox={"facecolor": "white", "edgecolor": "none", "alpha": 0.7, "pad": 0.5})
     colorbar = fig.colorbar(_mappable(cmap, norm), ax=ax, pad=0.01)
     colorbar.set_label(data.metric)
     shown = f"; top {len(names)} of {len(dists)} params by importance" if len(dists) > len(names) else ""
     best_text = f"; red: the best trial ({best.number})" if best is not None else ""
-    ax.set_title(f"{title} ({len(done)} complete trials{best_text}{shown})", fontsize=10)
+    sectioned = "; shaded: each loss family's own params" if len(set(sections)) > 1 else ""
+    ax.set_title(f"{title}\n{len(done)} complete trials{best_text}{shown}{sectioned}", fontsize=10)
     return save(fig, path)
 
 

@@ -5,9 +5,9 @@ per trial (number, state, value, flat params, searched params with their ranges,
 config). `read_study` makes it from the `aloss_tune.backends.base.StudyRecord` that either backend reads
 out of its own storage (``make_backend(...).records(study)``): the report knows no backend.
 
-The *baseline* is the objective of predicting the training median (regression) or the class prior
-(classification). A finished trial whose objective is no better than that baseline learned nothing: it is
-counted as **dead**.
+The *baseline* is the objective of a constant predictor: the training median (regression), the class
+prior (classification). A trial that never got better than the baseline learned nothing: it is counted as
+**dead** (`aloss_tune.states`), whether it completed no better than the baseline or was stopped early for it.
 """
 
 from __future__ import annotations
@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from aloss_tune.states import no_better, ordered_counts
+
 # Names the runner logs per epoch that are metrics, not learned loss parameters.
 _METRIC_NAMES = frozenset({"loss", "mae", "mse", "rmse", "auc", "pr_auc", "accuracy", "learning_rate"})
 _CLASSIFICATION_METRICS = frozenset({"auc", "pr_auc", "accuracy"})
@@ -31,14 +33,17 @@ class TrialRow:
 
     Attributes:
         number: the trial number.
-        state: ``complete``, ``pruned``, ``failed``, ``running`` or ``waiting``.
-        value: the objective (for a pruned trial, its last reported value), or ``None``.
+        state: how it ended: ``complete``, ``pruned`` (stopped early: by the pruner, or as dead),
+            ``failed``, ``running`` or ``waiting``; `outcome` is how it is counted.
+        value: the objective (for a trial stopped as dead, its best value; for a pruned trial, its last
+            reported value), or ``None``.
         loss: the loss factory name (the family).
         params: the flat params dict (``loss.delta``, ``model.units``, ...).
         search_params: the backend's own params (``loss.huber.delta``) with their distributions.
         history: per-epoch values, metrics and learned loss parameters.
         learned: the learned loss parameters' per-epoch values (``alpha``, ``scale``, ``alpha.0``, ...).
-        dead: a complete trial whose objective is no better than the baseline.
+        dead: it never got better than the baseline: complete with an objective no better than it, or
+            stopped early as not learning.
     """
 
     number: int
@@ -61,6 +66,11 @@ class TrialRow:
     @property
     def complete(self) -> bool:
         return self.state == "complete"
+
+    @property
+    def outcome(self) -> str:
+        """How the trial is counted: ``complete``, ``dead``, ``pruned``, ``failed``, ``running``, ``waiting``."""
+        return "dead" if self.dead else self.state
 
     @property
     def final_learned(self) -> dict[str, float]:
@@ -104,12 +114,12 @@ class StudyData:
 
     @property
     def counts(self) -> dict[str, int]:
-        """Trials per state, plus ``dead`` (complete trials no better than the baseline)."""
-        out = {"complete": 0, "pruned": 0, "failed": 0, "running": 0, "waiting": 0}
+        """Trials per counted state (`TrialRow.outcome`): ``complete``, ``dead``, ``pruned``, ``failed``, then
+        ``running`` and ``waiting`` when there are some."""
+        out: dict[str, int] = {}
         for t in self.trials:
-            out[t.state] = out.get(t.state, 0) + 1
-        out["dead"] = sum(t.dead for t in self.trials)
-        return {k: v for k, v in out.items() if v or k in ("complete", "pruned", "failed", "dead")}
+            out[t.outcome] = out.get(t.outcome, 0) + 1
+        return ordered_counts(out)
 
     @property
     def best(self) -> TrialRow | None:
@@ -147,8 +157,8 @@ class StudyData:
                 best_value = pick(values)
                 best_row = next(t for t in rows if t.complete and t.value == best_value)
             out.append(FamilySummary(
-                loss=name, trials=len(rows), complete=sum(t.complete for t in rows),
-                pruned=sum(t.state == "pruned" for t in rows), failed=sum(t.state == "failed" for t in rows),
+                loss=name, trials=len(rows), complete=sum(t.outcome == "complete" for t in rows),
+                pruned=sum(t.outcome == "pruned" for t in rows), failed=sum(t.outcome == "failed" for t in rows),
                 dead=sum(t.dead for t in rows), best=None if best_row is None else best_row.value,
                 median=statistics.median(values) if values else None,
                 best_trial=None if best_row is None else best_row.number,
@@ -254,7 +264,8 @@ def read_study(study: Any, ctx: Any = None) -> StudyData:
             number=trial.number, state=trial.state, value=value, loss=loss, params=dict(trial.params),
             search_params=searched, distributions=dists, history=history, learned=learned_series(history, loss),
             loss_config=trial.loss_config, seed=trial.seed, duration_s=trial.duration_s, epochs=trial.epochs,
-            error=trial.error, run_id=trial.run_id, dead=_dead(trial.state, value, baseline, study.direction),
+            error=trial.error, run_id=trial.run_id,
+            dead=_dead(trial.state, value, baseline, study.direction, stopped=trial.stopped_dead),
         ))
     if not losses:
         losses = tuple(dict.fromkeys(t.loss for t in rows))
@@ -268,11 +279,9 @@ def read_study(study: Any, ctx: Any = None) -> StudyData:
     )
 
 
-def _dead(state: str, value: float | None, baseline: float | None, direction: str) -> bool:
-    """A complete trial whose objective is no better than the baseline."""
-    if state != "complete" or value is None or baseline is None:
-        return False
-    return not (value < baseline if direction == "minimize" else value > baseline)
+def _dead(state: str, value: float | None, baseline: float | None, direction: str, stopped: bool = False) -> bool:
+    """Stopped early as dead, or complete with an objective no better than the baseline."""
+    return stopped or (state == "complete" and no_better(value, baseline, direction))
 
 
 def optuna_distribution(spec: Mapping[str, Any]) -> Any:
@@ -291,8 +300,9 @@ def optuna_distribution(spec: Mapping[str, Any]) -> Any:
 
 
 def write_trials_csv(data: StudyData, path: Path) -> Path:
-    """One row per trial (every state): number, state, objective, dead, loss, epochs, duration, seed,
-    each flat param, each learned parameter's final value, the error and the MLflow run id."""
+    """One row per trial (every state): number, state (as counted: ``complete``, ``dead``, ``pruned``,
+    ``failed``, ...), objective, dead, loss, epochs, duration, seed, each flat param, each learned
+    parameter's final value, the error and the MLflow run id."""
     param_keys = sorted({k for t in data.trials for k in t.params if k != "loss"})
     learned_keys = sorted({k for t in data.trials for k in t.final_learned})
     header = ["number", "state", data.metric, "dead", "loss", "epochs", "duration_s", "seed",
@@ -303,7 +313,7 @@ def write_trials_csv(data: StudyData, path: Path) -> Path:
         for t in data.trials:
             final = t.final_learned
             writer.writerow([
-                t.number, t.state, _cell(t.value), t.dead, t.loss, t.epochs,
+                t.number, t.outcome, _cell(t.value), t.dead, t.loss, t.epochs,
                 _cell(None if t.duration_s is None else round(t.duration_s, 3)), _cell(t.seed),
                 *(_cell(t.params.get(k)) for k in param_keys), *(_cell(final.get(k)) for k in learned_keys),
                 _cell(t.error), _cell(t.run_id),

@@ -1,7 +1,8 @@
 """The one-page summary of a study, as Markdown or HTML from one description of its content.
 
 It says which loss won and how to reuse it, how each loss family fared, the top trials, how many trials
-were dead (no better than predicting the training median), and shows the figures written beside it.
+were dead (never better than a constant prediction: `aloss_tune.states`), and shows the figures written
+beside it. Trials are counted as the console and MLflow count them: complete, dead, pruned, failed.
 """
 
 from __future__ import annotations
@@ -14,16 +15,19 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aloss_tune.report._study import StudyData
+from aloss_tune.states import counts_text
 
 TOP_TRIALS = 10
 
 # (file name, caption) of the figures, in the order the page shows them.
 FIGURES = (
     ("optimization_history.png", "Optimization history: every finished trial's objective, the best so far "
-                                 "and the dead-trial bar (predicting the training median)."),
+                                 "and the dead-trial bar (a constant prediction), zoomed on the trials."),
     ("objective_by_loss.png", "Objective by loss family."),
     ("param_importances.png", "Parameter importances."),
-    ("parallel_coordinates.png", "Parallel coordinates of the complete trials."),
+    ("parallel_coordinates.png", "Parallel coordinates of the complete trials: the loss, the shared parameters "
+                                 "and the objective, then each loss family's own parameters (a trial's line "
+                                 "only where its parameters apply)."),
     ("loss_shape.png", "The best loss's shape: rho(x) and its derivative psi(x), the influence of a "
                        "residual, beside the references."),
     ("learned_params.png", "Learned alpha and scale of the adaptive trials, per epoch."),
@@ -153,19 +157,16 @@ def build_page(data: StudyData, figures: Sequence[str], notes: Sequence[str] = (
     """The summary page of ``data``; ``figures`` are the figure files that exist beside it."""
     page = Page(f"Study `{data.name}`")
     counts = data.counts
-    state_text = ", ".join(f"{counts.get(k, 0)} {k}" for k in ("complete", "pruned", "failed"))
-    for extra in ("running", "waiting"):
-        if counts.get(extra):
-            state_text += f", {counts[extra]} {extra}"
     facts = [
         f"Objective: {data.direction} `{data.metric}`",
-        f"Trials: {len(data.trials)} ({state_text})",
+        f"Trials: {len(data.trials)} ({counts_text(counts)})",
     ]
     if data.baseline is not None:
         what = "predicting the training median" if data.task == "regression" else "a constant prediction"
+        stopped = sum(t.dead and t.state != "complete" for t in data.trials)
         facts.append(f"Baseline ({what}): {data.baseline:.6g}")
-        facts.append(f"**Dead trials: {counts.get('dead', 0)}** of {counts.get('complete', 0)} complete "
-                     "(objective no better than the baseline: the model learned nothing)")
+        facts.append(f"**Dead trials: {counts.get('dead', 0)}** of {len(data.trials)} (never better than the "
+                     f"baseline: the model learned nothing; {stopped} of them stopped early for it)")
     if data.task == "regression":
         facts.append(f"Target robust spread (1.4826 x MAD): {data.target_scale:.6g}; scale-like loss "
                      "parameters are searched relative to it")

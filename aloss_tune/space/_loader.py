@@ -346,7 +346,7 @@ class _Loader:
 
     def training(self, value: Any) -> Training:
         mapping = self.mapping(value, "training", ("epochs", "batch_size", "early_stopping", "jit_compile",
-                                                   "verbose"))
+                                                   "verbose", "stop_dead"))
         epochs = self.integer(mapping.get("epochs"), "training.epochs", 1, default=Training.epochs)
         batch = self.integer(mapping.get("batch_size"), "training.batch_size", 1, default=Training.batch_size)
         es = mapping.get("early_stopping")
@@ -364,7 +364,12 @@ class _Loader:
         if jit not in (True, False, "auto"):
             raise self.fail("training.jit_compile", f"must be true, false or auto, but got {describe(jit)}.")
         verbose = self.integer(mapping.get("verbose"), "training.verbose", 0, default=0)
-        return Training(epochs=epochs, batch_size=batch, early_stopping=patience, jit_compile=jit, verbose=verbose)
+        stop_dead = mapping.get("stop_dead", True)
+        if not isinstance(stop_dead, bool) and (not isinstance(stop_dead, int) or stop_dead < 1):
+            raise self.fail("training.stop_dead", "must be a warm-up in epochs (an integer >= 1), true (the "
+                            f"default warm-up, max(3, ceil(epochs / 4))) or false, but got {describe(stop_dead)}.")
+        return Training(epochs=epochs, batch_size=batch, early_stopping=patience, jit_compile=jit, verbose=verbose,
+                        stop_dead=stop_dead)
 
     def search(self, value: Any) -> Search:
         mapping = self.mapping(value, "search", ("backend", "sampler", "pruner", "tuner", "n_trials", "timeout",

@@ -79,6 +79,16 @@ class Training:
     early_stopping: int | None = None  # patience in epochs, on the objective metric
     jit_compile: Any = "auto"
     verbose: int = 0
+    stop_dead: int | bool = True  # stop a trial that is not learning: after this many epochs (True: the default)
+
+    @property
+    def dead_warmup(self) -> int | None:
+        """Epochs after which a trial no better than the baseline is stopped as dead (``None``: never)."""
+        from aloss_tune.states import dead_warmup
+
+        if self.stop_dead is False:
+            return None
+        return dead_warmup(self.epochs) if self.stop_dead is True else int(self.stop_dead)
 
 
 @dataclass(frozen=True)
@@ -304,6 +314,7 @@ class SearchSpace:
                 ),
                 "jit_compile": self.training.jit_compile,
                 "verbose": self.training.verbose,
+                "stop_dead": self.training.stop_dead,
             },
             "loss": {
                 "choices": list(self.losses),

@@ -24,6 +24,7 @@ import keras
 import keras_tuner as kt
 import pytest
 import yaml
+from helpers.processes import study_counts
 from mlflow.tracking import MlflowClient
 
 import aloss_tune
@@ -252,7 +253,7 @@ def test_python_api_averages_executions_and_keras_tuner_reloads_the_best_model(
     lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("trial ")]
     assert lines == [f"trial 0 complete  loss=adaptive_barron  val_mae={result.best_value:.6g}  "
                      f"best={result.best_value:.6g} (trial 0)"]  # no terminal: one line per trial
-    assert result.backend == "keras-tuner" and result.counts == {"complete": 1, "failed": 0}
+    assert result.backend == "keras-tuner" and result.counts == {"complete": 1, "dead": 0, "pruned": 0, "failed": 0}
     assert result.best_params["loss"] == "adaptive_barron"
     assert isinstance(result.best_loss, keras.losses.Loss)
 
@@ -295,7 +296,7 @@ def test_a_worker_stops_after_five_failed_trials_in_a_row(tmp_path: Path,
     space = base_space("kt_failing", training={"epochs": 1}, search={"n_trials": 8})
     result = aloss_tune.tune(space, backend="keras-tuner", build_model=BrokenBuilder(), tracking=False,
                              directory=tmp_path)
-    assert result.counts == {"complete": 0, "failed": 5} and result.best_trial is None
+    assert result.counts == {"complete": 0, "dead": 0, "pruned": 0, "failed": 5} and result.best_trial is None
     assert "5 trials failed in a row" in caplog.text
     record = json.loads((tmp_path / "kt_failing" / "trial_4" / "aloss_tune.json").read_text())
     assert record["state"] == "failed"
@@ -304,13 +305,40 @@ def test_a_worker_stops_after_five_failed_trials_in_a_row(tmp_path: Path,
         kt_backend.best_summary("kt_failing", directory=tmp_path)
 
 
+def test_a_trial_that_is_not_learning_is_stopped_and_scored_as_a_bad_trial(
+        tmp_path: Path, stores: dict[str, str], capsys: pytest.CaptureFixture[str]) -> None:
+    # KerasTuner has no pruned state its oracles learn from: the stopped trial is COMPLETED with its best value
+    # so far as its score (no better than the baseline), recorded as dead, and never the study's best.
+    space = base_space("kt_dead", data="helpers.user_side:tiny_regression",
+                       model={"builder": "helpers.user_side:stuck_or_mlp", "params": {"mode": "stuck"}},
+                       optimizer={"name": "adam", "learning_rate": 0.05}, loss={"choices": ["mse"]},
+                       training={"epochs": 6, "stop_dead": 2}, search={"n_trials": 1})
+    result = aloss_tune.tune(space, backend="keras-tuner", tracking_uri=stores["tracking_uri"], directory=tmp_path)
+    assert result.counts == {"complete": 0, "dead": 1, "pruned": 0, "failed": 0} and result.best_trial is None
+    record = json.loads((tmp_path / "kt_dead" / "trial_0" / "aloss_tune.json").read_text())
+    assert record["state"] == "dead" and record["stopped_dead"]["epochs"] == 2
+    assert len(record["history"]["val_mae"]) == 2 and record["value"] == min(record["history"]["val_mae"])
+    assert record["value"] > record["stopped_dead"]["baseline"]
+    (trial,) = result.study.oracle.trials.values()
+    assert trial.status == "COMPLETED" and trial.score == pytest.approx(record["value"])
+    client = MlflowClient(stores["tracking_uri"])
+    run = client.get_run(record["mlflow_run_id"])
+    assert (run.info.status, run.data.tags["aloss_tune.state"]) == ("KILLED", "dead")
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("trial ")]
+    assert lines == [f"trial 0 dead      loss=mse  val_mae={record['value']:.6g}"]
+    with pytest.raises(UsageError, match="no finished trial"):
+        kt_backend.best_summary("kt_dead", directory=tmp_path)
+
+
 # ------------------------------------------------------------------------------------- end to end
 @pytest.mark.slow
 def test_random_search_logs_parent_children_params_histories_and_statuses(
         store: Store, random_study: dict[str, Any]) -> None:
     assert random_study["first"].returncode == 130, random_study["first"].stderr[-3000:]
     out = ok(random_study["second"])
-    assert "study 'kt_random' (keras-tuner): 3 complete, 0 failed" in out
+    # 2 epochs on the contaminated data: a trial may end no better than the median predictor (dead).
+    counts = study_counts(out, "kt_random")
+    assert (counts["finished"], counts["pruned"], counts["failed"]) == (3, 0, 0)
     assert f"aloss-tune best kt_random --backend keras-tuner --directory {store.projects}" in out
     parent, children = store.runs("kt_random")
     assert parent.info.status == "FINISHED" and parent.data.tags["aloss_tune.backend"] == "keras-tuner"
@@ -320,7 +348,7 @@ def test_random_search_logs_parent_children_params_histories_and_statuses(
     for child in finished:
         loss = child.data.params["loss"]
         assert child.info.run_name == f"{trial_key(child)} {loss}"
-        assert child.data.tags["aloss_tune.state"] == "complete"
+        assert child.data.tags["aloss_tune.state"] in ("complete", "dead")
         assert logged_params(child) == expected_keys(random_study["space"], loss)
         assert child.data.params["backend"] == "keras-tuner"
         assert child.data.params["seed"] == str(1 + int(child.data.tags["aloss_tune.trial"]))
@@ -334,12 +362,12 @@ def test_random_search_logs_parent_children_params_histories_and_statuses(
     names = {a.path for a in store.client.list_artifacts(parent.info.run_id)}
     assert {*REPORT_FIGURES, "trials.csv", "summary.md", "summary.html"} <= names
     rows = list(csv.DictReader(io.StringIO(store.artifact(parent, "trials.csv"))))
-    assert sorted((r["number"], r["state"]) for r in rows) == [("0", "complete"), ("1", "complete"),
-                                                               ("2", "complete")]
+    assert sorted(r["number"] for r in rows) == ["0", "1", "2"]
     by_number = {int(trial_key(c).split("-")[1]): c for c in finished}
     for row in rows:
         run = by_number[int(row["number"])]
         assert row["mlflow_run_id"] == run.info.run_id and row["loss"] == run.data.params["loss"]
+        assert row["state"] == run.data.tags["aloss_tune.state"]  # counted alike in the table and in MLflow
         assert float(row["val_mae"]) == pytest.approx(run.data.metrics["objective"])
     assert "Study `kt_random`" in store.artifact(parent, "summary.md")
 
@@ -406,12 +434,13 @@ def test_bayesian_failed_trial_is_visible_and_the_best_loss_reloads_exactly(stor
     path = store.write_space(space)
     out = ok(store.run(store.tune_args(path), ALOSS_TEST_BUILDS=str(store.root / "bayes.builds"),
                        ALOSS_TEST_NAN_AT="3"))  # trial 1 (build 1 is the check before training)
-    assert "study 'kt_bayes' (keras-tuner): 2 complete, 1 failed" in out
+    counts = study_counts(out, "kt_bayes")
+    assert (counts["finished"], counts["pruned"], counts["failed"]) == (2, 0, 1)
 
     parent, children = store.runs("kt_bayes")
     states = {trial_key(c): (c.info.status, c.data.tags["aloss_tune.state"]) for c in children}
-    assert states == {"trial-0": ("FINISHED", "complete"), "trial-1": ("FAILED", "failed"),
-                      "trial-2": ("FINISHED", "complete")}
+    assert states["trial-1"] == ("FAILED", "failed")
+    assert {states["trial-0"], states["trial-2"]} <= {("FINISHED", "complete"), ("FINISHED", "dead")}
     failed = next(c for c in children if c.info.status == "FAILED")
     # A failed trial keeps its loss config: its loss rebuilds from its run.
     assert json.loads(store.artifact(failed, "loss_config.json"))["params"]["loss"] == "adaptive_barron"
@@ -451,7 +480,8 @@ def test_hyperband_continues_its_best_trials_from_their_checkpoints(store: Store
     space = base_space("kt_hyperband", model={"builder": "mlp"}, training={"epochs": 3},
                        search={"tuner": "hyperband", "n_trials": 4, "seed": 0})
     out = ok(store.run(store.tune_args(store.write_space(space))))
-    assert "study 'kt_hyperband' (keras-tuner): 4 complete, 0 failed" in out
+    counts = study_counts(out, "kt_hyperband")
+    assert (counts["finished"], counts["pruned"], counts["failed"]) == (4, 0, 0)
     parent, children = store.runs("kt_hyperband")
     runs = {trial_key(c): c for c in children}
     assert sorted(runs) == ["trial-0", "trial-1", "trial-2", "trial-3"]
@@ -477,7 +507,8 @@ def test_hyperband_continues_its_best_trials_from_their_checkpoints(store: Store
     assert str(out / "summary.md") in done
     rows = list(csv.DictReader(io.StringIO((out / "trials.csv").read_text(encoding="utf-8"))))
     assert [(r["number"], r["state"], r["mlflow_run_id"]) for r in rows] == [
-        (str(n), "complete", runs[f"trial-{n}"].info.run_id) for n in range(4)]
+        (str(n), runs[f"trial-{n}"].data.tags["aloss_tune.state"], runs[f"trial-{n}"].info.run_id)
+        for n in range(4)]
     assert {*REPORT_FIGURES, "summary.md"} <= {p.name for p in out.iterdir()}
     assert (store.artifact(parent, "trials.csv").splitlines()[1:]
             == (out / "trials.csv").read_text(encoding="utf-8").splitlines()[1:])
@@ -511,8 +542,9 @@ def test_distributed_chief_and_worker_on_one_machine(store: Store) -> None:
             chief.communicate()
     assert chief.returncode == 0, chief_err[-3000:]
     worker_out = ok(worker)
-    assert "study 'kt_dist' (keras-tuner): 2 complete, 0 failed" in chief_out
-    assert "2 complete, 0 failed" in worker_out  # the trials this worker ran
+    for text in (chief_out, worker_out):  # the study's trials; the trials this worker ran
+        counts = study_counts(text, "kt_dist")
+        assert (counts["finished"], counts["pruned"], counts["failed"]) == (2, 0, 0)
     for text in (chief_out, worker_out):  # KerasTuner's stray print of condition values is filtered
         assert not {"mse", "huber"} & set(text.splitlines())
     parent, children = store.runs("kt_dist")

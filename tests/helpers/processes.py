@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import time
@@ -47,3 +48,15 @@ def wait_for(check: Callable[[], Any], *, timeout: float, what: str, every: floa
             return found
         time.sleep(every)
     raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def study_counts(stdout: str, study: str) -> dict[str, int]:
+    """The counts of ``study 'NAME' (optuna): 3 complete, 1 dead, 0 pruned, 2 failed[, 2 running]`` in a
+    command's output, plus ``finished``: complete and dead together (the trials that ran all their epochs,
+    whether or not they beat the baseline)."""
+    found = re.search(rf"study '{re.escape(study)}' \(\w[\w-]*\): (\d+) complete, (\d+) dead, (\d+) pruned, "
+                      r"(\d+) failed(?:, (\d+) running)?$", stdout, re.MULTILINE)
+    assert found, stdout
+    complete, dead, pruned, failed, running = (int(g or 0) for g in found.groups())
+    return {"complete": complete, "dead": dead, "pruned": pruned, "failed": failed, "running": running,
+            "finished": complete + dead}

@@ -41,3 +41,14 @@ def lenient_mlp(params, data):
     known = {k: v for k, v in params.items()
              if not k.startswith("model.") or k[len("model."):] in MLP_DEFAULTS}
     return mlp(known, data)
+
+
+def stuck_or_mlp(params, data):
+    """The built-in MLP; with ``model.mode == "stuck"``, a model that predicts -50 whatever it is shown and
+    learns far too slowly to change that: a trial that is not learning."""
+    from aloss_tune.models import mlp
+
+    if params.get("model.mode") == "stuck":
+        return keras.Sequential([keras.Input(data.x_train.shape[1:]), keras.layers.Dense(
+            1, kernel_initializer="zeros", bias_initializer=keras.initializers.Constant(-50.0))])
+    return mlp({k: v for k, v in params.items() if k != "model.mode"}, data)

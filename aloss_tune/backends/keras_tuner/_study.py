@@ -38,6 +38,7 @@ from aloss_tune.tracking import (
     TrackingSettings,
     load_settings,
     missing_store,
+    quiet_mlflow,
     study_runs,
 )
 
@@ -141,7 +142,7 @@ def tune(space: SearchSpace, ctx: TrialContext, *, settings: TrackingSettings | 
     tracker = None
     if settings is not None:
         tracker = StudyTracker(settings, space.study, backend="keras-tuner", space=space.to_dict(),
-                               storage=str(project))
+                               storage=str(project), direction=ctx.objective.direction)
     tuner = make_tuner(space, ctx, directory=root, tracker=tracker)
     tuner.trial_log = trial_log
     role = distributed_role()
@@ -177,7 +178,7 @@ def tune(space: SearchSpace, ctx: TrialContext, *, settings: TrackingSettings | 
             artifacts = None
             if after_study is not None and not worker:
                 artifacts = after_study(_record_or_none(tuner))
-            tracker.close(best=best, status=status, artifacts=artifacts)
+            tracker.close(best=best, status=status, artifacts=artifacts, counts=None if worker else tuner.counts())
     errors = tuner._config_errors
     if config_error is None and errors and errors[0] is not None and set(errors) == {errors[0]}:
         config_error = errors[0]  # fewer trials than SAME_CONFIG_ERROR_STOP, all refused alike
@@ -301,13 +302,16 @@ def project_record(project: Path) -> StudyRecord:
     for path in sorted(project.glob("trial_*/trial.json"), key=trial_number):
         trial = _read_json(path) or {}
         mine = _read_json(path.parent / TRIAL_FILE) or {}
+        stopped = mine.get("stopped_dead") is not None  # COMPLETED for KerasTuner, stopped early for us
         state = mine.get("state") if mine.get("state") in ("complete", "failed") else None
+        if mine.get("state") == "dead":
+            state = "pruned" if stopped else "complete"
         state = state or _KT_STATES.get(str(trial.get("status")), "running")
         params = dict(mine.get("params") or {})
         if not params:  # ran where this directory is not shared: KerasTuner's own names and values
             values = (trial.get("hyperparameters") or {}).get("values") or {}
             params = {k: v for k, v in values.items() if not k.startswith("tuner/")}
-        value = mine.get("value", trial.get("score")) if state == "complete" else None
+        value = mine.get("value", trial.get("score")) if state == "complete" or stopped else None
         history = {str(k): [float(x) for x in v] for k, v in (mine.get("history") or {}).items()}
         searched = searched_values(params, list(specs))
         trials.append(TrialRecord(
@@ -315,7 +319,7 @@ def project_record(project: Path) -> StudyRecord:
             value=None if value is None else float(value), params=params, search_params=searched,
             distributions={k: specs[k] for k in searched}, history=history, loss_config=mine.get("loss_config"),
             seed=mine.get("seed"), epochs=len(history.get(objective.get("metric") or "") or ()),
-            error=mine.get("error"), run_id=mine.get("mlflow_run_id"),
+            error=mine.get("error"), run_id=mine.get("mlflow_run_id"), stopped_dead=stopped,
         ))
     baseline, scale = record.get("baseline"), record.get("target_scale")
     return StudyRecord(
@@ -379,6 +383,8 @@ def _best_from_directory(project: Path) -> dict[str, Any]:
         score = trial.get("score")
         if trial.get("status") != kt_trial.TrialStatus.COMPLETED or score is None or not math.isfinite(score):
             continue
+        if ((_read_json(path.parent / TRIAL_FILE) or {}).get("stopped_dead")) is not None:
+            continue  # stopped as not learning: COMPLETED for KerasTuner, never the best trial
         if direction is None:
             metrics = (trial.get("metrics") or {}).get("metrics") or {}
             maximize = any(m.get("direction") == "max" for m in metrics.values())
@@ -413,6 +419,7 @@ def _best_from_mlflow(study_name: str, tracking_uri: str | None) -> dict[str, An
     settings = load_settings(tracking_uri=tracking_uri)
     if missing_store(settings.tracking_uri) is not None:  # reading would create an empty store
         return None
+    quiet_mlflow()  # no "Downloading artifacts" progress bar
     client = MlflowClient(tracking_uri=settings.tracking_uri)
     try:
         experiment = client.get_experiment_by_name(settings.experiment or study_name)

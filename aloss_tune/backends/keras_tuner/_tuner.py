@@ -26,9 +26,10 @@ from aloss_tune.backends.keras_tuner._common import (
     _write_json,
 )
 from aloss_tune.backends.keras_tuner._space import SpaceHyperModel
-from aloss_tune.errors import ConfigError
+from aloss_tune.errors import ConfigError, TrialDead
 from aloss_tune.lifecycle import finish_interrupted, located, start_run, training_seed
 from aloss_tune.runner import TrialContext, loss_config, run_trial
+from aloss_tune.states import final_state, ordered_counts
 from aloss_tune.tracking import (
     StudyTracker,
 )
@@ -107,6 +108,12 @@ class SpaceTuner(kt.Tuner):
     objective are those of the Optuna backend; it returns the objective value to the oracle. Each trial is
     tracked in MLflow by ``tracker`` and recorded in ``trial_<id>/aloss_tune.json``.
 
+    A trial stopped as dead (not learning: `aloss_tune.states`) ends COMPLETED for KerasTuner, with its best
+    objective so far as its score. KerasTuner has no pruned state its oracles learn from (Bayesian
+    optimization skips FAILED and INVALID trials), so a bad score is what moves the search away from it; its
+    record says ``state: dead`` and ``stopped_dead``, its MLflow run ends KILLED, and it is never the study's
+    best trial.
+
     Args:
         oracle: from `make_oracle`.
         hypermodel: the space's `SpaceHyperModel`.
@@ -124,6 +131,7 @@ class SpaceTuner(kt.Tuner):
         self.tracker = tracker
         self.timeout = timeout
         self.seed = ctx.space.search.seed
+        self.baseline = ctx.baseline_value()
         self.ran: dict[str, dict[str, Any]] = {}  # trial id -> record, for the trials this process ran
         self._runs: dict[str, Any] = {}
         self._consecutive_failures = 0
@@ -159,7 +167,7 @@ class SpaceTuner(kt.Tuner):
             record["schedule"] = {"epochs": epochs, "initial_epoch": initial_epoch, "continues": source}
         # KerasTuner retries a trial cut short (an interrupted search, a dead worker) under the same id.
         previous = _read_json(Path(self.get_trial_dir(trial.trial_id)) / TRIAL_FILE)
-        retry = previous is not None and previous.get("state") != "complete"
+        retry = previous is not None and previous.get("state") not in ("complete", "dead")
         run = None
         if self.tracker is not None:
             if retry and previous.get("mlflow_run_id"):  # a worker killed outright left its run RUNNING
@@ -197,6 +205,11 @@ class SpaceTuner(kt.Tuner):
                 values.append(outcome.value)
                 if execution == 0:
                     record.update(loss_config=outcome.loss_config, history=outcome.history)
+        except TrialDead as dead:  # not learning: a bad score for the oracle (see the class docstring)
+            callback.on_train_end()  # what a continuing Hyperband trial needs beside the checkpoint
+            record.update(stopped_dead=dead.record(), history=dead.history, value=float(
+                dead.best if dead.best is not None else dead.baseline))
+            return float(record["value"])
         except BaseException as exc:
             if isinstance(exc, ConfigError):
                 self._trial_config_error[trial.trial_id] = located(exc, self.ctx.space)
@@ -240,10 +253,17 @@ class SpaceTuner(kt.Tuner):
         failed = not (trial.status == kt_trial.TrialStatus.COMPLETED and "value" in record)
         self._config_errors.append(config_error if failed else None)
         if trial.status == kt_trial.TrialStatus.COMPLETED and "value" in record:
-            record["state"] = "complete"
             self._consecutive_failures = 0
-            if run is not None:
-                run.finish("complete", objective=record["value"], loss_config=record.get("loss_config"))
+            if record.get("stopped_dead") is not None:
+                record["state"] = "dead"
+                if run is not None:
+                    run.finish("dead")
+            else:
+                record["state"] = final_state("complete", record["value"], self.baseline,
+                                              self.ctx.objective.direction)
+                if run is not None:
+                    run.finish(record["state"], objective=record["value"], loss_config=record.get("loss_config"),
+                               status="FINISHED")
         else:
             error = trial.message or f"the trial ended with status {trial.status}"
             record.update(state="failed", error=error.strip().splitlines()[-1][:2000])
@@ -251,9 +271,16 @@ class SpaceTuner(kt.Tuner):
             if run is not None:
                 run.finish("failed", error=error)
         self._save_record(trial.trial_id, record)
+        if self.trial_log is None and (self.tracker is None or self._is_worker()):
+            return
+        best = self.best_summary()
+        if self.tracker is not None and not self._is_worker():  # a worker's view is partial: the chief's
+            self.tracker.record_progress(best, self.counts())
         if self.trial_log is not None:
             loss = (record.get("params") or {}).get("loss", "?")
             self.trial_log(record["number"], record["state"], loss, record.get("value"),
+                           best=None if best is None else (best["value"], best["number"]),
+                           best_loss=None if best is None else best["params"].get("loss"),
                            error=record.get("error") if record["state"] == "failed" else None)
 
     def _run_of(self, trial_id: str) -> str:
@@ -270,32 +297,42 @@ class SpaceTuner(kt.Tuner):
         On a distributed worker (whose oracle is the chief's, possibly gone), the best of its own trials.
         """
         if self._is_worker():
-            done = [r for r in self.ran.values() if r.get("state") == "complete"]
+            done = [r for r in self.ran.values() if r.get("state") in ("complete", "dead")
+                    and r.get("stopped_dead") is None]
             if not done:
                 return None
             pick = min if self.oracle.objective.direction == "min" else max
             best = pick(done, key=lambda r: r["value"])
             return _summary(best["number"], best["value"], best["params"], best.get("loss_config"))
-        trials = [t for t in self.oracle.get_best_trials(1) if t.status == kt_trial.TrialStatus.COMPLETED]
-        if not trials:
-            return None
-        best = trials[0]
-        record = _read_json(Path(self.get_trial_dir(best.trial_id)) / TRIAL_FILE) or {}
-        params = record.get("params") or self.hypermodel.params(best.hyperparameters)
-        config = record.get("loss_config") or loss_config(params)
-        return _summary(int(best.trial_id), best.score, params, config)
+        # The best trial that ran all its epochs (a trial stopped as dead is COMPLETED for KerasTuner).
+        for candidate in self.oracle.get_best_trials(len(self.oracle.trials)):
+            if candidate.status != kt_trial.TrialStatus.COMPLETED:
+                continue
+            record = self._record(candidate.trial_id)
+            if record.get("stopped_dead") is not None:
+                continue
+            params = record.get("params") or self.hypermodel.params(candidate.hyperparameters)
+            config = record.get("loss_config") or loss_config(params)
+            return _summary(int(candidate.trial_id), candidate.score, params, config)
+        return None
+
+    def _record(self, trial_id: str) -> dict[str, Any]:
+        """Trial ``trial_id``'s record (``trial_<id>/aloss_tune.json``), ``{}`` when it has none."""
+        return self.ran.get(trial_id) or _read_json(Path(self.get_trial_dir(trial_id)) / TRIAL_FILE) or {}
 
     def counts(self) -> dict[str, int]:
-        """Complete and failed trials of the study (on a distributed worker: of this worker)."""
+        """Complete, dead, pruned (never, on KerasTuner) and failed trials of the study (on a distributed
+        worker: of this worker)."""
         if self._is_worker():
-            states = [r.get("state") for r in self.ran.values()]
-            return {"complete": states.count("complete"), "failed": states.count("failed")}
-        statuses = [t.status for t in self.oracle.trials.values()]
-        return {
-            "complete": statuses.count(kt_trial.TrialStatus.COMPLETED),
-            "failed": statuses.count(kt_trial.TrialStatus.FAILED)
-            + statuses.count(kt_trial.TrialStatus.INVALID),
-        }
+            states = [str(r.get("state")) for r in self.ran.values() if r.get("state") != "running"]
+        else:
+            states = []
+            for trial in self.oracle.trials.values():
+                if trial.status == kt_trial.TrialStatus.COMPLETED:
+                    states.append("dead" if self._record(trial.trial_id).get("state") == "dead" else "complete")
+                elif trial.status in (kt_trial.TrialStatus.FAILED, kt_trial.TrialStatus.INVALID):
+                    states.append("failed")
+        return ordered_counts({state: states.count(state) for state in set(states)})
 
 
 def _epoch_logger(run: Any, execution: int) -> Any:
