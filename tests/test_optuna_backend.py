@@ -100,16 +100,16 @@ FIRST_ROUND_SPACE = {
 }
 
 
-def test_the_first_round_tries_each_loss_at_its_defaults_and_the_middle_of_the_model_ranges():
+def test_the_first_round_tries_each_loss_at_its_start_and_the_middle_of_the_model_ranges():
     from aloss_tune.factories import get_factory
 
     spec = SearchSpace.from_dict(FIRST_ROUND_SPACE)
     rounds = spec.first_round(target_scale=50.0)
     assert [r["loss"] for r in rounds] == ["huber", "barron", "dynamic_alpha"]
     huber, barron, dynamic = rounds
-    assert huber["loss.huber.delta"] == 50.0  # default 1 spread, in target units
-    assert barron["loss.barron.alpha"] == get_factory("barron").param("alpha").default
-    assert barron["loss.barron.scale"] == 50.0
+    assert huber["loss.huber.delta"] == pytest.approx(0.3 * 50.0)  # its start, 0.3 spreads, in target units
+    assert barron["loss.barron.alpha"] == get_factory("barron").param("alpha").start == 0.0
+    assert barron["loss.barron.scale"] == pytest.approx(0.1 * 50.0)
     # the formula's default and only that formula's constants (its `when` condition)
     assert dynamic["loss.dynamic_alpha.alpha_formula"] == get_factory("dynamic_alpha").param("alpha_formula").default
     assert "loss.dynamic_alpha.temperature" in dynamic and "loss.dynamic_alpha.power" not in dynamic

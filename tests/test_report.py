@@ -479,7 +479,7 @@ def test_parallel_coordinates_draw_only_the_params_a_trial_has(monkeypatch):
         study.add_trial(optuna.trial.create_trial(
             value=0.5 + i / 40, params=params, distributions=dists,
             user_attrs={"aloss_tune.params": {"loss": loss, "model.units": 8 + i}}))
-    data = read_study(study)
+    data = read_study(study_record(study))
     importances = {"loss.class_bce.pos_weight": 0.4, "loss.focal.alpha": 0.3, "loss.focal.gamma": 0.2,
                    "model.units": 0.05, "loss": 0.05}
     fig = drawn_figure(monkeypatch, lambda p: _plots.plot_parallel(data, importances, p))
@@ -514,7 +514,7 @@ def test_value_axes_zoom_on_the_trials_and_note_the_baseline(monkeypatch):
     # learned (0.5 to 0.83): the axis shows those, the baseline is a note, the dead trial a marker at the edge.
     from aloss_tune.report import _plots
 
-    data = read_study(synthetic_study("binary"))
+    data = read_study(study_record(synthetic_study("binary")))
     (dead,) = [t.value for t in data.trials if t.dead]
     assert dead == pytest.approx(0.07) and data.baseline == 0.08
     for draw, states in ((_plots.plot_history, ("complete", "pruned")), (_plots.plot_by_family, ("complete",))):
@@ -530,7 +530,7 @@ def test_value_axes_zoom_on_the_trials_and_note_the_baseline(monkeypatch):
         edge = [line for line in ax.get_lines() if line.get_marker() == "v"]
         assert [float(line.get_ydata()[0]) for line in edge] == [low]  # the dead trial, at the bottom edge
     # A baseline within the trials' range is a dashed line, as before.
-    regression = read_study(synthetic_study("regression"))
+    regression = read_study(study_record(synthetic_study("regression")))
     fig = drawn_figure(monkeypatch, lambda p: _plots.plot_history(regression, p))
     ax = fig.axes[0]
     assert [list(line.get_ydata()) for line in ax.get_lines() if line.get_linestyle() == "--"] == [[60.0, 60.0]]

@@ -79,7 +79,7 @@ def test_conditional_sampling_only_asks_for_the_chosen_loss_params():
     assert set(asked) == {"loss", "loss.huber.delta", "model.units"}
     assert asked["loss.huber.delta"] == (("loss", ("huber",)),)
     assert asked["model.units"] == ()
-    assert params == {"loss": "huber", "loss.delta": 0.05, "loss.l2": 1e-4, "model.units": 8, "model.layers": 2}
+    assert params == {"loss": "huber", "loss.delta": 0.02, "loss.l2": 1e-4, "model.units": 8, "model.layers": 2}
     rec = Recorder(choose={"loss": "mse"})
     assert space.sample(rec) == {"loss": "mse", "loss.l2": 1e-4, "model.units": 8, "model.layers": 2}
 
@@ -87,7 +87,7 @@ def test_conditional_sampling_only_asks_for_the_chosen_loss_params():
 def test_fixed_suggester_replays_and_checks_ranges():
     space = SearchSpace.from_dict({"study": "s", "loss": ["huber"]})
     assert space.sample(FixedSuggester({"loss.huber.delta": 0.5})) == {"loss": "huber", "loss.delta": 0.5}
-    with pytest.raises(ConfigError, match=r"loss\.huber\.delta.*log-uniform \[0\.05, 5\].*7"):
+    with pytest.raises(ConfigError, match=r"loss\.huber\.delta.*log-uniform \[0\.02, 2\].*7"):
         space.sample(FixedSuggester({"loss.huber.delta": 7.0}))
 
 
