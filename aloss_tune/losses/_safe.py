@@ -102,19 +102,21 @@ def power1p_m1(r: Any, power: float) -> Any:
 def sqrt1p_m1(z: Any) -> Any:
     """``sqrt(1 + z) - 1`` for ``z >= 0``, as ``z / (sqrt(1 + z) + 1)`` (no cancellation at small ``z``).
 
-    Its derivative is written as ``rsqrt(1 + z) / 2``, where autodiff of the quotient takes three divisions.
-    The value and the derivative share no intermediate, so that XLA computes each in its own pass over the
-    inputs instead of writing the root out as an array for both.
+    Its derivative ``1 / (2 sqrt(1 + z))`` is written from the value ``v`` itself, as ``1 / (2 (1 + v))``: one
+    division, and nothing but the value kept for the gradient (autodiff of the quotient takes three divisions
+    and keeps the root as well).
     """
 
     @ops.custom_gradient
     def fn(z: Any) -> Any:
+        value = z / (ops.sqrt(z + 1.0) + 1.0)
+
         def grad(*args: Any, upstream: Any = None) -> Any:
             if upstream is None:
                 (upstream,) = args
-            return upstream * (0.5 * ops.rsqrt(z + 1.0))
+            return upstream * (0.5 / (value + 1.0))
 
-        return z / (ops.sqrt(z + 1.0) + 1.0), grad
+        return value, grad
 
     return fn(z)
 
