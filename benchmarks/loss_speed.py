@@ -156,17 +156,15 @@ class Row:
     kind: str | None = None  # floor target: "fixed", "factory" or "learned"
 
 
-class Plain:
+def plain_loss(fn: Callable[..., Any]) -> Any:
     """A hand-written loss function wrapped as Keras wraps a function given to ``compile``."""
+    import keras
 
-    def __new__(cls, fn: Callable[..., Any]) -> Any:
-        import keras
+    class Bare(keras.losses.Loss):
+        def call(self, y_true: Any, y_pred: Any) -> Any:
+            return fn(y_true, y_pred)
 
-        class _Bare(keras.losses.Loss):
-            def call(self, y_true: Any, y_pred: Any) -> Any:
-                return fn(y_true, y_pred)
-
-        return _Bare(name="bare")
+    return Bare(name="bare")
 
 
 def bare_formulas() -> dict[str, Callable[..., Any]]:
@@ -286,7 +284,7 @@ def rows(backend: Backend, size: int) -> list[Row]:
         keras_ref = f"keras {KERAS_EQUIVALENT[name]}" if name in KERAS_EQUIVALENT else None
         bare_ref = f"bare {name}" if name in bare and not getattr(loss, "from_logits", False) else None
         if bare_ref:
-            add(bare_ref, loss_fn(Plain(bare[name])), args)
+            add(bare_ref, loss_fn(plain_loss(bare[name])), args)
         add(f"factory {name}", loss_fn(loss), args, keras=keras_ref, bare=bare_ref, kind="factory")
 
     # Barron's loss with a fixed alpha: the formula is chosen when tracing.
@@ -297,7 +295,7 @@ def rows(backend: Backend, size: int) -> list[Row]:
                 z = ops.square((p - t) / 0.7)
                 return ops.mean((0.5 / 1.5) * ops.expm1(0.75 * ops.log1p(z / 0.5)), axis=-1)
 
-            add(bare_ref, loss_fn(Plain(bare_fixed)), (yt, yp))
+            add(bare_ref, loss_fn(plain_loss(bare_fixed)), (yt, yp))
         add(f"RobustLoss(alpha={a:g})", loss_fn(RobustLoss(alpha=a, scale=0.7)), (yt, yp), bare=bare_ref, kind="fixed")
 
     # A learned alpha and scale (one per column): gradients for y_pred, alpha and scale.

@@ -8,7 +8,10 @@ Everything here is written so that *both* the value and the gradient stay finite
 * `exprel_series` is the Taylor polynomial of ``expm1(u) / u``, which removes the ``1 / alpha`` of Barron's
   formula analytically near ``alpha = 0`` (no division by zero, the right derivative there);
 * every ``where`` gets inputs that are safe in *both* branches, because both branches are differentiated
-  and a NaN in the unused one would leak into the gradient.
+  and a NaN in the unused one would leak into the gradient;
+* `power1p_m1` and `sqrt1p_m1` carry hand-written derivatives that reuse their value's own pieces, and
+  `expm1_sat_and_slope`, `exprel_series_and_slope` and `sum_to_shape` serve gradients written by hand
+  (`robust.py`): autodiff of the same formulas costs extra divisions and full-size intermediates per element.
 
 Nothing here imports anything of ours.
 """
