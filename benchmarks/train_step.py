@@ -1,8 +1,8 @@
 """Train-step time of a small MLP with each loss, against the same model trained with MSE.
 
 A 32-64-64-8 ReLU MLP, batch 256, compiled with ``jit_compile=True``; one warm-up epoch, then the time per step of
-the fastest timed epoch (the least disturbed by the machine's other work). Classification factories get an 8-way (or one-unit) output with
-sigmoid/softmax and matching labels; adaptive ones are applied with `aloss_tune.attach`.
+the fastest timed epoch (the least disturbed by the machine's other work). Classification factories get an 8-way
+(or one-unit) output with sigmoid/softmax and matching labels; adaptive ones are applied with `aloss_tune.attach`.
 
     python benchmarks/train_step.py
     KERAS_BACKEND=jax python benchmarks/train_step.py

@@ -42,6 +42,25 @@ def probability_epsilon(dtype: Any) -> float:
     return max(float(keras.config.epsilon()), epsneg)
 
 
+def clip_probability(p: Any, eps: float) -> Any:
+    """``clip(p, eps, 1 - eps)``, whose derivative is written as 1 inside ``[eps, 1 - eps]`` and 0 outside.
+
+    That is TensorFlow's derivative of a clip. JAX's takes a division per element (it halves the derivative
+    where the value ties with a bound), which XLA then writes out as a full-size array.
+    """
+
+    @ops.custom_gradient
+    def fn(p: Any) -> Any:
+        def grad(*args: Any, upstream: Any = None) -> Any:
+            if upstream is None:
+                (upstream,) = args
+            return ops.where(ops.logical_and(p >= eps, p <= 1.0 - eps), upstream, 0.0)
+
+        return ops.clip(p, eps, 1.0 - eps), grad
+
+    return fn(p)
+
+
 def binary_log_probs(y_pred: Any, from_logits: bool) -> tuple[Any, Any]:
     """``(log p, log(1 - p))`` for the probability ``p`` of class 1 of each element.
 
@@ -52,7 +71,7 @@ def binary_log_probs(y_pred: Any, from_logits: bool) -> tuple[Any, Any]:
     if from_logits:
         return ops.log_sigmoid(y_pred), ops.log_sigmoid(-y_pred)
     eps = probability_epsilon(y_pred.dtype)
-    p = ops.clip(y_pred, eps, 1.0 - eps)
+    p = clip_probability(y_pred, eps)
     return ops.log(p), ops.log(1.0 - p)
 
 
@@ -64,15 +83,14 @@ def binary_probs(y_pred: Any, from_logits: bool, clip: bool = True) -> tuple[Any
         from_logits: whether ``y_pred`` holds logits (then ``1 - p`` is ``sigmoid(-y_pred)``).
         clip: clip both to ``[eps, 1 - eps]`` (see `probability_epsilon`).
     """
+    eps = probability_epsilon(y_pred.dtype)
     if from_logits:
         p, q = ops.sigmoid(y_pred), ops.sigmoid(-y_pred)
-    else:
-        p = y_pred
-        q = 1.0 - y_pred
+        return (clip_probability(p, eps), clip_probability(q, eps)) if clip else (p, q)
     if clip:
-        eps = probability_epsilon(y_pred.dtype)
-        p, q = ops.clip(p, eps, 1.0 - eps), ops.clip(q, eps, 1.0 - eps)
-    return p, q
+        p = clip_probability(y_pred, eps)
+        return p, 1.0 - p  # in [eps, 1 - eps] too: one clip instead of two
+    return y_pred, 1.0 - y_pred
 
 
 def binary_crossentropy(y_true: Any, log_p: Any, log_q: Any) -> Any:
@@ -92,7 +110,7 @@ def categorical_log_probs(y_pred: Any, from_logits: bool, axis: int = -1) -> Any
     total = ops.sum(y_pred, axis=axis, keepdims=True)
     # A row of zeros has no distribution; its probabilities become eps after clipping, not NaN.
     total = ops.where(total > 0, total, ops.ones_like(total))
-    return ops.log(ops.clip(y_pred / total, eps, 1.0 - eps))
+    return ops.log(clip_probability(y_pred / total, eps))
 
 
 def check_one_hot_rank(owner: str, y_true: Any, y_pred: Any) -> None:

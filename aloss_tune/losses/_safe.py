@@ -8,7 +8,10 @@ Everything here is written so that *both* the value and the gradient stay finite
 * `exprel_series` is the Taylor polynomial of ``expm1(u) / u``, which removes the ``1 / alpha`` of Barron's
   formula analytically near ``alpha = 0`` (no division by zero, the right derivative there);
 * every ``where`` gets inputs that are safe in *both* branches, because both branches are differentiated
-  and a NaN in the unused one would leak into the gradient.
+  and a NaN in the unused one would leak into the gradient;
+* `power1p_m1` and `sqrt1p_m1` carry hand-written derivatives that reuse their value's own pieces, and
+  `expm1_sat_and_slope`, `exprel_series_and_slope` and `sum_to_shape` serve gradients written by hand
+  (`robust.py`): autodiff of the same formulas costs extra divisions and full-size intermediates per element.
 
 Nothing here imports anything of ours.
 """
@@ -77,6 +80,50 @@ def expm1(u: Any) -> Any:
     return ops.expm1(u), grad
 
 
+def power1p_m1(r: Any, power: float) -> Any:
+    """``(1 + r)^power - 1``, as ``expm1(power * log1p(r))``, for ``r >= 0``.
+
+    Its derivative is written as ``power * exp((power - 1) * log1p(r))`` from the same logarithm: one ``exp``
+    per element, where autodiff of the formula takes an ``exp`` and a division (``log1p``'s ``1 / (1 + r)``).
+    Exact for tiny gradients too (no ``expm1(u) + 1`` that cancels for a negative ``power``).
+    """
+
+    @ops.custom_gradient
+    def fn(r: Any) -> Any:
+        log_term = ops.log1p(r)
+
+        def grad(*args: Any, upstream: Any = None) -> Any:
+            if upstream is None:
+                (upstream,) = args
+            return upstream * (power * ops.exp((power - 1.0) * log_term))
+
+        return ops.expm1(power * log_term), grad
+
+    return fn(r)
+
+
+def sqrt1p_m1(z: Any) -> Any:
+    """``sqrt(1 + z) - 1`` for ``z >= 0``, as ``z / (sqrt(1 + z) + 1)`` (no cancellation at small ``z``).
+
+    Its derivative ``1 / (2 sqrt(1 + z))`` is written from the value ``v`` itself, as ``1 / (2 (1 + v))``: one
+    division, and nothing but the value kept for the gradient (autodiff of the quotient takes three divisions
+    and keeps the root as well).
+    """
+
+    @ops.custom_gradient
+    def fn(z: Any) -> Any:
+        value = z / (ops.sqrt(z + 1.0) + 1.0)
+
+        def grad(*args: Any, upstream: Any = None) -> Any:
+            if upstream is None:
+                (upstream,) = args
+            return upstream * (0.5 / (value + 1.0))
+
+        return value, grad
+
+    return fn(z)
+
+
 def expm1_sat(u: Any, cap: Any) -> Any:
     """``expm1(u)``, saturating smoothly (C1: value and slope matched) for ``u > cap``.
 
@@ -109,6 +156,45 @@ def exprel_series(u: Any, dtype: str) -> Any:
     for c in reversed(coeffs[:-1]):
         out = out * u + c
     return out
+
+
+def exprel_series_and_slope(u: Any, dtype: str) -> tuple[Any, Any]:
+    """`exprel_series` and its derivative ``d exprel / du``, both by Horner's rule."""
+    _, degree = _EXPREL_SERIES[dtype]
+    coeffs = [1.0 / math.factorial(k + 1) for k in range(degree + 1)]
+    value, slope = coeffs[-1], 0.0
+    for c in reversed(coeffs[:-1]):
+        slope = slope * u + value
+        value = value * u + c
+    return value, slope
+
+
+def expm1_sat_and_slope(u: Any, cap: float) -> tuple[Any, Any]:
+    """`expm1_sat` and its derivative (``exp(u)``, or the saturated slope beyond ``cap``), without autodiff.
+
+    For hand-written gradients: both are element-wise selects of finite values, so nothing needs guarding.
+    """
+    grow, grow_m1 = math.exp(cap), math.expm1(cap)
+    below = ops.minimum(u, cap)
+    ratio = cap / ops.maximum(u, cap)  # in (0, 1]: 1 - ratio = (top - cap) / top as in expm1_sat
+    value = ops.where(u > cap, grow_m1 + (grow * cap) * (1.0 - ratio), ops.expm1(below))
+    slope = ops.where(u > cap, grow * ops.square(ratio), ops.exp(below))
+    return value, slope
+
+
+def sum_to_shape(value: Any, shape: tuple[Any, ...]) -> Any:
+    """Sum ``value`` over the axes along which a tensor of static ``shape`` was broadcast to it.
+
+    The gradient of a broadcast input. An unknown (``None``) size in ``shape`` counts as not broadcast: callers
+    broadcast such an input to the full shape first.
+    """
+    extra = len(value.shape) - len(shape)
+    if extra > 0:
+        value = ops.sum(value, axis=tuple(range(extra)))
+    axes = tuple(i for i, n in enumerate(shape) if n == 1 and value.shape[i] != 1)
+    if axes:
+        value = ops.sum(value, axis=axes, keepdims=True)
+    return value
 
 
 def exprel_threshold(dtype: str) -> float:

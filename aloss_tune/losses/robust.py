@@ -51,10 +51,15 @@ from aloss_tune.losses._safe import (
     exp_cap,
     expm1,
     expm1_sat,
+    expm1_sat_and_slope,
     exprel_series,
+    exprel_series_and_slope,
     exprel_threshold,
     is_scalar,
     max_float,
+    power1p_m1,
+    sqrt1p_m1,
+    sum_to_shape,
 )
 
 __all__ = ["RobustLoss", "general_loss"]
@@ -109,13 +114,12 @@ def general_loss(x: Any, alpha: Any, scale: Any = 1.0) -> Any:
     dtype = compute_dtype(x)
     x = ops.cast(x, dtype)
     scale = _check_scale(scale, "general_loss")
-    if _is_number_like(scale):
-        z = ops.square(x / scale)
-    else:
-        z = ops.square(x / ops.cast(scale, dtype))
+    if not _is_number_like(scale):
+        scale = ops.cast(scale, dtype)
     if _is_number_like(alpha):
+        z = ops.square(x / scale)
         return _rho_fixed(z, ANY_ALPHA.check("general_loss", "alpha", alpha), dtype)
-    return _rho_tensor(z, ops.cast(alpha, dtype), dtype)
+    return _rho_tensor(x, ops.cast(alpha, dtype), scale, dtype)
 
 
 def _is_number_like(value: Any) -> bool:
@@ -135,7 +139,7 @@ def _rho_fixed(z: Any, alpha: float, dtype: str) -> Any:
     if alpha == 0.0:
         return ops.log1p(0.5 * z)
     if alpha == 1.0:
-        return z / (ops.sqrt(z + 1.0) + 1.0)  # sqrt(z + 1) - 1 without cancellation at small z
+        return sqrt1p_m1(z)
     if alpha == -2.0:
         return 2.0 * z / (z + 4.0)
     if alpha == -math.inf:
@@ -143,60 +147,127 @@ def _rho_fixed(z: Any, alpha: float, dtype: str) -> Any:
     if alpha == math.inf:
         return expm1_sat(0.5 * z, exp_cap(dtype))
     b = abs(alpha - 2.0)
-    log_term = _log1p_ratio(z, b, dtype) if b < 1.0 else ops.log1p(z / b)
     if b < NEAR_TWO:
         # (z + (b + z) * expm1((alpha - 2) / 2 * L)) / alpha: the exponent is small (|.| < 0.1 * L), nothing
         # cancels and nothing overflows for z below the largest float.
+        log_term = _log1p_ratio(z, b, dtype)
         return (z + (z + b) * ops.expm1((0.5 * (alpha - 2.0)) * log_term)) / alpha
+    ratio = z * (1.0 / b)  # a multiplication per element, not a division
+    if b < 1.0:
+        ratio = ops.minimum(ratio, max_float(dtype))  # z / b overflows only for b < 1
     if abs(alpha) < _tiny_alpha(dtype):
         # |u| = |alpha| * L / 2 is within the exprel series' range for every representable z: no 1 / alpha.
+        log_term = ops.log1p(ratio)
         return (0.5 * b) * log_term * exprel_series((0.5 * alpha) * log_term, dtype)
-    u = (0.5 * alpha) * log_term
     factor = b / alpha
-    if alpha < 0.0:  # u < 0: the gradient exp(u) may be tiny, keep it exact
-        return factor * expm1(u)
-    if alpha < 2.0:  # 0 < u < log1p(z / b): no overflow possible
-        return factor * ops.expm1(u)
+    if alpha < 2.0:  # u = (alpha / 2) log1p(z / b) < log1p(z / b): no overflow possible
+        return factor * power1p_m1(ratio, 0.5 * alpha)
+    u = (0.5 * alpha) * ops.log1p(ratio)
     return factor * expm1_sat(u, exp_cap(dtype) - math.log(factor))
 
 
-def _rho_tensor(z: Any, alpha: Any, dtype: str) -> Any:
+def _rho_tensor(x: Any, alpha: Any, scale: Any, dtype: str) -> Any:
     """``rho`` for a tensor ``alpha``: exact and differentiable (in ``x``, ``alpha`` and ``scale``) everywhere.
 
-    Three forms share one ``log1p`` and one ``expm1`` per element; the choice between them depends on ``alpha``
-    alone, so the masks and coefficients are computed on ``alpha``'s own (usually small) shape:
+    Three forms share one ``log1p`` and one ``expm1`` per element; which one applies depends on ``alpha`` alone:
 
     * ``|alpha - 2| < NEAR_TWO``: ``(z + (b + z) * expm1((alpha - 2) / 2 * L)) / alpha`` (exact at 2, no
       amplified rounding from a large exponent);
     * ``|alpha| < tiny``: ``(b / 2) * L * exprel(alpha / 2 * L)`` by its series (no ``1 / alpha``);
     * otherwise ``(b / alpha) * expm1(alpha / 2 * L)``, whose gradient has no cancellation even where it
       is exponentially small (Welsch-like tails); ``alpha = +-inf`` takes its limit ``+-expm1(+-z / 2)``.
+
+    All three are written as ``rho = (A + B z) * E + B z`` with ``E = expm1(k1 L + k2 z)`` and coefficients
+    ``A, B, k1, k2`` that depend on ``alpha`` only (the series replaces it for tiny ``alpha``). The gradient is
+    written by hand from the same pieces: the coefficients and their derivatives are computed once per value
+    of ``alpha`` (once per column for a learned ``alpha``), and each element costs one ``exp`` and one
+    division more than the loss itself, with one reduction for ``alpha`` and one for ``scale``. Autodiff of
+    the same formula takes one reduction per coefficient, each over its own full-size product.
     """
-    is_inf = ops.isinf(alpha)
-    finite_alpha = ops.where(is_inf, 1.0, alpha)  # a safe stand-in where alpha is infinite
-    delta = finite_alpha - 2.0
-    b = ops.maximum(ops.abs(delta), EPS_ALPHA2)
-    tiny = _tiny_alpha(dtype)
-    is_tiny = ops.abs(finite_alpha) < tiny
-    near_two = ops.abs(delta) < NEAR_TWO
-    safe_alpha = ops.where(is_tiny, tiny, finite_alpha)
-    factor = ops.where(is_inf, ops.sign(alpha), b / safe_alpha)
-    # The exponent per unit of L. Saturation starts at exp(.) = sqrt(max_float) for every alpha: a per-alpha
-    # cap would cost three transcendentals per element once XLA fuses the broadcast; |factor| >= 0.09
-    # outside NEAR_TWO (where the exponent stays small), so rho is exact up to at least 1.6e18 in float32.
-    coef = 0.5 * ops.where(near_two, delta, finite_alpha)
-    # Both general forms as rho = ((z + b) * g1 + g2) * e + z * g1, with the per-alpha weights
-    # (g1, g2) = (1 / alpha, 0) near 2 and (0, b / alpha) elsewhere: no element-wise select, and no
-    # unused branch whose overflow could turn a zero cotangent into NaN.
-    inv_alpha_near = ops.where(near_two, 1.0 / safe_alpha, 0.0)
-    factor_far = ops.where(near_two, 0.0, factor)
-    log_term = _log1p_ratio(z, b, dtype)
-    # alpha -> +-inf: (alpha / 2) * log1p(z / b) -> +-z / 2 (and the factor b / alpha -> +-1).
-    exponent = ops.where(is_inf, (0.5 * ops.sign(alpha)) * z, coef * log_term)
-    e = expm1_sat(exponent, exp_cap(dtype))
-    general = ((z + b) * inv_alpha_near + factor_far) * e + z * inv_alpha_near
-    series = (0.5 * b) * log_term * exprel_series(ops.where(is_tiny, exponent, 0.0), dtype)
-    return ops.where(is_tiny, series, general)
+    tensors = [x, alpha] if is_scalar(scale) else [x, alpha, scale]
+    if any(n is None for t in tensors[1:] for n in t.shape):
+        # Static shapes tell which axes a gradient sums over; an unknown size is broadcast here instead.
+        tensors = [tensors[0]] + [ops.broadcast_to(t, ops.shape(x)) for t in tensors[1:]]
+    shapes = [tuple(t.shape) for t in tensors]
+
+    def forward(*args: Any) -> Any:
+        x, alpha = args[0], args[1]
+        inv_scale = 1.0 / scale if len(args) == 2 else 1.0 / args[2]  # per value of the scale, not per element
+        c = _Shape(alpha, dtype)
+        scaled = x * inv_scale
+        z = ops.square(scaled)
+        log_term = ops.log1p(ops.minimum(z * c.inv_b, max_float(dtype)))  # z / b overflows only for tiny b
+        exponent = c.k1 * log_term + c.k2 * z
+        e, slope = expm1_sat_and_slope(exponent, exp_cap(dtype))
+        bz = c.a_coef + c.b_coef * z
+        general = bz * e + c.b_coef * z
+        series, series_slope = exprel_series_and_slope(ops.where(c.tiny, exponent, 0.0), dtype)
+        half_b_log = (0.5 * c.b) * log_term
+        value = ops.where(c.tiny, half_b_log * series, general)
+
+        def grad(*upstream: Any, **kwargs: Any) -> Any:
+            g = kwargs["upstream"] if "upstream" in kwargs else upstream[0]
+            inv_bz = 1.0 / (c.b + z)  # d log_term / dz
+            dlog_dalpha = -(c.sigma_over_b * z) * inv_bz
+            # The general form.
+            drho_dz = slope * (bz * (c.k1 * inv_bz + c.k2) + c.b_coef)
+            drho_dalpha = c.a_coef_da * e + slope * (c.b_coef_da * z + bz * (c.k1_da * log_term + c.k1 * dlog_dalpha))
+            # The series (tiny alpha): rho = (b / 2) L R(u), u = (alpha / 2) L.
+            inner = series + (c.k1 * log_term) * series_slope
+            series_dz = (0.5 * c.b) * inner * inv_bz
+            series_dalpha = (
+                (0.5 * c.sigma) * log_term * series
+                + (0.5 * c.b) * dlog_dalpha * inner
+                + 0.5 * half_b_log * log_term * series_slope
+            )
+            # Each summand of a reduction is finished inside one select: XLA:CPU's reduction kernels otherwise
+            # take the trailing products in, reading each factor as a separate full-size array.
+            g_x = g * ops.where(c.tiny, series_dz, drho_dz) * ((2.0 * inv_scale) * scaled)
+            grads = [
+                sum_to_shape(g_x, shapes[0]),
+                sum_to_shape(ops.where(c.tiny, g * series_dalpha, g * drho_dalpha), shapes[1]),
+            ]
+            if len(args) == 3:
+                dz_dscale = (-2.0 * inv_scale) * z
+                g_scale = ops.where(c.tiny, g * series_dz * dz_dscale, g * drho_dz * dz_dscale)
+                grads.append(sum_to_shape(g_scale, shapes[2]))
+            return tuple(grads)
+
+        return value, grad
+
+    return ops.custom_gradient(forward)(*tensors)
+
+
+class _Shape:
+    """The coefficients of `_rho_tensor` and their derivatives in ``alpha``, on ``alpha``'s own shape."""
+
+    def __init__(self, alpha: Any, dtype: str):
+        is_inf = ops.isinf(alpha)
+        sign = ops.sign(alpha)
+        a = ops.where(is_inf, 1.0, alpha)  # a finite stand-in where alpha is infinite
+        delta = a - 2.0
+        abs_delta = ops.abs(delta)
+        self.b = ops.maximum(abs_delta, EPS_ALPHA2)
+        self.inv_b = 1.0 / self.b
+        # d b / d alpha: 0 where b is floored (and for infinite alpha, whose loss does not depend on it).
+        self.sigma = ops.where(ops.logical_and(abs_delta > EPS_ALPHA2, ops.logical_not(is_inf)), ops.sign(delta), 0.0)
+        self.sigma_over_b = self.sigma * self.inv_b
+        tiny = _tiny_alpha(dtype)
+        self.tiny = ops.abs(a) < tiny
+        near = abs_delta < NEAR_TWO
+        inv_a = 1.0 / ops.where(self.tiny, tiny, a)
+        # rho = (A + B z) * expm1(k1 L + k2 z) + B z:
+        #   general (b / alpha) expm1(alpha / 2 L):  A = b / alpha, B = 0,         k1 = alpha / 2, k2 = 0
+        #   near 2 (z + (b + z) expm1(d / 2 L)) / a: A = b / alpha, B = 1 / alpha, k1 = d / 2,     k2 = 0
+        #   alpha = +-inf, +-expm1(+-z / 2):          A = +-1,       B = 0,         k1 = 0,         k2 = +-1 / 2
+        self.a_coef = ops.where(is_inf, sign, self.b * inv_a)
+        self.b_coef = ops.where(near, inv_a, 0.0)
+        self.k1 = ops.where(is_inf, 0.0, 0.5 * ops.where(near, delta, a))
+        self.k2 = ops.where(is_inf, 0.5 * sign, 0.0)
+        # Their derivatives in alpha (all 0 at +-inf, where rho does not depend on alpha).
+        self.a_coef_da = ops.where(is_inf, 0.0, (self.sigma * a - self.b) * ops.square(inv_a))
+        self.b_coef_da = ops.where(near, -ops.square(inv_a), 0.0)
+        self.k1_da = 0.5 * ops.cast(ops.logical_not(is_inf), a.dtype)
 
 
 def _tiny_alpha(dtype: str) -> float:
