@@ -90,7 +90,7 @@ KINDS = {
     "regression": Kind("regression", "val_mae", "minimize", "rmse",
                        ("huber", "barron", "adaptive_barron"), ("mse", "keras_huber"), 3e-2),
     "label_noise": Kind("label_noise", "val_accuracy", "maximize", "accuracy",
-                        ("gce", "sce", "active_passive", "bootstrap"), ("cce", "ls_cce"), 1e-2),
+                        ("cce", "gce", "sce", "active_passive", "bootstrap"), ("cce", "ls_cce"), 1e-2),
     "imbalance": Kind("imbalance", "val_pr_auc", "maximize", "pr_auc",
                       ("class_bce", "focal", "poly1", "confidence_bce"), ("bce", "weighted_bce"), 1e-2),
 }
