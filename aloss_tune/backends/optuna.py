@@ -370,7 +370,9 @@ def open_storage(options: StorageOptions, *,
                 engine = {"pool_pre_ping": True}
                 if url.startswith("postgresql"):
                     engine["connect_args"] = {"connect_timeout": 10}
-                return optuna.storages.RDBStorage(url, engine_kwargs=engine, **kwargs)
+                # Workers started together on an empty database create Optuna's tables one at a time.
+                with store_lock(url, connect_args=engine.get("connect_args")):
+                    return optuna.storages.RDBStorage(url, engine_kwargs=engine, **kwargs)
     except Exception as exc:  # noqa: BLE001 - SQLAlchemy/driver errors of every kind
         reason = redact_text(str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__, url)
         raise UsageError(f"cannot open the Optuna storage {redact_url(url)}: {reason}") from None
