@@ -63,6 +63,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import yaml
 
@@ -81,7 +82,7 @@ from aloss_tune._schema import (  # noqa: F401 - the tag names are also read fro
     TRIAL_TAG,
     WORKER_TAG,
 )
-from aloss_tune._urls import redact_text, redact_url
+from aloss_tune._urls import redact_text, redact_url, url_password
 from aloss_tune.errors import ConfigError, UsageError, describe
 
 _log = logging.getLogger("aloss_tune.tracking")
@@ -165,6 +166,14 @@ def check_tracking_scheme(uri: str) -> str:
     scheme = uri.split("://", 1)[0].split("+", 1)[0].lower() if "://" in uri else ""
     if scheme not in TRACKING_SCHEMES:
         raise UsageError(f"tracking URI {shown!r}: unknown scheme {scheme!r}; use {_SCHEME_HINT}.")
+    if scheme in ("http", "https"):
+        password = url_password(uri) or ""
+        unsafe = sorted({c for c in password if c in "/?#"})
+        if unsafe:  # a server URL's host would start inside the password (MLflow's client refuses it)
+            codes = ", ".join(f"{c} as {quote(c, safe='')}" for c in unsafe)
+            raise UsageError(f"tracking URI {shown!r}: the password holds {' and '.join(repr(c) for c in unsafe)}, "
+                             f"which end a URL's host part; percent-encode it ({codes}) or set "
+                             "MLFLOW_TRACKING_PASSWORD instead.")
     if scheme in ("", "file") and os.environ.get("MLFLOW_ALLOW_FILE_STORE", "").lower() not in ("true", "1"):
         raise UsageError(f"tracking URI {shown!r}: MLflow refuses file stores unless "
                          "MLFLOW_ALLOW_FILE_STORE=true; use sqlite:///mlflow.db (the default) or a tracking "
@@ -346,6 +355,7 @@ class StudyTracker:
         self.backend = backend
         self.space = dict(space or {})
         self.storage = redact_url(storage)
+        self._urls = (settings.tracking_uri, storage)  # whose passwords are redacted from every error logged
         server = settings.tracking_uri.startswith(("http://", "https://"))
         if server:
             for name, value in HTTP_DEFAULTS.items():
@@ -712,7 +722,7 @@ class TrialRun:
         if objective is not None:
             metrics.append(Metric("objective", float(objective), int(time.time() * 1000), 0))
         if error:
-            error = redact_text(error, self.tracker.settings.tracking_uri)
+            error = redact_text(error, *self.tracker._urls)
             tags.append(RunTag(ERROR_TAG, error.strip().splitlines()[-1][:500] if error.strip() else ""))
             client.log_text(run_id, error, "error.txt")
         client.log_batch(run_id, metrics=metrics, tags=tags)

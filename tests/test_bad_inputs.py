@@ -110,6 +110,14 @@ TUNE_CASES: list[tuple[str, dict[str, Any], dict[str, Any], type, tuple[str, ...
     ("tracking_scheme", {}, {"tracking_uri": "foo://bar"}, UsageError, ("foo://bar", "sqlite", "http")),
     ("kt_directory_is_a_file", {"search": {"backend": "keras-tuner"}}, {"directory": "afile"}, UsageError,
      ("directory", "afile", "not a folder")),
+    ("kt_study_escapes_the_root", {"study": "../escaped", "search": {"backend": "keras-tuner"}}, {}, ConfigError,
+     ("space.yaml: study: '../escaped' cannot name a KerasTuner project", "must not hold '/'")),
+    ("kt_study_absolute", {"study": "/tmp/abs", "search": {"backend": "keras-tuner"}}, {}, ConfigError,
+     ("space.yaml: study: '/tmp/abs' cannot name",)),
+    ("storage_password_with_a_slash", {}, {"storage": "postgresql+psycopg2://u:ab/Secret@127.0.0.1:9/db"},
+     UsageError, ("cannot open the Optuna storage postgresql+psycopg2://u:***@127.0.0.1:9/db",)),
+    ("tracking_password_with_a_slash", {}, {"tracking_uri": "http://u:ab/Secret@127.0.0.1:9"}, UsageError,
+     ("tracking URI 'http://u:***@127.0.0.1:9'", "percent-encode it (/ as %2F)")),
 ]
 
 
@@ -124,9 +132,10 @@ def test_tune_refuses_before_training(in_tmp, case_id, patch, kwargs, exc_type, 
     assert "\n" not in message
     for fragment in fragments:
         assert fragment in message, message
+    assert "Secret" not in message
     if exc_type is ConfigError:
         assert "space.yaml" in message
-    assert stores_in(in_tmp) == []
+    assert sorted(p.name for p in in_tmp.iterdir()) == ["afile", "space.yaml"]  # no store, nothing at all
 
 
 def test_python_data_with_nan_is_refused(in_tmp):
@@ -349,6 +358,13 @@ CLI_CASES: list[tuple[str, list[str], dict[str, Any], tuple[str, ...]]] = [
      ("foo://bar",)),
     ("tune_kt_directory_file", ["tune", "space.yaml", "--backend", "keras-tuner", "--directory", "afile"],
      {"space.yaml": {}, "afile": "x"}, ("--directory", "afile")),
+    ("tune_storage_password_with_a_slash",
+     ["tune", "space.yaml", "--storage", "postgresql+psycopg2://u:ab/Secret@127.0.0.1:9/db"], {"space.yaml": {}},
+     ("cannot open the Optuna storage postgresql+psycopg2://u:***@127.0.0.1:9/db",)),
+    ("tune_tracking_password_with_a_slash", ["tune", "space.yaml", "--tracking-uri", "http://u:ab/Secret@127.0.0.1:9"],
+     {"space.yaml": {}}, ("tracking URI 'http://u:***@127.0.0.1:9'", "%2F")),
+    ("best_kt_study_escapes_the_root", ["best", "../escaped", "--backend", "keras-tuner"], {},
+     ("study '../escaped' cannot name a KerasTuner project",)),
     ("best_missing_study", ["best", "nope"], {}, ("no study named 'nope'", "does not exist")),
     ("best_storage_garbage", ["best", "nope", "--storage", "garbage"], {}, ("not a valid database URL",)),
     ("best_missing_run", ["best", "runs:/0123456789abcdef"], {}, ("mlflow.db", "does not exist")),
@@ -401,6 +417,7 @@ def test_cli_refuses_with_one_line(cli_results, case_id, argv, files, fragments)
     code, stderr, folder = cli_results[case_id]
     assert code == 2, stderr
     assert "Traceback" not in stderr
+    assert "Secret" not in stderr
     lines = error_lines(stderr)
     assert len(lines) == 1, stderr
     for fragment in fragments:

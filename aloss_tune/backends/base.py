@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from aloss_tune._schema import default_storage
-from aloss_tune.errors import UsageError
+from aloss_tune.errors import ConfigError, UsageError
 
 if TYPE_CHECKING:
     from aloss_tune.result import TuneResult
@@ -125,7 +125,11 @@ class KerasTunerBackend:
 
     def check(self, space: SearchSpace) -> None:
         from aloss_tune.backends import keras_tuner as kt_backend
+        from aloss_tune.backends.keras_tuner._study import project_name_problem
 
+        problem = project_name_problem(space.study)
+        if problem is not None:
+            raise ConfigError(f"{space.source}: study: {problem}" if space.source else f"study: {problem}")
         kt_backend.check_directory(self.directory)
 
     def run(self, space: SearchSpace, ctx: TrialContext, *, settings: TrackingSettings | None,

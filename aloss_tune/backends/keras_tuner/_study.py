@@ -61,8 +61,22 @@ def check_directory(directory: str | os.PathLike[str] | None = None) -> None:
         raise UsageError(f"KerasTuner project root {str(root)!r} (--directory) {what} not a folder.")
 
 
+def project_name_problem(study: str) -> str | None:
+    """Why ``study`` cannot name a project folder inside the project root, or ``None`` if it can."""
+    if study in ("", ".", "..") or any(c in study for c in "/\\\0"):
+        return (f"{study!r} cannot name a KerasTuner project: the project is the folder <directory>/<study>, so "
+                "a study name must not hold '/', '\\' or be '.' or '..'.")
+    return None
+
+
 def project_dir(study: str, directory: str | os.PathLike[str] | None = None) -> Path:
-    """Where the KerasTuner project of ``study`` lives: ``<directory>/<study>`` (default ``kt_projects``)."""
+    """Where the KerasTuner project of ``study`` lives: ``<directory>/<study>`` (default ``kt_projects``).
+
+    `UsageError` for a name that would leave the project root (``../x``, ``/abs/path``).
+    """
+    problem = project_name_problem(study)
+    if problem is not None:
+        raise UsageError(f"study {problem}")
     return Path(directory if directory is not None else DEFAULT_DIRECTORY) / study
 
 
