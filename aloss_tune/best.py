@@ -98,7 +98,7 @@ def _config_from_run(uri: str, tracking_uri: str | None) -> dict[str, Any]:
     from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
 
-    from aloss_tune.tracking import check_tracking_scheme, load_settings, missing_store
+    from aloss_tune.tracking import check_tracking_scheme, load_settings, unreadable_store
 
     rest = uri[len("runs:/"):].strip("/")
     run_id, _, artifact = rest.partition("/")
@@ -106,10 +106,10 @@ def _config_from_run(uri: str, tracking_uri: str | None) -> dict[str, Any]:
         raise ConfigError(f"load_loss: {uri!r} must look like runs:/<run_id>.")
     uri = load_settings(tracking_uri=tracking_uri).tracking_uri
     check_tracking_scheme(uri)
-    store = missing_store(uri)
-    if store is not None:  # MLflow would create an empty store to look for the run
-        raise UsageError(f"load_loss: no run {run_id}: the MLflow tracking store file {store} does not exist "
-                         "(give the tracking URI where the study logged).")
+    problem = unreadable_store(uri)
+    if problem is not None:  # MLflow would create its tables in the file to look for the run
+        raise UsageError(f"load_loss: no run {run_id}: {problem} (give the tracking URI where the study "
+                         "logged).")
     client = MlflowClient(tracking_uri=uri)
     candidates = [artifact] if artifact else ["loss_config.json", "best_loss_config.json"]
     import tempfile

@@ -50,6 +50,7 @@ a live worker failing a heartbeat-stale trial, or any worker starting or ending 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -263,6 +264,39 @@ def missing_store(uri: str) -> Path | None:
         return None
     path = Path(uri[len("sqlite:///"):].split("?", 1)[0])
     return None if path.exists() or str(path) in ("", ":memory:") else path
+
+
+def unreadable_store(uri: str) -> str | None:
+    """Why the SQLite tracking store of ``uri`` cannot be read without writing to it, or ``None``.
+
+    MLflow's client creates its tables in a file that has none (a missing or empty file, an Optuna storage
+    given by mistake fails its schema check instead), so a command that only reads checks the file first,
+    read-only: it must exist and hold MLflow's tables. Other stores (a server) are never written by a read.
+    """
+    path = missing_store(uri)
+    if path is not None:
+        return f"the MLflow tracking store file {path} does not exist"
+    if not uri.startswith("sqlite:///"):
+        return None
+    path = Path(uri[len("sqlite:///"):].split("?", 1)[0])
+    if str(path) in ("", ":memory:"):
+        return None
+    if path.is_dir():
+        return f"the MLflow tracking store {path} is a folder, not a SQLite file"
+    if path.stat().st_size == 0:
+        return f"the MLflow tracking store file {path} is empty"
+    import sqlite3
+    from urllib.parse import quote as quote_path
+
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{quote_path(str(path.resolve()))}?mode=ro", uri=True)) as db:
+            tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    except sqlite3.Error as exc:
+        return f"{path} is not an MLflow tracking store ({exc})"
+    if not {"experiments", "runs"} <= tables:
+        kind = " (it looks like an Optuna storage)" if "studies" in tables else ""
+        return f"{path} is not an MLflow tracking store{kind}"
+    return None
 
 
 def versions() -> dict[str, str]:

@@ -229,6 +229,55 @@ def test_loading_a_loss_refuses_anything_else(in_tmp, case_id, load, exc_type, f
     assert stores_in(in_tmp) == []
 
 
+# ------------------------------------------------------------------- read-only commands never write a file
+# (id, argv, a fragment of the one error line); every file of the folder is left byte for byte as it was.
+READ_ONLY_CASES: list[tuple[str, list[str], str]] = [
+    ("best_storage_is_mlflow_db", ["best", "s", "--storage", "sqlite:///mlflow.db"],
+     "storage sqlite:///mlflow.db is not an Optuna storage: it holds no Optuna tables (it looks like an MLflow "
+     "tracking store)"),
+    ("best_storage_is_empty", ["best", "s", "--storage", "sqlite:///empty.db"],
+     "storage sqlite:///empty.db: empty.db is an empty file, not an Optuna storage."),
+    ("best_storage_is_garbage", ["best", "s", "--storage", "sqlite:///garbage.db"], "file is not a database"),
+    ("best_storage_is_a_folder", ["best", "s", "--storage", "sqlite:///folder"], "folder is a folder"),
+    ("report_storage_is_mlflow_db", ["report", "s", "--storage", "sqlite:///mlflow.db"], "not an Optuna storage"),
+    ("best_run_in_an_optuna_db", ["best", "runs:/0123456789abcdef", "--tracking-uri", "sqlite:///optuna.db"],
+     "optuna.db is not an MLflow tracking store (it looks like an Optuna storage)"),
+    ("best_run_in_an_empty_file", ["best", "runs:/0123456789abcdef", "--tracking-uri", "sqlite:///empty.db"],
+     "the MLflow tracking store file empty.db is empty"),
+]
+
+
+def _snapshot(folder: Path) -> dict[str, str]:
+    import hashlib
+
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "dir"
+            for p in sorted(folder.rglob("*"))}
+
+
+@pytest.mark.parametrize("case_id, argv, fragment", READ_ONLY_CASES, ids=[c[0] for c in READ_ONLY_CASES])
+def test_read_only_commands_never_modify_a_file(in_tmp, stores, case_id, argv, fragment, capsys):
+    import optuna
+
+    from aloss_tune.cli import main
+
+    optuna.create_study(study_name="s", storage="sqlite:///optuna.db")
+    (in_tmp / "empty.db").write_bytes(b"")
+    (in_tmp / "garbage.db").write_text("not a database\n" * 100)
+    (in_tmp / "folder").mkdir()
+    before = _snapshot(in_tmp)
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert error_lines(err) == [err.strip()] and fragment in err, err
+    assert _snapshot(in_tmp) == before
+
+
+def test_load_best_loss_reads_only(in_tmp, stores):
+    before = _snapshot(in_tmp)
+    with pytest.raises(UsageError, match="not an Optuna storage"):
+        aloss_tune.load_best_loss("s", storage="sqlite:///mlflow.db")
+    assert _snapshot(in_tmp) == before
+
+
 def test_report_of_a_missing_study_writes_nothing(in_tmp):
     from aloss_tune.report import write_report
 

@@ -32,6 +32,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import numpy as np
 import optuna
@@ -336,14 +337,63 @@ def sqlite_file(url: str) -> Path | None:
     return None if not database or database == ":memory:" else Path(database)
 
 
+# The tables every Optuna storage holds (and an MLflow tracking store's, to say what a wrong file is).
+OPTUNA_TABLES = frozenset({"studies", "trials", "version_info"})
+_MLFLOW_TABLES = frozenset({"experiments", "runs", "metrics"})
+
+
 def open_existing_storage(url: str, study_name: str) -> optuna.storages.BaseStorage:
-    """`open_storage` for reading a study: a SQLite file that does not exist is not created."""
+    """Open a storage for reading only (``best``, ``report``, ``load_best_loss``): nothing is created or
+    written, whatever the URL points at.
+
+    A SQLite file is opened read-only (SQLite's ``mode=ro``); a file that does not exist, an empty file and a
+    database without Optuna's tables (an MLflow tracking store given by mistake) are each one `UsageError`,
+    where opening them for writing would create Optuna's tables in them.
+    """
     check_storage_url(url)
+    shown = redact_url(url)
     path = sqlite_file(url)
-    if path is not None and not path.exists():
-        raise UsageError(f"no study named {study_name!r}: the storage file {path} does not exist "
-                         f"(storage {redact_url(url)}).")
-    return open_storage(StorageOptions(url=url))
+    read_url = url
+    if path is not None:
+        if not path.exists():
+            raise UsageError(f"no study named {study_name!r}: the storage file {path} does not exist "
+                             f"(storage {shown}).")
+        if path.is_dir():
+            raise UsageError(f"storage {shown}: {path} is a folder, not an Optuna storage file.")
+        if path.stat().st_size == 0:
+            raise UsageError(f"storage {shown}: {path} is an empty file, not an Optuna storage.")
+        read_url = "sqlite:///file:" + quote(str(path.resolve())) + "?mode=ro&uri=true"
+    _check_optuna_tables(read_url, shown)
+    try:
+        with _quiet_experimental():
+            return optuna.storages.RDBStorage(read_url, skip_table_creation=True)
+    except Exception as exc:  # noqa: BLE001 - SQLAlchemy/driver errors of every kind
+        raise UsageError(f"cannot open the Optuna storage {shown}: {_first_line(exc, url)}") from None
+
+
+def _check_optuna_tables(url: str, shown: str | None) -> None:
+    """`UsageError` unless the database at ``url`` holds Optuna's tables (read with SQLAlchemy's inspector)."""
+    import sqlalchemy
+    from sqlalchemy.pool import NullPool
+
+    try:
+        engine = sqlalchemy.create_engine(url, poolclass=NullPool)
+        try:
+            tables = set(sqlalchemy.inspect(engine).get_table_names())
+        finally:
+            engine.dispose()
+    except Exception as exc:  # noqa: BLE001 - not a database file, unreachable server, ...
+        raise UsageError(f"cannot open the Optuna storage {shown}: {_first_line(exc, url)}") from None
+    if not OPTUNA_TABLES <= tables:
+        what = ("an MLflow tracking store" if _MLFLOW_TABLES <= tables else
+                "an empty database" if not tables else "a database of something else")
+        raise UsageError(f"storage {shown} is not an Optuna storage: it holds no Optuna tables (it looks like "
+                         f"{what}); give the storage the study ran on (--storage).")
+
+
+def _first_line(exc: BaseException, url: str) -> str:
+    text = str(exc).strip()
+    return redact_text(text.splitlines()[0] if text else type(exc).__name__, url)
 
 
 def open_storage(options: StorageOptions, *,

@@ -36,8 +36,8 @@ from aloss_tune.tracking import (
     StudyTracker,
     TrackingSettings,
     load_settings,
-    missing_store,
     study_runs,
+    unreadable_store,
 )
 
 
@@ -262,8 +262,7 @@ def best_summary(study_name: str, *, directory: str | os.PathLike[str] | None = 
     if found is not None:
         return found
     uri = load_settings(tracking_uri=tracking_uri).tracking_uri
-    store = missing_store(uri)
-    mlflow_part = (f"the MLflow tracking store file {store} does not exist" if store is not None else
+    mlflow_part = (unreadable_store(uri) or
                    f"the MLflow tracking store {redact_url(uri)} records no best trial of it")
     raise UsageError(f"no KerasTuner study {study_name!r}: no project in {project} (give --directory, the "
                      f"project root), and {mlflow_part}.")
@@ -311,7 +310,7 @@ def _best_from_mlflow(study_name: str, tracking_uri: str | None) -> dict[str, An
     from mlflow.tracking import MlflowClient
 
     settings = load_settings(tracking_uri=tracking_uri)
-    if missing_store(settings.tracking_uri) is not None:  # reading would create an empty store
+    if unreadable_store(settings.tracking_uri) is not None:  # reading would create an empty store
         return None
     client = MlflowClient(tracking_uri=settings.tracking_uri)
     try:
