@@ -3,9 +3,12 @@
 Layout (the same for every backend):
 
 * experiment = the study name (or ``experiment`` from ``mlflow.yaml``);
-* the study's **parent run**, tagged ``aloss_tune.study=<study>``; a worker that joins or resumes finds it by
-  that tag instead of creating another; it holds the space (``space.yaml``), the backend, the redacted
-  storage URL and, when a worker ends, the best params, value and loss config;
+* the study's **parent run**, tagged ``aloss_tune.study=<study>``, ``aloss_tune.backend`` and
+  ``aloss_tune.study_id`` (the id the study was given when it was created, kept in its Optuna storage or
+  KerasTuner project); a worker that joins or resumes finds it by backend and id instead of creating another,
+  so the studies of two backends, or of two storages, that share a name never share a parent; it holds the
+  space (``space.yaml``), the backend, the redacted storage URL and, when a worker ends, the best params,
+  value and loss config;
 * one **child run per trial**, named ``trial-<n> <loss>`` (``trial-7 barron``), its parent set explicitly
   with the ``mlflow.parentRunId`` tag (works across processes and machines). Params = the flat params dict
   plus seed, backend and versions, logged when the trial *starts* (so pruned and failed trials keep them);
@@ -79,6 +82,7 @@ from aloss_tune._schema import (  # noqa: F401 - the tag names are also read fro
     RECONCILED_TAG,
     RETRY_TAG,
     STATE_TAG,
+    STUDY_ID_TAG,
     STUDY_TAG,
     TRIAL_TAG,
     WORKER_TAG,
@@ -378,15 +382,19 @@ class StudyTracker:
         backend: ``optuna`` or ``keras-tuner`` (logged).
         space: the validated space as a dict (logged as ``space.yaml``).
         storage: the search storage URL or directory (logged redacted).
+        study_id: the study's id (`aloss_tune._schema.STUDY_ID_ATTR`); set it before `start`. Without one,
+            any parent run of the study name and backend is the study's (a reader that has no id).
     """
 
     def __init__(self, settings: TrackingSettings, study: str, *, backend: str,
-                 space: Mapping[str, Any] | None = None, storage: str | None = None):
+                 space: Mapping[str, Any] | None = None, storage: str | None = None,
+                 study_id: str | None = None):
         from mlflow.tracking import MlflowClient
 
         self.settings = settings
         self.study = study
         self.backend = backend
+        self.study_id = study_id
         self.space = dict(space or {})
         self.storage = redact_url(storage)
         self._urls = (settings.tracking_uri, storage)  # whose passwords are redacted from every error logged
@@ -446,7 +454,10 @@ class StudyTracker:
         existing = self._oldest_parent()
         if existing is None:
             tags = {STUDY_TAG: self.study, BACKEND_TAG: self.backend, **self.settings.tags}
-            run = self.client.create_run(self._experiment, tags=tags, run_name=self.study)
+            if self.study_id is not None:
+                tags[STUDY_ID_TAG] = self.study_id
+            name = self.study if self.backend == "optuna" else f"{self.study} ({self.backend})"
+            run = self.client.create_run(self._experiment, tags=tags, run_name=name)
             mine, start_time = run.info.run_id, run.info.start_time
         else:
             mine = None
@@ -504,9 +515,24 @@ class StudyTracker:
         return None if found is None else found[0]
 
     def _oldest_parent(self) -> tuple[str, int] | None:
-        """``(run_id, start_time)`` of the study's oldest active parent run, or ``None``."""
-        runs = study_runs(self.client, self._experiment, self.study, max_results=5)
-        runs = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+        """``(run_id, start_time)`` of the study's oldest active parent run, or ``None``.
+
+        With a study id, the parents tagged with it; failing those, a parent of the same backend made before
+        parents were tagged with an id (it is adopted: tagged with this study's id).
+        """
+        runs: list[Any] = []
+        if self.study_id is not None:
+            runs = self.client.search_runs([self._experiment], filter_string=tag_filter(STUDY_ID_TAG, self.study_id),
+                                           order_by=["attributes.start_time ASC"], max_results=5)
+            runs = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+        if not runs:
+            runs = [r for r in study_runs(self.client, self._experiment, self.study, max_results=1000)
+                    if "mlflow.parentRunId" not in r.data.tags
+                    and r.data.tags.get(BACKEND_TAG, self.backend) == self.backend
+                    and (self.study_id is None or STUDY_ID_TAG not in r.data.tags)]
+            if runs and self.study_id is not None:
+                runs = runs[:1]
+                self.client.set_tag(runs[0].info.run_id, STUDY_ID_TAG, self.study_id)
         if not runs:
             return None
         runs.sort(key=lambda r: (r.info.start_time, r.info.run_id))

@@ -106,8 +106,9 @@ def run_workers(space: Any, workers: int, *, n_trials: int | None = None, timeou
         _log.warning("%d trials for %d workers: starting %d workers.", total, workers, len(shares))
     if heartbeat_interval is None:
         heartbeat_interval = DEFAULT_HEARTBEAT_INTERVAL
-    _check_inputs(spec, url, tune_kwargs)
-    settings = _check_stores(url, tracking=tracking, tracking_uri=tracking_uri, mlflow_config=mlflow_config)
+    ctx = _check_inputs(spec, url, tune_kwargs)
+    settings = _check_stores(url, tracking=tracking, tracking_uri=tracking_uri, mlflow_config=mlflow_config,
+                             space=spec.with_overrides(study=name), ctx=ctx)
     threads = threads or max(1, available_cpus() // len(shares))
     _reclaim_left_running(name, url, settings, everything=reclaim, heartbeat=bool(heartbeat_interval))
 
@@ -127,7 +128,7 @@ def run_workers(space: Any, workers: int, *, n_trials: int | None = None, timeou
     except KeyboardInterrupt:
         with _signals_ignored():  # the workers are stopped; what they could not end is ended here
             _reclaim_left_running(name, url, settings, heartbeat=False)
-            _end_parent_run(name, settings)
+            _end_parent_run(name, url, settings)
         raise
     _check_outcome(procs, reports)
     parent_run_id = next((r["parent_run_id"] for r in reports.values() if r.get("parent_run_id")), None)
@@ -136,9 +137,9 @@ def run_workers(space: Any, workers: int, *, n_trials: int | None = None, timeou
                        tracking_uri=settings.tracking_uri if settings is not None else None)
 
 
-def _check_inputs(spec: Any, url: str, tune_kwargs: Mapping[str, Any]) -> None:
+def _check_inputs(spec: Any, url: str, tune_kwargs: Mapping[str, Any]) -> Any:
     """What each worker's `aloss_tune.tune` checks first (data, model, optimizer, sampler, pruner, storage
-    URL), checked once here, before `_check_stores` creates any store."""
+    URL), checked once here, before `_check_stores` creates any store; returns the study's context."""
     from aloss_tune.backends.optuna import check_search, check_storage_url
     from aloss_tune.runner import prepare
 
@@ -146,37 +147,49 @@ def _check_inputs(spec: Any, url: str, tune_kwargs: Mapping[str, Any]) -> None:
         spec = spec.with_overrides(data=tune_kwargs["data"])
     if tune_kwargs.get("build_model") is not None:
         spec = spec.with_overrides(model=tune_kwargs["build_model"])
-    prepare(spec)
+    ctx = prepare(spec)
     check_search(spec)
     check_storage_url(url)
+    return ctx
 
 
 def _reclaim_left_running(study_name: str, url: str, settings: Any, *, everything: bool = False,
                           heartbeat: bool) -> None:
     """`aloss_tune.backends.optuna.reclaim_running` on the study, if it exists (its MLflow runs ended too)."""
+    from aloss_tune.backends.optuna import reclaim_running
+
+    study = _existing_study(study_name, url)
+    if study is None:  # a new study
+        return
+    reclaim_running(study, _tracker(study, settings), everything=everything, heartbeat=heartbeat)
+
+
+def _existing_study(study_name: str, url: str) -> Any:
+    """The study ``study_name`` in the storage at ``url``, or ``None`` if there is none."""
     import optuna
 
-    from aloss_tune.backends.optuna import StorageOptions, open_storage, reclaim_running
+    from aloss_tune.backends.optuna import StorageOptions, open_storage
 
-    storage = open_storage(StorageOptions(url=url, heartbeat_interval=0))
     try:
-        study = optuna.load_study(study_name=study_name, storage=storage)
-    except KeyError:  # a new study
-        return
-    reclaim_running(study, _tracker(study_name, settings), everything=everything, heartbeat=heartbeat)
-
-
-def _tracker(study_name: str, settings: Any) -> Any:
-    if settings is None:
+        return optuna.load_study(study_name=study_name, storage=open_storage(StorageOptions(url=url,
+                                                                                             heartbeat_interval=0)))
+    except KeyError:
         return None
+
+
+def _tracker(study: Any, settings: Any) -> Any:
+    """The tracker of ``study``'s parent run (found by the study's id), or ``None`` without tracking."""
+    if settings is None or study is None:
+        return None
+    from aloss_tune.backends.optuna import study_key
     from aloss_tune.tracking import StudyTracker
 
-    return StudyTracker(settings, study_name, backend="optuna")
+    return StudyTracker(settings, study.study_name, backend="optuna", study_id=study_key(study))
 
 
-def _end_parent_run(study_name: str, settings: Any) -> None:
+def _end_parent_run(study_name: str, url: str, settings: Any) -> None:
     """End the study's parent run as KILLED if the stopped workers left it RUNNING."""
-    tracker = _tracker(study_name, settings)
+    tracker = _tracker(_existing_study(study_name, url), settings) if settings is not None else None
     if tracker is not None and tracker.end_parent("KILLED"):
         _log.warning("the study's MLflow parent run was left RUNNING by the stopped workers; ended as "
                      "KILLED.")
@@ -198,16 +211,18 @@ def _signals_ignored() -> Iterator[None]:
             signal.signal(sig, handler)
 
 
-def _check_stores(url: str, *, tracking: bool, tracking_uri: str | None, mlflow_config: Any) -> Any:
-    """Fail before any worker starts if the storage or the tracking store cannot be reached.
+def _check_stores(url: str, *, tracking: bool, tracking_uri: str | None, mlflow_config: Any, space: Any,
+                  ctx: Any) -> Any:
+    """Fail before any worker starts if the storage or the tracking store cannot be reached, or if the study
+    exists with another objective or loss list (`aloss_tune.backends.optuna.check_resume`).
 
     Opening the stores here also creates their tables, once: workers creating a fresh MLflow database
     together would race on its schema migrations.
     """
     from aloss_tune._filelock import store_lock
-    from aloss_tune.backends.optuna import StorageOptions, open_storage
+    from aloss_tune.backends.optuna import StorageOptions, check_resume, open_storage
 
-    open_storage(StorageOptions(url=url, heartbeat_interval=0))
+    check_resume(open_storage(StorageOptions(url=url, heartbeat_interval=0)), space, ctx)
     if not tracking:
         return None
     from aloss_tune.tracking import check_tracking_uri, load_settings

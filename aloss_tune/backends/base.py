@@ -77,7 +77,8 @@ class OptunaBackend:
 
         options = optuna_backend.StorageOptions(url=self.url, heartbeat_interval=self.heartbeat_interval,
                                                 retries=self.retries)
-        optuna_backend.open_storage(options)  # fail fast, before the tracking store is touched
+        store = optuna_backend.open_storage(options)  # fail fast, before the tracking store is touched
+        optuna_backend.check_resume(store, space, ctx)
         tracker = None
         if settings is not None:
             from aloss_tune.tracking import StudyTracker

@@ -22,11 +22,14 @@ The samplers are reseeded before each trial from the study's seed and the trial'
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import os
 import re
 import threading
+import time
 import traceback
+import uuid
 import warnings
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -50,6 +53,7 @@ from aloss_tune._schema import (  # noqa: F401 - the attribute names are also re
     RUN_ATTR,
     SEED_ATTR,
     SPACE_ATTR,
+    STUDY_ID_ATTR,
     TARGET_SCALE_ATTR,
     WORKER_ATTR,
 )
@@ -432,20 +436,72 @@ def open_storage(options: StorageOptions, *,
 
 def create_study(space: SearchSpace, storage: optuna.storages.BaseStorage, study_name: str,
                  direction: str) -> optuna.Study:
-    """Create the study, or load it if it exists (a rerun resumes)."""
+    """Create the study, or load it if it exists (a rerun resumes).
+
+    The worker that creates the study gives it its id (`STUDY_ID_ATTR`, read back by `study_key`).
+    """
     try:
-        study = optuna.create_study(
-            study_name=study_name, storage=storage, sampler=make_sampler(space), pruner=make_pruner(space),
-            direction=optuna.study.StudyDirection[direction.upper()], load_if_exists=True,
-        )
+        study_id = storage.create_new_study([optuna.study.StudyDirection[direction.upper()]], study_name)
+    except optuna.exceptions.DuplicatedStudyError:  # it exists: resume (or join) it
+        pass
     except ValueError as exc:
         raise UsageError(f"study {study_name!r}: {exc}") from None
+    else:
+        storage.set_study_user_attr(study_id, STUDY_ID_ATTR, uuid.uuid4().hex)
+    study = optuna.load_study(study_name=study_name, storage=storage, sampler=make_sampler(space),
+                              pruner=make_pruner(space))
     if study.direction.name.lower() != direction:
         raise UsageError(
             f"study {study_name!r} exists with direction {study.direction.name.lower()}, but the space asks to "
             f"{direction}; use another study name."
         )
     return study
+
+
+def study_key(study: optuna.Study, *, wait: float = 10.0) -> str:
+    """The id of ``study`` (`STUDY_ID_ATTR`): what its MLflow parent run is found by, whatever the study's
+    name and the URL its storage is reached by.
+
+    A study created a moment ago by another worker gets its id just after it is created (waited for up to
+    ``wait`` seconds). A study created before studies had ids gets one made from what its storage holds
+    (its number in the storage, its name, when its first trial started), the same for every worker.
+    """
+    deadline = time.monotonic() + wait
+    attrs = study.user_attrs
+    while STUDY_ID_ATTR not in attrs and SPACE_ATTR not in attrs and time.monotonic() < deadline:
+        time.sleep(0.1)  # created just now by another worker, which is about to give it its id
+        attrs = study._storage.get_study_user_attrs(study._study_id)
+    if STUDY_ID_ATTR in attrs:
+        return str(attrs[STUDY_ID_ATTR])
+    first = study.get_trials(deepcopy=False)[:1]
+    started = first[0].datetime_start.isoformat() if first and first[0].datetime_start else ""
+    key = hashlib.sha256(f"{study._study_id}\0{study.study_name}\0{started}".encode()).hexdigest()[:32]
+    study.set_user_attr(STUDY_ID_ATTR, key)
+    return key
+
+
+def check_resume(storage: optuna.storages.BaseStorage, space: SearchSpace, ctx: TrialContext) -> None:
+    """Refuse (`ConfigError`, before anything is written) to resume a study with another objective or another
+    loss list than it was run with: its trials would be ranked on two metrics at once, or every trial would
+    fail (Optuna does not let a categorical parameter change its choices)."""
+    try:
+        study_id = storage.get_study_id_from_name(space.study)
+    except KeyError:  # a new study
+        return
+    attrs = storage.get_study_user_attrs(study_id)
+    where = f"{space.source}: " if space.source else ""
+    stored = attrs.get(OBJECTIVE_ATTR) or {}
+    if stored.get("metric") not in (None, ctx.objective.metric):
+        raise ConfigError(
+            f"{where}objective.metric: study {space.study!r} was run with objective {stored['metric']}, not "
+            f"{ctx.objective.metric}: resuming it would rank values of both metrics together; keep "
+            f"{stored['metric']} or use another study name (--study).")
+    losses = ((attrs.get(SPACE_ATTR) or {}).get("loss") or {}).get("choices")
+    if losses is not None and list(losses) != list(space.losses):
+        raise ConfigError(
+            f"{where}loss.choices: study {space.study!r} was run with losses [{', '.join(losses)}], not "
+            f"[{', '.join(space.losses)}]: a resumed study keeps its loss list (in its order); keep it or use "
+            "another study name (--study).")
 
 
 @contextlib.contextmanager
@@ -787,6 +843,8 @@ def run_study(space: SearchSpace, ctx: TrialContext, *, storage: StorageOptions,
     STOPPING.clear()
     hook = _stale_trial_hook(tracker) if tracker is not None else None
     study = create_study(space, open_storage(storage, on_stale=hook), study_name, ctx.objective.direction)
+    if tracker is not None:
+        tracker.study_id = study_key(study)
     study.set_user_attr(SPACE_ATTR, space.to_dict())
     study.set_user_attr(OBJECTIVE_ATTR, {"metric": ctx.objective.metric,
                                                  "direction": ctx.objective.direction})

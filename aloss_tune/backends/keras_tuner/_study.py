@@ -8,17 +8,20 @@ import json
 import math
 import os
 import sys
-from collections.abc import Callable, Mapping
+import uuid
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 from keras_tuner.engine import trial as kt_trial
 
-from aloss_tune._schema import BEST_TRIAL_TAG
+from aloss_tune._schema import BACKEND_TAG, BEST_TRIAL_TAG, STUDY_ID_TAG
 from aloss_tune._urls import redact_url
 from aloss_tune.backends.keras_tuner._common import (
     DEFAULT_DIRECTORY,
+    LOCK_FILE,
     STUDY_FILE,
+    STUDY_ID_FILE,
     TRIAL_FILE,
     _log,
     _read_json,
@@ -38,6 +41,7 @@ from aloss_tune.tracking import (
     load_settings,
     study_runs,
     unreadable_store,
+    worker_id,
 )
 
 
@@ -97,14 +101,15 @@ def _study_record(space: SearchSpace, ctx: TrialContext) -> dict[str, Any]:
 
 
 def _check_project(project: Path, record: Mapping[str, Any]) -> None:
-    """Refuse to resume a project made with another tuner, objective or set of ranges."""
+    """Refuse to resume a project made with another tuner, objective, loss list or set of ranges."""
     old = _read_json(project / STUDY_FILE)
     if old is None:
         if (project / "oracle.json").exists():
             raise UsageError(f"{project} holds a KerasTuner project that aloss-tune did not create; "
                              "use another study name or --directory.")
         return
-    for key, what in (("tuner", "tuner"), ("objective", "objective"), ("search_params", "searched ranges")):
+    for key, what in (("tuner", "tuner"), ("objective", "objective"), ("losses", "loss list"),
+                      ("search_params", "searched ranges")):
         if old.get(key) != record[key]:
             raise UsageError(
                 f"study {record['study']!r} exists in {project} with another {what} "
@@ -130,8 +135,55 @@ def make_tuner(space: SearchSpace, ctx: TrialContext, *, directory: str | os.Pat
         timeout=space.search.timeout, directory=str(project.parent), project_name=project.name,
         overwrite=overwrite, executions_per_trial=space.search.executions_per_trial,
     )
+    tuner.study_id = record["study_id"] = _claim_study_id(project)
     _write_json(project / STUDY_FILE, record)
     return tuner
+
+
+def _claim_study_id(project: Path) -> str:
+    """The project's study id (``aloss_tune.study_id`` in it): the one written there first, by this process
+    or by another one starting the same project (a distributed chief and its workers) at the same moment."""
+    path = project / STUDY_ID_FILE
+    if not path.exists():
+        project.mkdir(parents=True, exist_ok=True)
+        mine = project / f".{STUDY_ID_FILE}.{os.getpid()}.tmp"
+        mine.write_text(uuid.uuid4().hex + "\n", encoding="utf-8")
+        try:
+            os.link(mine, path)  # atomic, and refused if another process linked its id first
+        except FileExistsError:
+            pass
+        finally:
+            mine.unlink()
+    return path.read_text(encoding="utf-8").strip()
+
+
+@contextlib.contextmanager
+def project_lock(project: Path) -> Iterator[None]:
+    """Hold ``<project>/aloss_tune.lock`` for the whole search: a second process searching the same project
+    (outside KerasTuner's chief/worker mode) is refused with `UsageError` instead of running the same trials
+    and overwriting their checkpoints. The lock (``fcntl.flock``) ends with the process that holds it."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX
+        yield
+        return
+    project.mkdir(parents=True, exist_ok=True)
+    path = project / LOCK_FILE
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 200).decode("utf-8", "replace").strip() or "another process"
+            raise UsageError(
+                f"KerasTuner project {project} is being searched by {holder}; a project takes one search at a "
+                "time: wait for it, use another study name or --directory, or share the search with KerasTuner's "
+                "chief/worker mode (examples/distributed_keras_tuner.md).") from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"process {worker_id()}".encode())
+        yield
+    finally:
+        os.close(fd)  # releases the lock
 
 
 def tune(space: SearchSpace, ctx: TrialContext, *, settings: TrackingSettings | None = None,
@@ -148,14 +200,27 @@ def tune(space: SearchSpace, ctx: TrialContext, *, settings: TrackingSettings | 
     """
     root = Path(directory if directory is not None else DEFAULT_DIRECTORY)
     project = project_dir(space.study, root)
+    role = distributed_role()
+    chief, worker = role == "chief", role == "worker"
+    _check_project(project, _study_record(space, ctx))  # before the lock file is made in someone else's project
+    with contextlib.ExitStack() as held:
+        if role is None:  # a chief and its workers share the project by design
+            held.enter_context(project_lock(project))
+        return _search(space, ctx, settings=settings, root=root, project=project, progress=progress,
+                       trial_log=trial_log, after_study=after_study, chief=chief, worker=worker)
+
+
+def _search(space: SearchSpace, ctx: TrialContext, *, settings: TrackingSettings | None, root: Path,
+            project: Path, progress: bool, trial_log: Any, after_study: Callable[[Any], Path | None] | None,
+            chief: bool, worker: bool) -> Any:
+    """`tune` once the project is this process's."""
+    tuner = make_tuner(space, ctx, directory=root)
     tracker = None
     if settings is not None:
         tracker = StudyTracker(settings, space.study, backend="keras-tuner", space=space.to_dict(),
-                               storage=str(project))
-    tuner = make_tuner(space, ctx, directory=root, tracker=tracker)
+                               storage=str(project), study_id=tuner.study_id)
+        tuner.tracker = tracker
     tuner.trial_log = trial_log
-    role = distributed_role()
-    chief, worker = role == "chief", role == "worker"
     if worker and space.search.timeout is not None:
         _log.warning("search.timeout is not applied on a distributed KerasTuner worker (the chief waits for "
                      "every worker); the chief's max_trials bounds the search.")
@@ -319,11 +384,15 @@ def _best_from_mlflow(study_name: str, tracking_uri: str | None) -> dict[str, An
         return None
     if experiment is None:
         return None
-    runs = study_runs(client, experiment.experiment_id, study_name, max_results=50)
-    parents = [r for r in runs
-               if "mlflow.parentRunId" not in r.data.tags and BEST_TRIAL_TAG in r.data.tags]
+    runs = study_runs(client, experiment.experiment_id, study_name, max_results=1000)
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags and BEST_TRIAL_TAG in r.data.tags
+               and r.data.tags.get(BACKEND_TAG) == "keras-tuner"]
     if not parents:
         return None
+    if len({r.data.tags.get(STUDY_ID_TAG) for r in parents}) > 1:  # projects of one name in several roots
+        listed = "; ".join(f"runs:/{r.info.run_id} ({r.data.params.get('storage', '?')})" for r in parents)
+        raise UsageError(f"MLflow holds {len(parents)} KerasTuner studies named {study_name!r}: {listed}; give "
+                         "--directory (the project root) or one of these runs.")
     parent = parents[0]
 
     def artifact(name: str) -> Any:

@@ -122,6 +122,7 @@ class SpaceTuner(kt.Tuner):
         self.ctx = ctx
         self.trial_log: Any = None  # an aloss_tune.progress.TrialLog, set by `tune`
         self.tracker = tracker
+        self.study_id: str | None = None  # the project's study id (set by `make_tuner`)
         self.timeout = timeout
         self.seed = ctx.space.search.seed
         self.ran: dict[str, dict[str, Any]] = {}  # trial id -> record, for the trials this process ran
