@@ -61,6 +61,11 @@ def tune(
             its workers).
 
     Everything is validated (space, data, model, objective, storage, tracking store) before any training.
+
+    Raises:
+        ConfigError, UsageError: a setting refused before any store is opened (or every trial refused by
+            one configuration error).
+        StudyFailed: every trial this call ran failed (the message names the most common error).
     """
     spec = load_space(space)
     overrides: dict[str, Any] = {}

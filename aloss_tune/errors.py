@@ -28,6 +28,10 @@ class TrialFailed(AlossTuneError, RuntimeError):
     """One trial failed (an exception in training, a non-finite loss); the study goes on."""
 
 
+class StudyFailed(AlossTuneError, RuntimeError):
+    """Every trial a command ran failed: it has no result (the message names the most common error)."""
+
+
 def describe(value: object) -> str:
     """A short, unambiguous rendering of a received value for error messages."""
     if isinstance(value, str):

@@ -34,13 +34,14 @@ from pathlib import Path
 from typing import Any
 
 from aloss_tune._schema import OBJECTIVE_ATTR
-from aloss_tune.errors import AlossTuneError, ConfigError, UsageError
+from aloss_tune.errors import AlossTuneError, ConfigError, StudyFailed, UsageError
 
 _log = logging.getLogger("aloss_tune.workers")
 
 THREAD_VARIABLES = ("TF_NUM_INTRAOP_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 STOP_GRACE_S = 30.0  # how long interrupted workers get to end their trials and runs before they are killed
-_ERRORS: Mapping[str, type[AlossTuneError]] = {"ConfigError": ConfigError, "UsageError": UsageError}
+_ERRORS: Mapping[str, type[AlossTuneError]] = {"ConfigError": ConfigError, "UsageError": UsageError,
+                                               "StudyFailed": StudyFailed}
 
 
 def split_trials(n_trials: int, workers: int) -> list[int]:
@@ -377,6 +378,10 @@ def _check_outcome(procs: list[Any], reports: Mapping[int, Mapping[str, Any]]) -
                      "asked) by the heartbeat of a live worker or of the next run of the study.",
                      index, proc.pid, how)
     errors = [r for r in reports.values() if not r["ok"] and r["kind"] != "KeyboardInterrupt"]
+    if errors and all(r["kind"] == "StudyFailed" for r in errors) and any(r["ok"] for r in reports.values()):
+        for report in errors:  # only some workers failed every trial: the study has results
+            _log.warning("worker %d: %s", report["index"], report["message"])
+        errors = []
     if errors:
         first = min(errors, key=lambda r: r["index"])
         cls = _ERRORS.get(first["kind"], AlossTuneError)

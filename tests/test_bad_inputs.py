@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -176,6 +177,24 @@ def test_every_trial_failing_with_one_config_error_stops_the_study(in_tmp, backe
 
         study = optuna.load_study(study_name="bad", storage="sqlite:///aloss_tune.db")
         assert [t.state for t in study.trials] == [optuna.trial.TrialState.FAIL] * 3
+
+
+@pytest.mark.parametrize("backend", ["optuna", "keras-tuner"])
+def test_a_run_whose_every_trial_failed_ends_with_the_common_error(in_tmp, backend, capsys):
+    """A learning rate that sends the loss to infinity in every trial: no result, so no exit 0."""
+    from aloss_tune.cli import main
+
+    space = write_space(in_tmp, {"optimizer": {"name": "sgd",
+                                               "learning_rate": {"type": "float", "low": 1e8, "high": 1e9}},
+                                 "training": {"epochs": 3}, "search": {"n_trials": 2}})
+    assert main(["tune", str(space), "--no-tracking", "--backend", backend]) == 1
+    out = capsys.readouterr()
+    (line,) = error_lines(out.err)
+    assert re.fullmatch(r"aloss-tune: error: all 2 trials of this run failed; the most common error \((every one|1 "
+                        r"of them)\): TrialFailed: the training loss is (inf|nan) at epoch \d", line), line
+    assert "Traceback" not in out.out + out.err  # KerasTuner prints none either
+    assert [line.split("  ")[0] for line in out.err.splitlines() if line.startswith("trial ")] == [
+        "trial 0 failed", "trial 1 failed"]
 
 
 # -------------------------------------------------------------------------- the Python API: reading back

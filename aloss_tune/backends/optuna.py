@@ -63,6 +63,7 @@ from aloss_tune.errors import ConfigError, TrialFailed, UsageError
 from aloss_tune.lifecycle import (
     MAX_CONSECUTIVE_FAILURES,
     SAME_CONFIG_ERROR_STOP,
+    check_outcomes,
     finish_interrupted,
     located,
     start_run,
@@ -858,10 +859,14 @@ def run_study(space: SearchSpace, ctx: TrialContext, *, storage: StorageOptions,
     # This worker's trials, each as the message of the ConfigError that failed it (None: anything else).
     config_errors: list[str | None] = []
 
+    failed_errors: list[str | None] = []  # the error of each failed trial of this worker
+
     def stop_on_failures(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         failed = trial.state == optuna.trial.TrialState.FAIL
         error = objective.config_errors.pop(trial.number, None) if failed else None
         config_errors.append(error)
+        if failed:
+            failed_errors.append(trial.user_attrs.get(ERROR_ATTR))
         same = error is not None and set(config_errors) == {error}
         if same and len(config_errors) >= SAME_CONFIG_ERROR_STOP:
             study.stop()  # every trial so far refused by the same configuration error: raised below
@@ -900,6 +905,7 @@ def run_study(space: SearchSpace, ctx: TrialContext, *, storage: StorageOptions,
             tracker.close(best=best_summary(study), status=status, artifacts=artifacts)
     if config_errors and config_errors[0] is not None and set(config_errors) == {config_errors[0]}:
         raise ConfigError(config_errors[0])
+    check_outcomes(failed_errors, ran=len(config_errors))
     return study
 
 

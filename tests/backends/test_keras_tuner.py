@@ -30,7 +30,7 @@ from mlflow.tracking import MlflowClient
 import aloss_tune
 from aloss_tune.backends import keras_tuner as kt_backend
 from aloss_tune.distributions import Categorical, Float
-from aloss_tune.errors import UsageError
+from aloss_tune.errors import StudyFailed, UsageError
 from aloss_tune.runner import prepare
 from aloss_tune.space import SearchSpace
 
@@ -303,10 +303,13 @@ class BrokenBuilder:
 def test_a_worker_stops_after_five_failed_trials_in_a_row(tmp_path: Path,
                                                          caplog: pytest.LogCaptureFixture) -> None:
     space = base_space("kt_failing", training={"epochs": 1}, search={"n_trials": 8})
-    result = aloss_tune.tune(space, backend="keras-tuner", build_model=BrokenBuilder(), tracking=False,
-                             directory=tmp_path)
-    assert result.counts == {"complete": 0, "failed": 5} and result.best_trial is None
+    with pytest.raises(StudyFailed) as info:
+        aloss_tune.tune(space, backend="keras-tuner", build_model=BrokenBuilder(), tracking=False,
+                        directory=tmp_path)
+    assert str(info.value) == ("all 5 trials of this run failed; the most common error (every one): "
+                               "RuntimeError: deliberate failure in the model builder")
     assert "5 trials failed in a row" in caplog.text
+    assert len(list((tmp_path / "kt_failing").glob("trial_*/trial.json"))) == 5
     record = json.loads((tmp_path / "kt_failing" / "trial_4" / "aloss_tune.json").read_text())
     assert record["state"] == "failed"
     assert record["error"] == "RuntimeError: deliberate failure in the model builder"

@@ -32,6 +32,7 @@ from aloss_tune.backends.keras_tuner._space import SpaceHyperModel, choice_label
 from aloss_tune.backends.keras_tuner._tuner import SpaceTuner, _SearchStopped
 from aloss_tune.distributions import Categorical
 from aloss_tune.errors import ConfigError, UsageError
+from aloss_tune.lifecycle import check_outcomes
 from aloss_tune.result import make_result
 from aloss_tune.runner import TrialContext, loss_config
 from aloss_tune.space import SearchSpace
@@ -235,6 +236,7 @@ def _search(space: SearchSpace, ctx: TrialContext, *, settings: TrackingSettings
                 sink = _DropLines(sys.stdout, echoes)
                 stack.callback(sink.write_pending)
                 stack.enter_context(contextlib.redirect_stdout(sink))
+            stack.enter_context(_own_tracebacks_only())
             tuner.search(verbose=1 if progress else 0)
     except _SearchStopped as stop:
         if stop.config_error is None:
@@ -254,12 +256,28 @@ def _search(space: SearchSpace, ctx: TrialContext, *, settings: TrackingSettings
         config_error = errors[0]  # fewer trials than SAME_CONFIG_ERROR_STOP, all refused alike
     if config_error is not None:
         raise ConfigError(config_error)
+    records = list(tuner.ran.values())
+    check_outcomes([r.get("error") for r in records if r.get("state") == "failed"], ran=len(records))
     return make_result(
         study_name=space.study, backend="keras-tuner", best=_safe_best(tuner),
         objective={"metric": ctx.objective.metric, "direction": ctx.objective.direction},
         counts=tuner.counts(), storage=str(root), tracker=tracker,
         tracking_uri=settings.tracking_uri if settings is not None else None, study=tuner,
     )
+
+
+@contextlib.contextmanager
+def _own_tracebacks_only() -> Iterator[None]:
+    """KerasTuner prints the traceback of every failed trial (its ``config.DEBUG``, on by default); here a failed
+    trial is one line, its traceback in its MLflow run's ``error.txt`` and its record."""
+    from keras_tuner.src import config as kt_config
+
+    saved = kt_config.DEBUG
+    kt_config.DEBUG = False
+    try:
+        yield
+    finally:
+        kt_config.DEBUG = saved
 
 
 class _DropLines(io.TextIOBase):

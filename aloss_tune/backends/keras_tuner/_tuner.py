@@ -27,7 +27,7 @@ from aloss_tune.backends.keras_tuner._common import (
 )
 from aloss_tune.backends.keras_tuner._space import SpaceHyperModel
 from aloss_tune.errors import ConfigError
-from aloss_tune.lifecycle import finish_interrupted, located, start_run, training_seed
+from aloss_tune.lifecycle import error_line, finish_interrupted, located, start_run, training_seed
 from aloss_tune.runner import TrialContext, loss_config, run_trial
 from aloss_tune.tracking import (
     StudyTracker,
@@ -247,7 +247,7 @@ class SpaceTuner(kt.Tuner):
                 run.finish("complete", objective=record["value"], loss_config=record.get("loss_config"))
         else:
             error = trial.message or f"the trial ended with status {trial.status}"
-            record.update(state="failed", error=error.strip().splitlines()[-1][:2000])
+            record.update(state="failed", error=error_line(error.strip().splitlines()[-1] if error.strip() else ""))
             self._consecutive_failures += 1
             if run is not None:
                 run.finish("failed", error=error)
