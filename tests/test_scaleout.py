@@ -497,3 +497,20 @@ def test_a_preempted_worker_ends_its_trial_and_run(tmp_path):
     run = client.get_run(victim.user_attrs[RUN_ATTR])
     assert run.info.status == "FAILED" and run.data.tags["aloss_tune.state"] == "failed"
     assert not [r.info.run_name for r in children if r.info.status == "RUNNING"]
+
+
+def test_workers_that_failed_every_trial(caplog):
+    """The command fails when no worker finished a trial; a worker that failed all of its own is a warning."""
+    from types import SimpleNamespace
+
+    from aloss_tune.errors import StudyFailed
+    from aloss_tune.workers import _check_outcome
+
+    procs = [SimpleNamespace(pid=100 + i, exitcode=0) for i in range(2)]
+    message = "all 2 trials of this run failed; the most common error (every one): ValueError: x"
+    failed = [{"index": i, "ok": False, "kind": "StudyFailed", "message": message} for i in range(2)]
+    with pytest.raises(StudyFailed) as info:
+        _check_outcome(procs, dict(enumerate(failed)))
+    assert str(info.value) == message
+    _check_outcome(procs, {0: {"index": 0, "ok": True}, 1: failed[1]})
+    assert f"worker 1: {message}" in caplog.text
