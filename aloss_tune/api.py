@@ -8,7 +8,7 @@ from typing import Any
 
 import keras
 
-from aloss_tune.backends.base import make_backend
+from aloss_tune.backends.base import check_options, make_backend
 from aloss_tune.result import TuneResult
 from aloss_tune.space import SearchSpace, load_space
 
@@ -82,6 +82,7 @@ def tune(
     if build_model is not None:
         spec = spec.with_overrides(model=build_model)
     backend_name = spec.search.backend
+    check_options(spec, backend_name, tuner=tuner)
 
     from aloss_tune.runner import prepare
 

@@ -211,6 +211,7 @@ def _validate(args: argparse.Namespace) -> int:
     from aloss_tune.space import SearchSpace
 
     space = SearchSpace.from_yaml(args.space)
+    space.check_model_params()
     scale = 1.0
     objective = space.objective
     if args.data:

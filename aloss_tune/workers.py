@@ -86,6 +86,7 @@ def run_workers(space: Any, workers: int, *, n_trials: int | None = None, timeou
         UsageError: bad options, or an unreachable storage or tracking server (before any worker starts).
         AlossTuneError: a worker stopped with an error (the first one is reported).
     """
+    from aloss_tune.backends.base import check_options
     from aloss_tune.backends.optuna import DEFAULT_HEARTBEAT_INTERVAL
     from aloss_tune.best import default_storage
     from aloss_tune.space import load_space
@@ -107,6 +108,7 @@ def run_workers(space: Any, workers: int, *, n_trials: int | None = None, timeou
         _log.warning("%d trials for %d workers: starting %d workers.", total, workers, len(shares))
     if heartbeat_interval is None:
         heartbeat_interval = DEFAULT_HEARTBEAT_INTERVAL
+    check_options(spec, "optuna", tuner=tune_kwargs.get("tuner"))
     ctx = _check_inputs(spec, url, tune_kwargs)
     settings = _check_stores(url, tracking=tracking, tracking_uri=tracking_uri, mlflow_config=mlflow_config,
                              space=spec.with_overrides(study=name), ctx=ctx)

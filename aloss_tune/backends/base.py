@@ -148,6 +148,22 @@ class KerasTunerBackend:
         return kt_backend.best_summary(study_name, directory=self.directory, tracking_uri=tracking_uri)
 
 
+def check_options(space: SearchSpace, backend: str, *, tuner: str | None = None) -> None:
+    """Refuse the settings of KerasTuner given to the Optuna backend, which would silently ignore them: the
+    ``tuner`` argument (``--tuner``) and ``search.executions_per_trial``. (A space's ``search.tuner`` may stay:
+    it has a default and lets one file run on either backend.)"""
+    if backend != "optuna":
+        return
+    if tuner is not None:
+        raise UsageError(f"--tuner {tuner}: chooses KerasTuner's tuner, but the backend is optuna, which searches "
+                         f"with search.sampler ({space.search.sampler}); add --backend keras-tuner or drop --tuner.")
+    runs = space.search.executions_per_trial
+    if runs != 1:
+        where = f"{space.source}: " if space.source else ""
+        raise ConfigError(f"{where}search.executions_per_trial: {runs} applies to the keras-tuner backend only "
+                          "(Optuna trains each trial once); remove it, or add --backend keras-tuner.")
+
+
 def make_backend(name: str, **options: Any) -> Backend:
     """The backend called ``name`` with ``options`` (those of the other backend, left ``None``, are ignored).
 
