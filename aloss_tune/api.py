@@ -96,13 +96,14 @@ def tune(
 
     settings = None
     if tracking:
-        from aloss_tune.tracking import check_tracking_uri, load_settings
+        from aloss_tune.tracking import check_experiment, check_tracking_uri, load_settings
 
         settings = load_settings(mlflow_config, tracking_uri=tracking_uri)
         if not settings.enabled:
             settings = None
         else:
             check_tracking_uri(settings.tracking_uri)
+            check_experiment(settings, spec.study, source=spec.source)
 
     from aloss_tune.progress import TrialLog, resolve
 

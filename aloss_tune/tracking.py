@@ -219,6 +219,45 @@ def check_tracking_uri(uri: str, timeout: float = 5.0) -> None:
             raise UsageError(f"tracking store {shown}: folder {folder} is not writable.")
 
 
+MAX_EXPERIMENT_NAME = 500  # MLflow's limit on an experiment's name
+MAX_RUN_NAME = 250  # the name column of MLflow's runs table (enforced by PostgreSQL and MySQL)
+
+
+def check_experiment(settings: TrackingSettings, study: str, *, source: str | None = None) -> None:
+    """Refuse, before any store is written, a study whose MLflow experiment cannot be used: a name over
+    MLflow's limit, a deleted experiment of that name, or a tracking store file that is not MLflow's (MLflow
+    would refuse each only once the study's storage exists). A store that does not exist yet, or an empty
+    file, is left for the study to create."""
+    name = settings.experiment or study
+    if len(name) > MAX_EXPERIMENT_NAME:
+        key = "experiment (mlflow.yaml)" if settings.experiment else "study"
+        where = f"{source}: " if source and not settings.experiment else ""
+        raise ConfigError(f"{where}{key}: names the MLflow experiment, which MLflow limits to "
+                          f"{MAX_EXPERIMENT_NAME} characters, but has {len(name)}.")
+    uri = settings.tracking_uri
+    path = missing_store(uri)
+    if path is not None or (uri.startswith("sqlite:///") and _empty_file(uri)):
+        return
+    problem = unreadable_store(uri)
+    if problem is not None:
+        raise UsageError(f"tracking store {redact_url(uri)}: {problem}.")
+    from mlflow.tracking import MlflowClient
+
+    try:
+        with store_lock(uri):
+            experiment = MlflowClient(tracking_uri=uri).get_experiment_by_name(name)
+    except Exception as exc:  # noqa: BLE001 - any store error: a usage error, before training
+        reason = redact_text(" ".join(str(exc).split())[:300], uri)
+        raise UsageError(f"cannot read the MLflow tracking store {redact_url(uri)}: {reason}") from None
+    if experiment is not None and experiment.lifecycle_stage != "active":
+        raise UsageError(f"MLflow experiment {name!r} is deleted; restore it or choose another name.")
+
+
+def _empty_file(uri: str) -> bool:
+    path = Path(uri[len("sqlite:///"):].split("?", 1)[0])
+    return path.is_file() and path.stat().st_size == 0
+
+
 def runs_url(tracking_uri: str, experiment_id: str) -> str | None:
     """The address of an experiment's runs table (model training mode, the ``aloss_tune`` view with its
     columns) in the MLflow UI of a tracking server, or ``None`` for a store that has no UI of its own (a
@@ -457,7 +496,7 @@ class StudyTracker:
             if self.study_id is not None:
                 tags[STUDY_ID_TAG] = self.study_id
             name = self.study if self.backend == "optuna" else f"{self.study} ({self.backend})"
-            run = self.client.create_run(self._experiment, tags=tags, run_name=name)
+            run = self.client.create_run(self._experiment, tags=tags, run_name=name[:MAX_RUN_NAME])
             mine, start_time = run.info.run_id, run.info.start_time
         else:
             mine = None

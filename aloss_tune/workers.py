@@ -216,8 +216,10 @@ def _signals_ignored() -> Iterator[None]:
 
 def _check_stores(url: str, *, tracking: bool, tracking_uri: str | None, mlflow_config: Any, space: Any,
                   ctx: Any) -> Any:
-    """Fail before any worker starts if the storage or the tracking store cannot be reached, or if the study
-    exists with another objective or loss list (`aloss_tune.backends.optuna.check_resume`).
+    """Fail before any worker starts if the storage or the tracking store cannot be reached, if the study
+    exists with another objective or loss list (`aloss_tune.backends.optuna.check_resume`), or if its MLflow
+    experiment cannot be used (`aloss_tune.tracking.check_experiment`); the settings are checked before either
+    store is opened.
 
     Opening the stores here also creates their tables, once: workers creating a fresh MLflow database
     together would race on its schema migrations.
@@ -225,16 +227,18 @@ def _check_stores(url: str, *, tracking: bool, tracking_uri: str | None, mlflow_
     from aloss_tune._filelock import store_lock
     from aloss_tune.backends.optuna import StorageOptions, check_resume, open_storage
 
-    check_resume(open_storage(StorageOptions(url=url, heartbeat_interval=0)), space, ctx)
-    if not tracking:
-        return None
-    from aloss_tune.tracking import check_tracking_uri, load_settings
+    settings = None
+    if tracking:
+        from aloss_tune.tracking import check_experiment, check_tracking_uri, load_settings
 
-    settings = load_settings(mlflow_config, tracking_uri=tracking_uri)
-    if not settings.enabled:
-        return None
-    check_tracking_uri(settings.tracking_uri)
-    if not settings.tracking_uri.startswith(("http://", "https://")):
+        settings = load_settings(mlflow_config, tracking_uri=tracking_uri)
+        if not settings.enabled:
+            settings = None
+        else:
+            check_tracking_uri(settings.tracking_uri)
+            check_experiment(settings, space.study, source=space.source)
+    check_resume(open_storage(StorageOptions(url=url, heartbeat_interval=0)), space, ctx)
+    if settings is not None and not settings.tracking_uri.startswith(("http://", "https://")):
         from mlflow.tracking import MlflowClient
 
         from aloss_tune._urls import redact_text, redact_url

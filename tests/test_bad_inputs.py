@@ -152,6 +152,8 @@ TUNE_CASES: list[tuple[str, dict[str, Any], dict[str, Any], type, tuple[str, ...
      ("space.yaml: study: '/tmp/abs' cannot name",)),
     ("storage_password_with_a_slash", {}, {"storage": "postgresql+psycopg2://u:ab/Secret@127.0.0.1:9/db"},
      UsageError, ("cannot open the Optuna storage postgresql+psycopg2://u:***@127.0.0.1:9/db",)),
+    ("study_name_over_mlflow_limit", {"study": "s" * 501}, {}, ConfigError,
+     ("space.yaml: study: names the MLflow experiment, which MLflow limits to 500 characters, but has 501.",)),
     ("tracking_password_with_a_slash", {}, {"tracking_uri": "http://u:ab/Secret@127.0.0.1:9"}, UsageError,
      ("tracking URI 'http://u:***@127.0.0.1:9'", "percent-encode it (/ as %2F)")),
 ]
@@ -172,6 +174,33 @@ def test_tune_refuses_before_training(in_tmp, case_id, patch, kwargs, exc_type, 
     if exc_type is ConfigError:
         assert "space.yaml" in message
     assert sorted(p.name for p in in_tmp.iterdir()) == ["afile", "space.yaml"]  # no store, nothing at all
+
+
+def test_an_unusable_experiment_is_refused_before_the_study_exists(in_tmp, stores, capsys):
+    """A deleted experiment of the study's name, or a tracking "store" that is an Optuna file: refused before
+    the Optuna study is created (MLflow would refuse either only after)."""
+    import optuna
+    from mlflow.tracking import MlflowClient
+
+    from aloss_tune.cli import main
+
+    client = MlflowClient(stores["tracking_uri"])
+    client.delete_experiment(client.create_experiment("bad"))
+    optuna.create_study(study_name="other", storage="sqlite:///other.db")
+    space = str(write_space(in_tmp))
+    storage = Path(stores["storage"][len("sqlite:///"):])
+    cases = [(stores["tracking_uri"], "MLflow experiment 'bad' is deleted; restore it or choose another name."),
+             ("sqlite:///other.db", "tracking store sqlite:///other.db: other.db is not an MLflow tracking store "
+                                    "(it looks like an Optuna storage).")]
+    for uri, message in cases:
+        with pytest.raises(UsageError) as info:
+            aloss_tune.tune(space, storage=stores["storage"], tracking_uri=uri)
+        assert str(info.value) == message
+        for workers in ("1", "2"):
+            assert main(["tune", space, "--workers", workers, "--storage", stores["storage"], "--tracking-uri",
+                         uri]) == 2
+            assert capsys.readouterr().err == f"aloss-tune: error: {message}\n"
+        assert not storage.exists()
 
 
 def test_python_data_with_nan_is_refused(in_tmp):
