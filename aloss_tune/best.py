@@ -21,6 +21,7 @@ import keras
 import yaml
 
 from aloss_tune._schema import ENV_STORAGE, default_storage  # noqa: F401 - re-exported
+from aloss_tune._urls import redact_url
 from aloss_tune.errors import ConfigError, UsageError, describe
 from aloss_tune.factories import build_loss
 
@@ -40,10 +41,15 @@ def loss_from_config(config: Mapping[str, Any], *, source: str = "") -> keras.lo
         return _deserialize(dict(config["keras"]), where)
     if "class_name" in config:
         return _deserialize(dict(config), where)
-    if isinstance(config.get("loss"), str):
-        return build_loss(config)
-    if isinstance(config.get("params"), Mapping):
-        return build_loss(config["params"])
+    try:
+        if isinstance(config.get("loss"), str):
+            return build_loss(config)
+        if isinstance(config.get("params"), Mapping):
+            return build_loss(config["params"])
+    except ConfigError as exc:  # params no loss takes: say where they come from
+        if where and not str(exc).startswith(where):
+            raise ConfigError(f"{where}{exc}") from None
+        raise
     raise ConfigError(
         f"{where}a loss config must hold flat params ({{'loss': 'huber', ...}}), a Keras serialization "
         f"({{'class_name': ...}}) or both ({{'params', 'keras'}}), but got keys {sorted(map(str, config))}."
@@ -111,6 +117,11 @@ def _config_from_run(uri: str, tracking_uri: str | None) -> dict[str, Any]:
         raise UsageError(f"load_loss: no run {run_id}: {problem} (give the tracking URI where the study "
                          "logged).")
     client = MlflowClient(tracking_uri=uri)
+    try:
+        client.get_run(run_id)
+    except MlflowException:
+        raise UsageError(f"load_loss: no run {run_id} in the MLflow tracking store {redact_url(uri)} (give the "
+                         "tracking URI where the study logged).") from None
     candidates = [artifact] if artifact else ["loss_config.json", "best_loss_config.json"]
     import tempfile
 
@@ -120,8 +131,14 @@ def _config_from_run(uri: str, tracking_uri: str | None) -> dict[str, Any]:
                 local = client.download_artifacts(run_id, name, tmp)
             except (MlflowException, OSError):
                 continue
-            return json.loads(Path(local).read_text(encoding="utf-8"))
-    raise UsageError(f"load_loss: run {run_id} has no {' or '.join(candidates)} artifact.")
+            try:
+                return json.loads(Path(local).read_text(encoding="utf-8"))
+            except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+                reason = f"{exc.msg} at line {exc.lineno}" if isinstance(exc, json.JSONDecodeError) else "not text"
+                raise ConfigError(f"runs:/{run_id}/{name}: not a loss config: not valid JSON ({reason}).") from None
+    what = (f"no {artifact} artifact" if artifact else "no loss config (loss_config.json or best_loss_config.json): "
+            "it is not the run of an aloss-tune trial or study")
+    raise UsageError(f"load_loss: run {run_id} has {what}.")
 
 
 def best_trial_summary(study_name: str, storage: str | None = None, *, backend: str = "optuna",
@@ -216,6 +233,7 @@ def run_summary(uri: str, tracking_uri: str | None = None) -> dict[str, Any]:
     ``space.yaml``.
     """
     config = _config_from_run(uri, tracking_uri)
+    loss_from_config(config, source=uri)  # a loss config that rebuilds, or one line saying why not
     from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
 

@@ -361,6 +361,44 @@ def test_load_best_loss_reads_only(in_tmp, stores):
     assert _snapshot(in_tmp) == before
 
 
+# (id, the run's loss_config.json (None: no artifact; "missing": no such run), the one error line)
+RUN_CASES: list[tuple[str, Any, str]] = [
+    ("corrupt_loss_config", "{not json", "runs:/{run}/loss_config.json: not a loss config: not valid JSON "
+                                         "(Expecting property name enclosed in double quotes at line 1)."),
+    ("optimizer_config", lambda: json.dumps(_keras_config(keras.optimizers.Adam())),
+     "runs:/{run}: holds a Adam ('Adam'), not a keras.losses.Loss."),
+    ("invalid_loss_config", json.dumps({"params": {"loss": "huber", "loss.delta": -1.0}}),
+     "runs:/{run}: huber: `delta` must be > 0 and finite, but got delta=-1.0."),
+    ("run_of_another_kind", None, "load_loss: run {run} has no loss config (loss_config.json or "
+                                  "best_loss_config.json): it is not the run of an aloss-tune trial or study."),
+    ("no_such_run", "missing", "load_loss: no run {run} in the MLflow tracking store {uri} (give the tracking URI "
+                               "where the study logged)."),
+]
+
+
+@pytest.mark.parametrize("case_id, content, message", RUN_CASES, ids=[c[0] for c in RUN_CASES])
+def test_a_run_without_a_loss_is_one_line(in_tmp, stores, case_id, content, message, capsys):
+    from mlflow.tracking import MlflowClient
+
+    from aloss_tune.cli import main
+
+    uri = stores["tracking_uri"]
+    client = MlflowClient(uri)
+    run = "0123456789abcdef0123456789abcdef"
+    if content != "missing":
+        run = client.create_run(client.create_experiment("other"), run_name="not a trial").info.run_id
+        if content is not None:
+            client.log_text(run, content() if callable(content) else content, "loss_config.json")
+    message = message.format(run=run, uri=uri)
+    with pytest.raises((ConfigError, UsageError)) as info:
+        aloss_tune.load_loss(f"runs:/{run}", tracking_uri=uri)
+    assert str(info.value) == message
+    assert main(["best", f"runs:/{run}", "--tracking-uri", uri, "-o", "best.json"]) == 2
+    err = capsys.readouterr().err
+    assert error_lines(err) == [f"aloss-tune: error: {message}"] and "Traceback" not in err
+    assert not (in_tmp / "best.json").exists()
+
+
 def test_report_of_a_missing_study_writes_nothing(in_tmp):
     from aloss_tune.report import write_report
 
@@ -513,6 +551,10 @@ CLI_CASES: list[tuple[str, list[str], dict[str, Any], tuple[str, ...]]] = [
     ("tune_workers_model_three_outputs", ["tune", "space.yaml", "--workers", "2"],
      {"space.yaml": {"model": {"builder": "helpers.bad_inputs:three_outputs", "params": {}}}},
      ("space.yaml: model.builder: the model of helpers.bad_inputs:three_outputs predicts rows of shape (3,)",)),
+    ("best_output_is_a_folder", ["best", "nope", "-o", "out"], {"out/": None},
+     ("best: --output out is a folder; give a file name, e.g. out/best_loss.json.",)),
+    ("best_output_in_a_missing_folder", ["best", "nope", "-o", "no/best.json"], {},
+     ("best: --output no/best.json: the folder no does not exist.",)),
     ("best_kt_study_escapes_the_root", ["best", "../escaped", "--backend", "keras-tuner"], {},
      ("study '../escaped' cannot name a KerasTuner project",)),
     ("best_missing_study", ["best", "nope"], {}, ("no study named 'nope'", "does not exist")),
@@ -535,7 +577,9 @@ STUDY_STARTED = {"tune_every_trial_fails"}  # its trials ran: the Optuna storage
 def _make_files(folder: Path, files: dict[str, Any]) -> None:
     folder.mkdir()
     for name, content in files.items():
-        if isinstance(content, bytes):
+        if name.endswith("/"):
+            (folder / name).mkdir()
+        elif isinstance(content, bytes):
             (folder / name).write_bytes(content)
         elif isinstance(content, str):
             (folder / name).write_text(content)
