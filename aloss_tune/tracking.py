@@ -329,10 +329,9 @@ def unreadable_store(uri: str) -> str | None:
     if path.stat().st_size == 0:
         return f"the MLflow tracking store file {path} is empty"
     import sqlite3
-    from urllib.parse import quote as quote_path
 
     try:
-        with contextlib.closing(sqlite3.connect(f"file:{quote_path(str(path.resolve()))}?mode=ro", uri=True)) as db:
+        with contextlib.closing(sqlite3.connect(f"file:{quote(str(path.resolve()))}?mode=ro", uri=True)) as db:
             tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
     except sqlite3.Error as exc:
         return f"{path} is not an MLflow tracking store ({exc})"

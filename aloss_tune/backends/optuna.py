@@ -858,7 +858,6 @@ def run_study(space: SearchSpace, ctx: TrialContext, *, storage: StorageOptions,
     objective = Objective(ctx, tracker, seed=space.search.seed, heartbeat=bool(storage.heartbeat))
     # This worker's trials, each as the message of the ConfigError that failed it (None: anything else).
     config_errors: list[str | None] = []
-
     failed_errors: list[str | None] = []  # the error of each failed trial of this worker
 
     def stop_on_failures(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
