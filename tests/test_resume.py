@@ -25,7 +25,7 @@ from mlflow.tracking import MlflowClient
 from aloss_tune.api import tune
 from aloss_tune.backends.optuna import ERROR_ATTR, PARAMS_ATTR, RUN_ATTR, WORKER_ATTR
 from aloss_tune.cli import main
-from aloss_tune.errors import ConfigError
+from aloss_tune.errors import ConfigError, StudyFailed
 from aloss_tune.tracking import StudyTracker, TrackingSettings
 
 HERE = Path(__file__).resolve().parent
@@ -406,17 +406,19 @@ def test_a_failed_trial_is_one_line_and_its_traceback_is_in_error_txt(tmp_path, 
         builds.append(params)
         return build({**params, "model.mode": "fail" if len(builds) > 1 else "ok"})
 
-    with caplog.at_level(logging.WARNING):
-        result = tune(space, build_model=build_then_fail, progress=False, **stores)
-    assert result.counts == {"complete": 0, "pruned": 0, "failed": 2}
+    every_trial_failed = pytest.raises(StudyFailed, match=r"^all 2 trials of this run failed; the most common "
+                                                          r"error \(every one\): RuntimeError: deliberate failure")
+    with caplog.at_level(logging.WARNING), every_trial_failed:
+        tune(space, build_model=build_then_fail, progress=False, **stores)
+    trials = trials_of("s", stores["storage"])
+    assert [t.state for t in trials] == [FAIL, FAIL]
     records = [r for r in caplog.records if r.name.startswith("optuna")]
-    assert [r.getMessage() for r in records] == [
-        f"trial {n} failed: {result.study.trials[n].user_attrs[ERROR_ATTR]}" for n in (0, 1)]
+    assert [r.getMessage() for r in records] == [f"trial {n} failed: {trials[n].user_attrs[ERROR_ATTR]}" for n in (0, 1)]
     assert all(r.exc_info is None and "\n" not in r.getMessage() for r in records)
     # With a line per trial (no terminal), that line says it; the log does not repeat it.
     caplog.clear()
     builds.clear()
-    with caplog.at_level(logging.WARNING):
+    with caplog.at_level(logging.WARNING), every_trial_failed:
         tune(space, build_model=build_then_fail, progress=None, study_name="s2", **stores)
     assert not [r for r in caplog.records if r.name.startswith("optuna")]
     client, _, children = runs_of(stores["tracking_uri"], "s")

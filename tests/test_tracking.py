@@ -13,7 +13,7 @@ from mlflow.tracking import MlflowClient
 import aloss_tune
 from aloss_tune._urls import redact_text, redact_url
 from aloss_tune.api import TuneResult, tune
-from aloss_tune.errors import ConfigError, UsageError
+from aloss_tune.errors import ConfigError, StudyFailed, UsageError
 from aloss_tune.tracking import StudyTracker, TrackingSettings, check_tracking_uri, load_settings, runs_url
 
 
@@ -64,9 +64,10 @@ def test_non_finite_loss_fails_the_trial_with_its_reason(stores):
     y[0] = 1e30  # finite (the data check passes), but its squared error overflows: the training loss is inf
     raw = space(n_trials=1)
     raw["loss"] = ["mse"]
-    result = tune(raw, data=(x, y, xv, yv), **stores)
-    assert result.counts["failed"] == 1
-    trial = result.study.trials[0]
+    with pytest.raises(StudyFailed, match=r"^the only trial of this run failed: TrialFailed: the training loss is"):
+        tune(raw, data=(x, y, xv, yv), **stores)
+    (trial,) = optuna.load_study(study_name=raw["study"], storage=stores["storage"]).trials
+    assert trial.state == optuna.trial.TrialState.FAIL
     assert "the training loss is" in trial.user_attrs["aloss_tune.error"]
     client = MlflowClient(stores["tracking_uri"])
     run = client.get_run(trial.user_attrs["aloss_tune.mlflow_run_id"])
