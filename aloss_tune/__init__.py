@@ -19,7 +19,7 @@ import os
 import sys
 from typing import Any
 
-from aloss_tune.errors import AlossTuneError, ConfigError, TrialFailed, UsageError
+from aloss_tune.errors import AlossTuneError, ConfigError, StudyFailed, TrialFailed, UsageError
 
 
 def load_keras() -> None:
@@ -78,4 +78,4 @@ def __dir__() -> list[str]:
     return sorted([*globals(), *_LAZY, *_SUBMODULES])
 
 
-__all__ = ["AlossTuneError", "ConfigError", "TrialFailed", "UsageError", "__version__", *_LAZY]
+__all__ = ["AlossTuneError", "ConfigError", "StudyFailed", "TrialFailed", "UsageError", "__version__", *_LAZY]

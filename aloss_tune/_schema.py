@@ -37,9 +37,11 @@ SPACE_ATTR = "aloss_tune.space"  # SearchSpace.to_dict()
 OBJECTIVE_ATTR = "aloss_tune.objective"  # {"metric", "direction"}
 TARGET_SCALE_ATTR = "aloss_tune.target_scale"
 BASELINE_ATTR = "aloss_tune.baseline"  # the objective of a predictor that ignores its inputs
+STUDY_ID_ATTR = "aloss_tune.study_id"  # a random id given when the study is created: what identifies it
 
 # ---------------------------------------------------------------------------------------- MLflow tags
 STUDY_TAG = "aloss_tune.study"
+STUDY_ID_TAG = "aloss_tune.study_id"  # on the parent run: the study's id (Optuna attribute, KerasTuner project)
 BACKEND_TAG = "aloss_tune.backend"
 STATE_TAG = "aloss_tune.state"  # a trial: complete | dead | pruned | failed; the study: its counts
 LOSS_TAG = "aloss_tune.loss"  # a trial: its loss; the study: the best trial's loss

@@ -9,7 +9,7 @@ from typing import Any
 
 import keras
 
-from aloss_tune.backends.base import make_backend
+from aloss_tune.backends.base import check_options, make_backend
 from aloss_tune.errors import UsageError
 from aloss_tune.result import TuneResult
 from aloss_tune.space import SearchSpace, load_space
@@ -72,6 +72,11 @@ def tune(
             ``log_model``); ``result.registered_model`` is ``<name>/<version>``.
 
     Everything is validated (space, data, model, objective, storage, tracking store) before any training.
+
+    Raises:
+        ConfigError, UsageError: a setting refused before any store is opened (or every trial refused by
+            one configuration error).
+        StudyFailed: every trial this call ran failed (the message names the most common error).
     """
     if register is not None:
         from aloss_tune.best_model import check_model_name
@@ -95,6 +100,7 @@ def tune(
     if build_model is not None:
         spec = spec.with_overrides(model=build_model)
     backend_name = spec.search.backend
+    check_options(spec, backend_name, tuner=tuner)
 
     from aloss_tune.runner import prepare
 
@@ -108,7 +114,7 @@ def tune(
 
     settings = None
     if tracking:
-        from aloss_tune.tracking import check_tracking_uri, load_settings
+        from aloss_tune.tracking import check_experiment, check_tracking_uri, load_settings
 
         settings = load_settings(mlflow_config, tracking_uri=tracking_uri)
         if not settings.enabled:
@@ -120,6 +126,7 @@ def tune(
             check_tracking_uri(settings.tracking_uri)
             if log_model:
                 settings = dataclasses.replace(settings, log_model=True, register=register)
+            check_experiment(settings, spec.study, source=spec.source)
 
     from aloss_tune.progress import make_reporter
 

@@ -21,6 +21,7 @@ import keras
 import yaml
 
 from aloss_tune._schema import ENV_STORAGE, default_storage  # noqa: F401 - re-exported
+from aloss_tune._urls import redact_url
 from aloss_tune.errors import ConfigError, UsageError, describe
 from aloss_tune.factories import build_loss, loss_from_config  # noqa: F401 - re-exported
 
@@ -61,7 +62,7 @@ def _config_from_run(uri: str, tracking_uri: str | None) -> dict[str, Any]:
     from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
 
-    from aloss_tune.tracking import check_tracking_scheme, load_settings, missing_store, quiet_mlflow
+    from aloss_tune.tracking import check_tracking_scheme, load_settings, quiet_mlflow, unreadable_store
 
     rest = uri[len("runs:/"):].strip("/")
     run_id, _, artifact = rest.partition("/")
@@ -69,12 +70,17 @@ def _config_from_run(uri: str, tracking_uri: str | None) -> dict[str, Any]:
         raise ConfigError(f"load_loss: {uri!r} must look like runs:/<run_id>.")
     uri = load_settings(tracking_uri=tracking_uri).tracking_uri
     check_tracking_scheme(uri)
-    store = missing_store(uri)
-    if store is not None:  # MLflow would create an empty store to look for the run
-        raise UsageError(f"load_loss: no run {run_id}: the MLflow tracking store file {store} does not exist "
-                         "(give the tracking URI where the study logged).")
+    problem = unreadable_store(uri)
+    if problem is not None:  # MLflow would create its tables in the file to look for the run
+        raise UsageError(f"load_loss: no run {run_id}: {problem} (give the tracking URI where the study "
+                         "logged).")
     quiet_mlflow()  # no "Downloading artifacts" progress bar
     client = MlflowClient(tracking_uri=uri)
+    try:
+        client.get_run(run_id)
+    except MlflowException:
+        raise UsageError(f"load_loss: no run {run_id} in the MLflow tracking store {redact_url(uri)} (give the "
+                         "tracking URI where the study logged).") from None
     candidates = [artifact] if artifact else ["loss_config.json", "best_loss_config.json"]
     import tempfile
 
@@ -84,8 +90,14 @@ def _config_from_run(uri: str, tracking_uri: str | None) -> dict[str, Any]:
                 local = client.download_artifacts(run_id, name, tmp)
             except (MlflowException, OSError):
                 continue
-            return json.loads(Path(local).read_text(encoding="utf-8"))
-    raise UsageError(f"load_loss: run {run_id} has no {' or '.join(candidates)} artifact.")
+            try:
+                return json.loads(Path(local).read_text(encoding="utf-8"))
+            except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+                reason = f"{exc.msg} at line {exc.lineno}" if isinstance(exc, json.JSONDecodeError) else "not text"
+                raise ConfigError(f"runs:/{run_id}/{name}: not a loss config: not valid JSON ({reason}).") from None
+    what = (f"no {artifact} artifact" if artifact else "no loss config (loss_config.json or best_loss_config.json): "
+            "it is not the run of an aloss-tune trial or study")
+    raise UsageError(f"load_loss: run {run_id} has {what}.")
 
 
 def best_trial_summary(study_name: str, storage: str | None = None, *, backend: str = "optuna",
@@ -212,6 +224,7 @@ def run_summary(uri: str, tracking_uri: str | None = None) -> dict[str, Any]:
     ``space.yaml``.
     """
     config = _config_from_run(uri, tracking_uri)
+    loss_from_config(config, source=uri)  # a loss config that rebuilds, or one line saying why not
     from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
 

@@ -193,6 +193,8 @@ def _best(args: argparse.Namespace) -> int:
     from aloss_tune.best import best_trial_summary, python_snippet, run_summary
     from aloss_tune.runner import loss_config
 
+    if args.output:
+        _check_output_file(args.output)
     if args.study.startswith("runs:/"):
         summary = run_summary(args.study, tracking_uri=args.tracking_uri)
         config = summary["loss_config"]
@@ -210,11 +212,28 @@ def _best(args: argparse.Namespace) -> int:
     else:
         text = json.dumps(config, indent=2, sort_keys=False)
     if args.output:
-        with open(args.output, "w", encoding="utf-8") as fh:
-            fh.write(text + "\n")
+        try:
+            with open(args.output, "w", encoding="utf-8") as fh:
+                fh.write(text + "\n")
+        except OSError as exc:
+            raise UsageError(f"best: cannot write --output {args.output} ({exc.strerror or exc}).") from None
     else:
         print(text)
     return 0
+
+
+def _check_output_file(path: str) -> None:
+    """`UsageError` unless ``path`` can be written as a file (checked before anything is read)."""
+    from pathlib import Path
+
+    target = Path(path)
+    if target.is_dir():
+        raise UsageError(f"best: --output {path} is a folder; give a file name, e.g. {target / 'best_loss.json'}.")
+    folder = target.parent
+    if not folder.exists():
+        raise UsageError(f"best: --output {path}: the folder {folder} does not exist.")
+    if not folder.is_dir():
+        raise UsageError(f"best: --output {path}: {folder} is not a folder.")
 
 
 # -------------------------------------------------------------------------------------------- validate
@@ -229,6 +248,7 @@ def _validate(args: argparse.Namespace) -> int:
     from aloss_tune.space import SearchSpace
 
     space = SearchSpace.from_yaml(args.space)
+    space.check_model_params()
     scale = 1.0
     objective = space.objective
     ctx = None

@@ -406,8 +406,18 @@ def infer_task(y: np.ndarray) -> str:
     return "regression"
 
 
+SPLITS = ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test")
+_RETURNS = ("a tuple (x_train, y_train, x_val, y_val[, x_test, y_test]), a dict with those keys or an "
+            "aloss_tune.datasets.Dataset")
+
+
 def as_dataset(data: Any, *, args: dict[str, Any] | None = None, name: str = "user_data") -> Dataset:
-    """Resolve a space's ``data`` (a built-in name, ``module:function``, callable, tuple or `Dataset`).
+    """Resolve a space's ``data`` (a built-in name, ``module:function``, callable, tuple, dict or `Dataset`).
+
+    A data function (``module:function`` or a callable) is called with ``args`` (``data.args``) and returns a
+    tuple ``(x_train, y_train, x_val, y_val[, x_test, y_test])``, a dict with those keys, or a `Dataset`;
+    anything else, a function that raises, or ``args`` it does not take, is one `ConfigError` (``data: ...``)
+    naming the function.
 
     ``args["label_noise"]`` (see `LabelNoise`) is not passed on to a data function: it is applied to the
     training and validation labels of whatever the data source returns.
@@ -420,6 +430,7 @@ def as_dataset(data: Any, *, args: dict[str, Any] | None = None, name: str = "us
     if isinstance(data, Dataset):
         check_dataset(data)
         return data
+    source = None  # the data function, for messages
     if isinstance(data, str):
         if data in BUILTIN:
             fn = BUILTIN[data]
@@ -433,32 +444,74 @@ def as_dataset(data: Any, *, args: dict[str, Any] | None = None, name: str = "us
                 f"data: unknown dataset {data!r}; built-ins: {', '.join(BUILTIN)} (or 'module:function')."
             )
         fn = import_object(data, "data")
-        name = data
-        data = fn(**args)
+        name = source = data
+        data = _call(fn, source, args)
     elif callable(data):
         name = getattr(data, "__name__", name)
-        data = data(**args)
+        source = _callable_name(data)
+        data = _call(data, source, args)
+    returned = f"{source} returned" if source else "got"
     if isinstance(data, Dataset):
         check_dataset(data)
         return data
     if isinstance(data, dict):
-        data = tuple(data.get(k) for k in ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test"))
+        unknown = sorted(str(k) for k in data if k not in SPLITS)
+        if unknown:
+            raise ConfigError(f"data: {returned} a dict with the key {unknown[0]!r}; its keys are "
+                              f"{', '.join(SPLITS)} (the last two optional).")
+        data = tuple(data.get(k) for k in SPLITS)
+        data = data[:4] if data[4] is None and data[5] is None else data
     if not isinstance(data, (tuple, list)) or len(data) not in (4, 6):
-        raise ConfigError(
-            "data must be a Dataset or a tuple (x_train, y_train, x_val, y_val[, x_test, y_test]), "
-            f"but got {describe(type(data).__name__)}."
-        )
-    names = ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test")
-    arrays = [None if a is None else _numeric(n, a) for n, a in zip(names, data, strict=False)]
+        what = (f"a {type(data).__name__} of {len(data)} items" if isinstance(data, (tuple, list))
+                else f"a {type(data).__name__}")
+        raise ConfigError(f"data: {returned} {what}; data must be {_RETURNS}.")
+    arrays = [None if a is None else _numeric(n, a) for n, a in zip(SPLITS, data, strict=False)]
     x_train, y_train, x_val, y_val = arrays[:4]
     if x_train is None or y_train is None or x_val is None or y_val is None:
-        raise ConfigError("data: x_train, y_train, x_val and y_val are required.")
+        missing = next(n for n, a in zip(SPLITS, arrays, strict=False) if a is None)
+        raise ConfigError(f"data: x_train, y_train, x_val and y_val are required, but {returned} no {missing}.")
     x_test, y_test = (arrays[4], arrays[5]) if len(arrays) == 6 else (None, None)
-    dataset = Dataset(name=name, task=infer_task(y_train) if y_train.size else "regression",
+    dataset = Dataset(name=name, task=infer_task(y_train) if y_train.ndim and y_train.size else "regression",
                       x_train=x_train, y_train=y_train, x_val=x_val, y_val=y_val,
                       x_test=x_test, y_test=y_test)
     check_dataset(dataset)
     return dataset
+
+
+def _callable_name(fn: Any) -> str:
+    qualname = getattr(fn, "__qualname__", None) or type(fn).__name__
+    module = getattr(fn, "__module__", None)
+    return f"{module}:{qualname}" if module and module != "__main__" else qualname
+
+
+def _call(fn: Any, source: str, args: dict[str, Any]) -> Any:
+    """``fn(**args)``; `ConfigError` naming ``source`` for arguments it does not take or needs, or whatever it
+    raises (a `ConfigError` of its own passes through)."""
+    try:
+        signature: inspect.Signature | None = inspect.signature(fn)
+    except (TypeError, ValueError):  # a builtin without a signature: let the call say
+        signature = None
+    if signature is not None:
+        params = signature.parameters.values()
+        takes_any = any(p.kind is p.VAR_KEYWORD for p in params)
+        names = [p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+        unknown = [k for k in args if k not in names and not takes_any]
+        if unknown:
+            raise ConfigError(f"data.args.{unknown[0]}: {source} takes no argument {unknown[0]!r} (its arguments: "
+                              f"{', '.join(names) or 'none'}).")
+        needed = [p.name for p in params if p.default is p.empty and p.name not in args
+                  and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+        if needed:
+            raise ConfigError(f"data: {source} needs the argument {needed[0]!r}; give it in data.args "
+                              f"(data: {{name: {source}, args: {{{needed[0]}: ...}}}}).")
+    try:
+        return fn(**args)
+    except ConfigError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a user's data function fails in its own ways
+        text = " ".join(str(exc).split())
+        raise ConfigError(f"data: {source} raised {type(exc).__name__}" + (f": {text[:300]}" if text else "")
+                          + ".") from None
 
 
 def _numeric(name: str, array: Any) -> np.ndarray:
@@ -468,6 +521,10 @@ def _numeric(name: str, array: Any) -> np.ndarray:
     except (TypeError, ValueError) as exc:  # ragged nested lists
         reason = " ".join(str(exc).split())
         raise ConfigError(f"data: {name} is not an array of numbers ({reason}).") from None
+    if values.dtype.kind == "c":  # casting would silently drop the imaginary parts
+        example = next((v for v in values.ravel() if v.imag != 0), values.ravel()[0] if values.size else 0j)
+        raise ConfigError(f"data: {name} holds complex numbers such as {describe(complex(example))}; a model trains "
+                          "on real numbers: give the real and imaginary parts as separate features.")
     if values.dtype.kind not in "biuf":
         try:
             return values.astype("float32")
@@ -489,10 +546,11 @@ def check_dataset(data: Dataset) -> None:
             dtype = np.asarray(array).dtype
             if dtype.kind not in "biuf":
                 raise ConfigError(f"data: {name} must be numeric, but holds {dtype} values.")
+            if np.ndim(array) == 0:
+                raise ConfigError(f"data: {name} must be an array of rows, but is a scalar "
+                                  f"({describe(np.asarray(array).item())}).")
             if len(array) == 0:
                 raise ConfigError(f"data: {name} is empty (shape {tuple(np.shape(array))}); it needs rows.")
-            if np.ndim(array) == 0:
-                raise ConfigError(f"data: {name} must be an array of rows, but is a scalar.")
         if len(x) != len(y):
             raise ConfigError(f"data: {xn} has {len(x)} rows but {yn} has {len(y)}.")
         if xn != "x_train":
@@ -511,6 +569,21 @@ def check_dataset(data: Dataset) -> None:
                 n_nan, n_inf = int(np.isnan(values).sum()), int(np.isinf(values).sum())
                 raise ConfigError(f"data: {name} holds NaN or infinite values ({n_nan} NaN, {n_inf} inf "
                                   f"among {values.size}); drop or impute them before tuning.")
+        _check_labels(yn, np.asarray(y), data.task)
+
+
+def _check_labels(name: str, y: np.ndarray, task: str) -> None:
+    """Labels of a classification task lie in [0, 1] (binary: 0 or 1, or a soft label; multiclass: one-hot
+    rows); a 2 among binary labels would be trained on and scored without a word."""
+    if task not in ("binary", "multiclass"):
+        if task != "regression":
+            raise ConfigError(f"data: the task must be regression, binary or multiclass, but got {task!r}.")
+        return
+    outside = (y < 0) | (y > 1)
+    if outside.any():
+        raise ConfigError(f"data: {name} holds {int(outside.sum())} labels outside [0, 1] (such as "
+                          f"{float(y[outside].ravel()[0]):g}), but the task is {task}: "
+                          + ("labels are 0 or 1." if task == "binary" else "labels are one-hot rows."))
 
 
 def _features(x: Any) -> int:

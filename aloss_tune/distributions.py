@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any
 
 from aloss_tune.errors import ConfigError, describe
@@ -45,6 +46,9 @@ class Float:
             if not _is_number(self.step) or not self.step > 0:
                 raise ConfigError(f"`step` must be a number > 0, but got step={describe(self.step)}.")
             object.__setattr__(self, "step", float(self.step))
+            span, step = Decimal(repr(self.high)) - Decimal(repr(self.low)), Decimal(repr(self.step))
+            if span % step != 0:
+                raise _step_error(self.low, self.high, self.step)
         if self.log and self.low <= 0:
             raise ConfigError(f"`low > 0` must hold when `log` is true, but got (low={self.low}, log=True).")
 
@@ -91,6 +95,8 @@ class Int:
             raise ConfigError(f"`low <= high` must hold, but got (low={self.low}, high={self.high}).")
         if self.step < 1:
             raise ConfigError(f"`step` must be >= 1, but got step={self.step}.")
+        if (self.high - self.low) % self.step != 0:
+            raise _step_error(self.low, self.high, self.step)
         if self.log and self.step != 1:
             raise ConfigError(
                 f"`step` and `log` cannot be used together, but got (step={self.step}, log=True)."
@@ -154,6 +160,13 @@ class Categorical:
 
 
 Distribution = Float | Int | Categorical
+
+
+def _step_error(low: float, high: float, step: float) -> ConfigError:
+    """A grid whose steps do not end at ``high``: Optuna would silently lower ``high`` to the last step (and
+    a step beyond the range leaves ``low`` as the only value)."""
+    return ConfigError(f"`step` must divide `high - low` (the grid is low, low + step, ..., high), but got "
+                       f"(low={low:g}, high={high:g}, step={step:g}).")
 
 
 def _round_sig(value: float, digits: int = 3) -> float:

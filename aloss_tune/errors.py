@@ -61,6 +61,10 @@ class TrialDead(AlossTuneError):
         return {"epochs": self.epochs, "best": self.best, "baseline": self.baseline}
 
 
+class StudyFailed(AlossTuneError, RuntimeError):
+    """Every trial a command ran failed: it has no result (the message names the most common error)."""
+
+
 def describe(value: object) -> str:
     """A short, unambiguous rendering of a received value for error messages."""
     if isinstance(value, str):

@@ -287,10 +287,15 @@ def loss_from_config(config: Mapping[str, Any], *, source: str = "") -> keras.lo
         return _deserialize(dict(config["keras"]), where)
     if "class_name" in config:
         return _deserialize(dict(config), where)
-    if isinstance(config.get("loss"), str):
-        return build_loss(config)
-    if isinstance(config.get("params"), Mapping):
-        return build_loss(config["params"])
+    try:
+        if isinstance(config.get("loss"), str):
+            return build_loss(config)
+        if isinstance(config.get("params"), Mapping):
+            return build_loss(config["params"])
+    except ConfigError as exc:  # params no loss takes: say where they come from
+        if where and not str(exc).startswith(where):
+            raise ConfigError(f"{where}{exc}") from None
+        raise
     raise ConfigError(
         f"{where}a loss config must hold flat params ({{'loss': 'huber', ...}}), a Keras serialization "
         f"({{'class_name': ...}}) or both ({{'params', 'keras'}}), but got keys {sorted(map(str, config))}."

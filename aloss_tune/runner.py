@@ -108,6 +108,8 @@ def prepare(space: SearchSpace, *, data: Any = None, build_model: Any = None) ->
     Raises `ConfigError` before any training if the objective, a loss or the builder does not fit.
     """
     where = f"{space.source}: " if space.source else ""
+    if build_model is None:
+        space.check_model_params()  # the built-in mlp's params, before the data loads
     with _located(where):
         dataset = as_dataset(space.data if data is None else data, args=dict(space.data_args))
         builder = resolve_builder(space.model if build_model is None else build_model)
@@ -124,7 +126,7 @@ def prepare(space: SearchSpace, *, data: Any = None, build_model: Any = None) ->
         if dataset.task not in factory.tasks:
             raise ConfigError(
                 f"{where}loss.choices[{i}]: {name!r} is for {', '.join(factory.tasks)} data, but "
-                f"{dataset.name!r} is {dataset.task}."
+                f"{dataset.name!r} is {dataset.task}{_why_not_labels(dataset)}."
             )
     _check_per_class(space, dataset, where)
     ctx = TrialContext(space=space, data=dataset, objective=objective, build_model=builder)
@@ -165,6 +167,17 @@ def contaminated_share(data: Dataset) -> float:
     floor = 1e-3 * np.std(y_train, axis=0) + 1e-12
     spread = np.maximum(1.4826 * np.median(np.abs(train_residual - center), axis=0), floor)
     return float(np.mean(np.abs(val_residual - center) > CONTAMINATION_SPREADS * spread))
+
+
+def _why_not_labels(dataset: Dataset) -> str:
+    """Why targets that look like class labels were not read as such (``0, 1, 2`` are not binary labels)."""
+    if dataset.task != "regression" or dataset.y_train.ndim != 1:
+        return ""
+    values = np.unique(dataset.y_train)
+    if len(values) > 10 or not np.all(values == np.round(values)):
+        return ""
+    shown = ", ".join(f"{v:g}" for v in values)
+    return f" (its targets take the values {shown}: binary labels are 0 or 1, multiclass labels one-hot rows)"
 
 
 def located(message: str, where: str) -> str:
@@ -217,8 +230,12 @@ def check_model(ctx: TrialContext) -> None:
         text = _one_line(str(exc))
         raise ConfigError(text if where and text.startswith(where) else located(f"model: {text}", where)) from None
     except Exception as exc:  # noqa: BLE001 - a user's builder fails in its own ways
+        hint = ""
+        if "Dataset" in str(exc):  # a (params, data) builder that took its data for a tuple or a dict
+            hint = ("; its second argument is an aloss_tune.datasets.Dataset: read data.x_train, data.y_train, "
+                    "data.n_outputs, ...")
         raise ConfigError(f"{where}model.builder: {builder_name} failed to build the space's first "
-                          f"sample ({type(exc).__name__}: {_one_line(str(exc))}).") from None
+                          f"sample ({type(exc).__name__}: {_one_line(str(exc))}){hint}.") from None
     if not isinstance(model, keras.Model):
         raise ConfigError(f"{where}model.builder: must return a keras.Model, but {builder_name} returned "
                           f"a {type(model).__name__}.")
@@ -228,13 +245,32 @@ def check_model(ctx: TrialContext) -> None:
             model = attach(model, loss)
             model.compile(optimizer=optimizer, loss=loss, metrics=TASK_METRICS[ctx.data.task](),
                           jit_compile=space.training.jit_compile)
-            model(ctx.data.x_train[:2])
+            predictions = model(ctx.data.x_train[:2])
         except ConfigError:
             raise
         except Exception as exc:  # noqa: BLE001 - Keras reports shape and type errors in many classes
             raise ConfigError(f"model.builder: the model of {builder_name} does not take the data's rows of "
                               f"shape {tuple(ctx.data.x_train.shape[1:])} ({type(exc).__name__}: "
                               f"{_one_line(str(exc))[:300]}).") from None
+        _check_outputs(predictions, ctx.data, builder_name)
+
+
+def _check_outputs(predictions: Any, data: Dataset, builder_name: str) -> None:
+    """The model must predict one row like a target row (a 1-D target and an output of one unit match): a
+    model of 3 units for a scalar target, or a softmax over 2 classes for binary labels, would otherwise
+    train on broadcast nonsense or fail in every trial."""
+    shape = getattr(predictions, "shape", None)
+    if shape is None:  # several outputs: the loss and Keras decide
+        return
+    output, target = tuple(int(d) for d in shape[1:]), tuple(int(d) for d in data.y_train.shape[1:])
+    if output == target or {output, target} == {(), (1,)}:
+        return
+    rows = {(): "one value", (1,): "one value"}
+    raise ConfigError(
+        f"model.builder: the model of {builder_name} predicts rows of shape {output} "
+        f"({rows.get(output, f'{int(np.prod(output))} values')}), but the targets have rows of shape {target} "
+        f"({rows.get(target, f'{int(np.prod(target))} values')}): its last layer must give one output per "
+        f"target value ({data.task} data{'; binary labels take one sigmoid unit' if data.task == 'binary' else ''}).")
 
 
 def _callable_name(obj: Any) -> str:

@@ -3,9 +3,12 @@
 Layout (the same for every backend):
 
 * experiment = the study name (or ``experiment`` from ``mlflow.yaml``);
-* the study's **parent run**, tagged ``aloss_tune.study=<study>``; a worker that joins or resumes finds it by
-  that tag instead of creating another; it holds the space (``space.yaml``), the backend, the redacted
-  storage URL and, when a worker ends, the best params, value and loss config;
+* the study's **parent run**, tagged ``aloss_tune.study=<study>``, ``aloss_tune.backend`` and
+  ``aloss_tune.study_id`` (the id the study was given when it was created, kept in its Optuna storage or
+  KerasTuner project); a worker that joins or resumes finds it by backend and id instead of creating another,
+  so the studies of two backends, or of two storages, that share a name never share a parent; it holds the
+  space (``space.yaml``), the backend, the redacted storage URL and, when a worker ends, the best params,
+  value and loss config;
 * one **child run per trial**, named ``trial-<n> <loss>`` (``trial-7 barron``), its parent set explicitly
   with the ``mlflow.parentRunId`` tag (works across processes and machines). Params = the flat params dict
   plus seed, backend and versions, logged when the trial *starts* (so pruned and failed trials keep them);
@@ -59,6 +62,7 @@ a live worker failing a heartbeat-stale trial, or any worker starting or ending 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -72,6 +76,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import yaml
 
@@ -87,11 +92,12 @@ from aloss_tune._schema import (  # noqa: F401 - the tag names are also read fro
     RECONCILED_TAG,
     RETRY_TAG,
     STATE_TAG,
+    STUDY_ID_TAG,
     STUDY_TAG,
     TRIAL_TAG,
     WORKER_TAG,
 )
-from aloss_tune._urls import redact_text, redact_url
+from aloss_tune._urls import redact_text, redact_url, url_password
 from aloss_tune.errors import ConfigError, UsageError, describe
 from aloss_tune.states import STATES, counts_text
 
@@ -184,6 +190,14 @@ def check_tracking_scheme(uri: str) -> str:
     scheme = uri.split("://", 1)[0].split("+", 1)[0].lower() if "://" in uri else ""
     if scheme not in TRACKING_SCHEMES:
         raise UsageError(f"tracking URI {shown!r}: unknown scheme {scheme!r}; use {_SCHEME_HINT}.")
+    if scheme in ("http", "https"):
+        password = url_password(uri) or ""
+        unsafe = sorted({c for c in password if c in "/?#"})
+        if unsafe:  # a server URL's host would start inside the password (MLflow's client refuses it)
+            codes = ", ".join(f"{c} as {quote(c, safe='')}" for c in unsafe)
+            raise UsageError(f"tracking URI {shown!r}: the password holds {' and '.join(repr(c) for c in unsafe)}, "
+                             f"which end a URL's host part; percent-encode it ({codes}) or set "
+                             "MLFLOW_TRACKING_PASSWORD instead.")
     if scheme in ("", "file") and os.environ.get("MLFLOW_ALLOW_FILE_STORE", "").lower() not in ("true", "1"):
         raise UsageError(f"tracking URI {shown!r}: MLflow refuses file stores unless "
                          "MLFLOW_ALLOW_FILE_STORE=true; use sqlite:///mlflow.db (the default) or a tracking "
@@ -222,6 +236,45 @@ def check_tracking_uri(uri: str, timeout: float = 5.0) -> None:
             raise UsageError(f"tracking store {shown}: folder {folder} does not exist.")
         if not os.access(folder, os.W_OK):
             raise UsageError(f"tracking store {shown}: folder {folder} is not writable.")
+
+
+MAX_EXPERIMENT_NAME = 500  # MLflow's limit on an experiment's name
+MAX_RUN_NAME = 250  # the name column of MLflow's runs table (enforced by PostgreSQL and MySQL)
+
+
+def check_experiment(settings: TrackingSettings, study: str, *, source: str | None = None) -> None:
+    """Refuse, before any store is written, a study whose MLflow experiment cannot be used: a name over
+    MLflow's limit, a deleted experiment of that name, or a tracking store file that is not MLflow's (MLflow
+    would refuse each only once the study's storage exists). A store that does not exist yet, or an empty
+    file, is left for the study to create."""
+    name = settings.experiment or study
+    if len(name) > MAX_EXPERIMENT_NAME:
+        key = "experiment (mlflow.yaml)" if settings.experiment else "study"
+        where = f"{source}: " if source and not settings.experiment else ""
+        raise ConfigError(f"{where}{key}: names the MLflow experiment, which MLflow limits to "
+                          f"{MAX_EXPERIMENT_NAME} characters, but has {len(name)}.")
+    uri = settings.tracking_uri
+    path = missing_store(uri)
+    if path is not None or (uri.startswith("sqlite:///") and _empty_file(uri)):
+        return
+    problem = unreadable_store(uri)
+    if problem is not None:
+        raise UsageError(f"tracking store {redact_url(uri)}: {problem}.")
+    from mlflow.tracking import MlflowClient
+
+    try:
+        with store_lock(uri):
+            experiment = MlflowClient(tracking_uri=uri).get_experiment_by_name(name)
+    except Exception as exc:  # noqa: BLE001 - any store error: a usage error, before training
+        reason = redact_text(" ".join(str(exc).split())[:300], uri)
+        raise UsageError(f"cannot read the MLflow tracking store {redact_url(uri)}: {reason}") from None
+    if experiment is not None and experiment.lifecycle_stage != "active":
+        raise UsageError(f"MLflow experiment {name!r} is deleted; restore it or choose another name.")
+
+
+def _empty_file(uri: str) -> bool:
+    path = Path(uri[len("sqlite:///"):].split("?", 1)[0])
+    return path.is_file() and path.stat().st_size == 0
 
 
 def runs_url(tracking_uri: str, experiment_id: str) -> str | None:
@@ -288,6 +341,38 @@ def missing_store(uri: str) -> Path | None:
         return None
     path = Path(uri[len("sqlite:///"):].split("?", 1)[0])
     return None if path.exists() or str(path) in ("", ":memory:") else path
+
+
+def unreadable_store(uri: str) -> str | None:
+    """Why the SQLite tracking store of ``uri`` cannot be read without writing to it, or ``None``.
+
+    MLflow's client creates its tables in a file that has none (a missing or empty file, an Optuna storage
+    given by mistake fails its schema check instead), so a command that only reads checks the file first,
+    read-only: it must exist and hold MLflow's tables. Other stores (a server) are never written by a read.
+    """
+    path = missing_store(uri)
+    if path is not None:
+        return f"the MLflow tracking store file {path} does not exist"
+    if not uri.startswith("sqlite:///"):
+        return None
+    path = Path(uri[len("sqlite:///"):].split("?", 1)[0])
+    if str(path) in ("", ":memory:"):
+        return None
+    if path.is_dir():
+        return f"the MLflow tracking store {path} is a folder, not a SQLite file"
+    if path.stat().st_size == 0:
+        return f"the MLflow tracking store file {path} is empty"
+    import sqlite3
+
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{quote(str(path.resolve()))}?mode=ro", uri=True)) as db:
+            tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    except sqlite3.Error as exc:
+        return f"{path} is not an MLflow tracking store ({exc})"
+    if not {"experiments", "runs"} <= tables:
+        kind = " (it looks like an Optuna storage)" if "studies" in tables else ""
+        return f"{path} is not an MLflow tracking store{kind}"
+    return None
 
 
 def versions() -> dict[str, str]:
@@ -370,18 +455,23 @@ class StudyTracker:
         space: the validated space as a dict (logged as ``space.yaml``).
         storage: the search storage URL or directory (logged redacted).
         direction: the objective's direction (the runs table lists the best run first).
+        study_id: the study's id (`aloss_tune._schema.STUDY_ID_ATTR`); set it before `start`. Without one,
+            any parent run of the study name and backend is the study's (a reader that has no id).
     """
 
     def __init__(self, settings: TrackingSettings, study: str, *, backend: str,
-                 space: Mapping[str, Any] | None = None, storage: str | None = None, direction: str = "minimize"):
+                 space: Mapping[str, Any] | None = None, storage: str | None = None, direction: str = "minimize",
+                 study_id: str | None = None):
         from mlflow.tracking import MlflowClient
 
         self.settings = settings
         self.study = study
         self.backend = backend
         self.direction = direction
+        self.study_id = study_id
         self.space = dict(space or {})
         self.storage = redact_url(storage)
+        self._urls = (settings.tracking_uri, storage)  # whose passwords are redacted from every error logged
         server = settings.tracking_uri.startswith(("http://", "https://"))
         if server:
             for name, value in HTTP_DEFAULTS.items():
@@ -440,7 +530,10 @@ class StudyTracker:
         existing = self._oldest_parent()
         if existing is None:
             tags = {STUDY_TAG: self.study, BACKEND_TAG: self.backend, **self.settings.tags}
-            run = self.client.create_run(self._experiment, tags=tags, run_name=self.study)
+            if self.study_id is not None:
+                tags[STUDY_ID_TAG] = self.study_id
+            name = self.study if self.backend == "optuna" else f"{self.study} ({self.backend})"
+            run = self.client.create_run(self._experiment, tags=tags, run_name=name[:MAX_RUN_NAME])
             mine, start_time = run.info.run_id, run.info.start_time
         else:
             mine = None
@@ -498,9 +591,24 @@ class StudyTracker:
         return None if found is None else found[0]
 
     def _oldest_parent(self) -> tuple[str, int] | None:
-        """``(run_id, start_time)`` of the study's oldest active parent run, or ``None``."""
-        runs = study_runs(self.client, self._experiment, self.study, max_results=5)
-        runs = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+        """``(run_id, start_time)`` of the study's oldest active parent run, or ``None``.
+
+        With a study id, the parents tagged with it; failing those, a parent of the same backend made before
+        parents were tagged with an id (it is adopted: tagged with this study's id).
+        """
+        runs: list[Any] = []
+        if self.study_id is not None:
+            runs = self.client.search_runs([self._experiment], filter_string=tag_filter(STUDY_ID_TAG, self.study_id),
+                                           order_by=["attributes.start_time ASC"], max_results=5)
+            runs = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+        if not runs:
+            runs = [r for r in study_runs(self.client, self._experiment, self.study, max_results=1000)
+                    if "mlflow.parentRunId" not in r.data.tags
+                    and r.data.tags.get(BACKEND_TAG, self.backend) == self.backend
+                    and (self.study_id is None or STUDY_ID_TAG not in r.data.tags)]
+            if runs and self.study_id is not None:
+                runs = runs[:1]
+                self.client.set_tag(runs[0].info.run_id, STUDY_ID_TAG, self.study_id)
         if not runs:
             return None
         runs.sort(key=lambda r: (r.info.start_time, r.info.run_id))
@@ -787,7 +895,7 @@ class TrialRun:
         if objective is not None:
             metrics.append(Metric("objective", float(objective), int(time.time() * 1000), 0))
         if error:
-            error = redact_text(error, self.tracker.settings.tracking_uri)
+            error = redact_text(error, *self.tracker._urls)
             tags.append(RunTag(ERROR_TAG, error.strip().splitlines()[-1][:500] if error.strip() else ""))
             client.log_text(run_id, error, "error.txt")
         client.log_batch(run_id, metrics=metrics, tags=tags)

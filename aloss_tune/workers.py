@@ -34,13 +34,14 @@ from pathlib import Path
 from typing import Any
 
 from aloss_tune._schema import OBJECTIVE_ATTR
-from aloss_tune.errors import AlossTuneError, ConfigError, UsageError
+from aloss_tune.errors import AlossTuneError, ConfigError, StudyFailed, UsageError
 
 _log = logging.getLogger("aloss_tune.workers")
 
 THREAD_VARIABLES = ("TF_NUM_INTRAOP_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 STOP_GRACE_S = 30.0  # how long interrupted workers get to end their trials and runs before they are killed
-_ERRORS: Mapping[str, type[AlossTuneError]] = {"ConfigError": ConfigError, "UsageError": UsageError}
+_ERRORS: Mapping[str, type[AlossTuneError]] = {"ConfigError": ConfigError, "UsageError": UsageError,
+                                               "StudyFailed": StudyFailed}
 
 
 def split_trials(n_trials: int, workers: int) -> list[int]:
@@ -90,6 +91,7 @@ def run_workers(space: Any, workers: int, *, n_trials: int | None = None, timeou
         UsageError: bad options, or an unreachable storage or tracking server (before any worker starts).
         AlossTuneError: a worker stopped with an error (the first one is reported).
     """
+    from aloss_tune.backends.base import check_options
     from aloss_tune.backends.optuna import DEFAULT_HEARTBEAT_INTERVAL
     from aloss_tune.best import default_storage
     from aloss_tune.space import load_space
@@ -113,8 +115,10 @@ def run_workers(space: Any, workers: int, *, n_trials: int | None = None, timeou
         _log.warning("%d trials for %d workers: starting %d workers.", total, workers, len(shares))
     if heartbeat_interval is None:
         heartbeat_interval = DEFAULT_HEARTBEAT_INTERVAL
-    _check_inputs(spec, url, tune_kwargs)
-    settings = _check_stores(url, tracking=tracking, tracking_uri=tracking_uri, mlflow_config=mlflow_config)
+    check_options(spec, "optuna", tuner=tune_kwargs.get("tuner"))
+    ctx = _check_inputs(spec, url, tune_kwargs)
+    settings = _check_stores(url, tracking=tracking, tracking_uri=tracking_uri, mlflow_config=mlflow_config,
+                             space=spec.with_overrides(study=name), ctx=ctx)
     threads = threads or max(1, available_cpus() // len(shares))
     _reclaim_left_running(name, url, settings, everything=reclaim, heartbeat=bool(heartbeat_interval))
 
@@ -135,7 +139,7 @@ def run_workers(space: Any, workers: int, *, n_trials: int | None = None, timeou
     except KeyboardInterrupt:
         with _signals_ignored():  # the workers are stopped; what they could not end is ended here
             _reclaim_left_running(name, url, settings, heartbeat=False)
-            _end_parent_run(name, settings)
+            _end_parent_run(name, url, settings)
         raise
     _check_outcome(procs, reports)
     parent_run_id = next((r["parent_run_id"] for r in reports.values() if r.get("parent_run_id")), None)
@@ -149,9 +153,9 @@ def run_workers(space: Any, workers: int, *, n_trials: int | None = None, timeou
     return result
 
 
-def _check_inputs(spec: Any, url: str, tune_kwargs: Mapping[str, Any]) -> None:
+def _check_inputs(spec: Any, url: str, tune_kwargs: Mapping[str, Any]) -> Any:
     """What each worker's `aloss_tune.tune` checks first (data, model, optimizer, sampler, pruner, storage
-    URL), checked once here, before `_check_stores` creates any store."""
+    URL), checked once here, before `_check_stores` creates any store; returns the study's context."""
     from aloss_tune.backends.optuna import check_search, check_storage_url
     from aloss_tune.runner import prepare
 
@@ -163,37 +167,49 @@ def _check_inputs(spec: Any, url: str, tune_kwargs: Mapping[str, Any]) -> None:
         spec = spec.with_overrides(data=tune_kwargs["data"])
     if tune_kwargs.get("build_model") is not None:
         spec = spec.with_overrides(model=tune_kwargs["build_model"])
-    prepare(spec)
+    ctx = prepare(spec)
     check_search(spec)
     check_storage_url(url)
+    return ctx
 
 
 def _reclaim_left_running(study_name: str, url: str, settings: Any, *, everything: bool = False,
                           heartbeat: bool) -> None:
     """`aloss_tune.backends.optuna.reclaim_running` on the study, if it exists (its MLflow runs ended too)."""
+    from aloss_tune.backends.optuna import reclaim_running
+
+    study = _existing_study(study_name, url)
+    if study is None:  # a new study
+        return
+    reclaim_running(study, _tracker(study, settings), everything=everything, heartbeat=heartbeat)
+
+
+def _existing_study(study_name: str, url: str) -> Any:
+    """The study ``study_name`` in the storage at ``url``, or ``None`` if there is none."""
     import optuna
 
-    from aloss_tune.backends.optuna import StorageOptions, open_storage, reclaim_running
+    from aloss_tune.backends.optuna import StorageOptions, open_storage
 
-    storage = open_storage(StorageOptions(url=url, heartbeat_interval=0))
     try:
-        study = optuna.load_study(study_name=study_name, storage=storage)
-    except KeyError:  # a new study
-        return
-    reclaim_running(study, _tracker(study_name, settings), everything=everything, heartbeat=heartbeat)
-
-
-def _tracker(study_name: str, settings: Any) -> Any:
-    if settings is None:
+        return optuna.load_study(study_name=study_name, storage=open_storage(StorageOptions(url=url,
+                                                                                             heartbeat_interval=0)))
+    except KeyError:
         return None
+
+
+def _tracker(study: Any, settings: Any) -> Any:
+    """The tracker of ``study``'s parent run (found by the study's id), or ``None`` without tracking."""
+    if settings is None or study is None:
+        return None
+    from aloss_tune.backends.optuna import study_key
     from aloss_tune.tracking import StudyTracker
 
-    return StudyTracker(settings, study_name, backend="optuna")
+    return StudyTracker(settings, study.study_name, backend="optuna", study_id=study_key(study))
 
 
-def _end_parent_run(study_name: str, settings: Any) -> None:
+def _end_parent_run(study_name: str, url: str, settings: Any) -> None:
     """End the study's parent run as KILLED if the stopped workers left it RUNNING."""
-    tracker = _tracker(study_name, settings)
+    tracker = _tracker(_existing_study(study_name, url), settings) if settings is not None else None
     if tracker is not None and tracker.end_parent("KILLED"):
         _log.warning("the study's MLflow parent run was left RUNNING by the stopped workers; ended as "
                      "KILLED.")
@@ -215,25 +231,31 @@ def _signals_ignored() -> Iterator[None]:
             signal.signal(sig, handler)
 
 
-def _check_stores(url: str, *, tracking: bool, tracking_uri: str | None, mlflow_config: Any) -> Any:
-    """Fail before any worker starts if the storage or the tracking store cannot be reached.
+def _check_stores(url: str, *, tracking: bool, tracking_uri: str | None, mlflow_config: Any, space: Any,
+                  ctx: Any) -> Any:
+    """Fail before any worker starts if the storage or the tracking store cannot be reached, if the study
+    exists with another objective or loss list (`aloss_tune.backends.optuna.check_resume`), or if its MLflow
+    experiment cannot be used (`aloss_tune.tracking.check_experiment`); the settings are checked before either
+    store is opened.
 
     Opening the stores here also creates their tables, once: workers creating a fresh MLflow database
     together would race on its schema migrations.
     """
     from aloss_tune._filelock import store_lock
-    from aloss_tune.backends.optuna import StorageOptions, open_storage
+    from aloss_tune.backends.optuna import StorageOptions, check_resume, open_storage
 
-    open_storage(StorageOptions(url=url, heartbeat_interval=0))
-    if not tracking:
-        return None
-    from aloss_tune.tracking import check_tracking_uri, load_settings, quiet_mlflow
+    settings = None
+    if tracking:
+        from aloss_tune.tracking import check_experiment, check_tracking_uri, load_settings, quiet_mlflow
 
-    settings = load_settings(mlflow_config, tracking_uri=tracking_uri)
-    if not settings.enabled:
-        return None
-    check_tracking_uri(settings.tracking_uri)
-    if not settings.tracking_uri.startswith(("http://", "https://")):
+        settings = load_settings(mlflow_config, tracking_uri=tracking_uri)
+        if not settings.enabled:
+            settings = None
+        else:
+            check_tracking_uri(settings.tracking_uri)
+            check_experiment(settings, space.study, source=space.source)
+    check_resume(open_storage(StorageOptions(url=url, heartbeat_interval=0)), space, ctx)
+    if settings is not None and not settings.tracking_uri.startswith(("http://", "https://")):
         from mlflow.tracking import MlflowClient
 
         quiet_mlflow()
@@ -381,6 +403,10 @@ def _check_outcome(procs: list[Any], reports: Mapping[int, Mapping[str, Any]]) -
                      "asked) by the heartbeat of a live worker or of the next run of the study.",
                      index, proc.pid, how)
     errors = [r for r in reports.values() if not r["ok"] and r["kind"] != "KeyboardInterrupt"]
+    if errors and all(r["kind"] == "StudyFailed" for r in errors) and any(r["ok"] for r in reports.values()):
+        for report in errors:  # only some workers failed every trial: the study has results
+            _log.warning("worker %d: %s", report["index"], report["message"])
+        errors = []
     if errors:
         first = min(errors, key=lambda r: r["index"])
         cls = _ERRORS.get(first["kind"], AlossTuneError)

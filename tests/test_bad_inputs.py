@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -84,6 +85,10 @@ TUNE_CASES: list[tuple[str, dict[str, Any], dict[str, Any], type, tuple[str, ...
      ConfigError, ("model.builder", "keras.Model", "Dense")),
     ("builder_raises", {"model": {"builder": "helpers.bad_inputs:key_error", "params": {}}}, {}, ConfigError,
      ("model.builder", "KeyError", "model.width")),
+    ("builder_indexes_its_data", {"model": {"builder": "helpers.bad_inputs:indexes_its_data", "params": {}}}, {},
+     ConfigError, ("model.builder: helpers.bad_inputs:indexes_its_data failed to build the space's first sample "
+                   "(TypeError: 'Dataset' object is not subscriptable); its second argument is an "
+                   "aloss_tune.datasets.Dataset: read data.x_train",)),
     ("builder_wrong_input", {"model": {"builder": "helpers.bad_inputs:wrong_input", "params": {}}}, {},
      ConfigError, ("model.builder", "shape (4,)")),
     ("data_nan", defect("nan_x"), {}, ConfigError,
@@ -98,6 +103,37 @@ TUNE_CASES: list[tuple[str, dict[str, Any], dict[str, Any], type, tuple[str, ...
      ("data:", "x_train", "empty")),
     ("data_strings", defect("strings"), {},
      ConfigError, ("data:", "y_train", "numeric")),
+    ("data_function_raises", {"data": "helpers.bad_inputs:raises"}, {}, ConfigError,
+     ("data: helpers.bad_inputs:raises raised OSError: cannot reach the data server.",)),
+    ("data_function_needs_an_argument", {"data": "helpers.bad_inputs:needs"}, {}, ConfigError,
+     ("data: helpers.bad_inputs:needs needs the argument 'path'; give it in data.args",)),
+    ("data_function_unknown_argument", {"data": {"name": "helpers.bad_inputs:data", "args": {"defekt": "x"}}}, {},
+     ConfigError, ("data.args.defekt: helpers.bad_inputs:data takes no argument 'defekt' (its arguments: defect, "
+                   "n, seed).",)),
+    ("data_function_returns_text", {"data": "helpers.bad_inputs:text"}, {}, ConfigError,
+     ("data: helpers.bad_inputs:text returned a str; data must be a tuple (x_train, y_train, x_val, y_val[, "
+      "x_test, y_test]), a dict with those keys or an aloss_tune.datasets.Dataset.",)),
+    ("data_function_returns_a_bad_dict", {"data": {"name": "helpers.bad_inputs:as_dict", "args": {"extra": True}}},
+     {}, ConfigError, ("data: helpers.bad_inputs:as_dict returned a dict with the key 'x_valid'; its keys are "
+                       "x_train, y_train, x_val, y_val, x_test, y_test",)),
+    ("data_scalars", {"data": "helpers.bad_inputs:scalars"}, {}, ConfigError,
+     ("data: x_train must be an array of rows, but is a scalar (1.0).",)),
+    ("data_complex", defect("complex"), {}, ConfigError,
+     ("data: x_train holds complex numbers such as (", "separate features")),
+    ("data_labels_0_1_2_for_bce", {**defect("labels_0_1_2"), "loss": ["bce"]}, {}, ConfigError,
+     ("loss.choices[0]: 'bce' is for binary data", "its targets take the values 0, 1, 2")),
+    ("data_binary_with_a_2", {**defect("binary_with_a_2"), "loss": ["bce"]}, {}, ConfigError,
+     ("data: y_train holds 1 labels outside [0, 1] (such as 2), but the task is binary",)),
+    ("model_three_outputs", {"model": {"builder": "helpers.bad_inputs:three_outputs", "params": {}}}, {},
+     ConfigError, ("model.builder: the model of helpers.bad_inputs:three_outputs predicts rows of shape (3,) (3 "
+                   "values), but the targets have rows of shape () (one value)",)),
+    ("model_softmax_for_bce", {**defect("labels_0_1"), "loss": ["bce"],
+                               "model": {"builder": "helpers.bad_inputs:softmax_two", "params": {}}}, {},
+     ConfigError, ("predicts rows of shape (2,)", "binary labels take one sigmoid unit")),
+    ("executions_per_trial_on_optuna", {"search": {"executions_per_trial": 2}}, {}, ConfigError,
+     ("search.executions_per_trial: 2 applies to the keras-tuner backend only",)),
+    ("tuner_on_optuna", {}, {"tuner": "hyperband"}, UsageError,
+     ("--tuner hyperband: chooses KerasTuner's tuner, but the backend is optuna",)),
     ("sampler_args", {"search": {"sampler": {"name": "tpe", "n_startup": 3}}}, {}, ConfigError,
      ("search.sampler.n_startup", "n_startup_trials")),
     ("pruner_arg_value", {"search": {"pruner": {"name": "median", "n_startup_trials": -1}}}, {}, ConfigError,
@@ -110,6 +146,16 @@ TUNE_CASES: list[tuple[str, dict[str, Any], dict[str, Any], type, tuple[str, ...
     ("tracking_scheme", {}, {"tracking_uri": "foo://bar"}, UsageError, ("foo://bar", "sqlite", "http")),
     ("kt_directory_is_a_file", {"search": {"backend": "keras-tuner"}}, {"directory": "afile"}, UsageError,
      ("directory", "afile", "not a folder")),
+    ("kt_study_escapes_the_root", {"study": "../escaped", "search": {"backend": "keras-tuner"}}, {}, ConfigError,
+     ("space.yaml: study: '../escaped' cannot name a KerasTuner project", "must not hold '/'")),
+    ("kt_study_absolute", {"study": "/tmp/abs", "search": {"backend": "keras-tuner"}}, {}, ConfigError,
+     ("space.yaml: study: '/tmp/abs' cannot name",)),
+    ("storage_password_with_a_slash", {}, {"storage": "postgresql+psycopg2://u:ab/Secret@127.0.0.1:9/db"},
+     UsageError, ("cannot open the Optuna storage postgresql+psycopg2://u:***@127.0.0.1:9/db",)),
+    ("study_name_over_mlflow_limit", {"study": "s" * 501}, {}, ConfigError,
+     ("space.yaml: study: names the MLflow experiment, which MLflow limits to 500 characters, but has 501.",)),
+    ("tracking_password_with_a_slash", {}, {"tracking_uri": "http://u:ab/Secret@127.0.0.1:9"}, UsageError,
+     ("tracking URI 'http://u:***@127.0.0.1:9'", "percent-encode it (/ as %2F)")),
 ]
 
 
@@ -124,9 +170,37 @@ def test_tune_refuses_before_training(in_tmp, case_id, patch, kwargs, exc_type, 
     assert "\n" not in message
     for fragment in fragments:
         assert fragment in message, message
+    assert "Secret" not in message
     if exc_type is ConfigError:
         assert "space.yaml" in message
-    assert stores_in(in_tmp) == []
+    assert sorted(p.name for p in in_tmp.iterdir()) == ["afile", "space.yaml"]  # no store, nothing at all
+
+
+def test_an_unusable_experiment_is_refused_before_the_study_exists(in_tmp, stores, capsys):
+    """A deleted experiment of the study's name, or a tracking "store" that is an Optuna file: refused before
+    the Optuna study is created (MLflow would refuse either only after)."""
+    import optuna
+    from mlflow.tracking import MlflowClient
+
+    from aloss_tune.cli import main
+
+    client = MlflowClient(stores["tracking_uri"])
+    client.delete_experiment(client.create_experiment("bad"))
+    optuna.create_study(study_name="other", storage="sqlite:///other.db")
+    space = str(write_space(in_tmp))
+    storage = Path(stores["storage"][len("sqlite:///"):])
+    cases = [(stores["tracking_uri"], "MLflow experiment 'bad' is deleted; restore it or choose another name."),
+             ("sqlite:///other.db", "tracking store sqlite:///other.db: other.db is not an MLflow tracking store "
+                                    "(it looks like an Optuna storage).")]
+    for uri, message in cases:
+        with pytest.raises(UsageError) as info:
+            aloss_tune.tune(space, storage=stores["storage"], tracking_uri=uri)
+        assert str(info.value) == message
+        for workers in ("1", "2"):
+            assert main(["tune", space, "--workers", workers, "--storage", stores["storage"], "--tracking-uri",
+                         uri]) == 2
+            assert capsys.readouterr().err == f"aloss-tune: error: {message}\n"
+        assert not storage.exists()
 
 
 def test_python_data_with_nan_is_refused(in_tmp):
@@ -167,6 +241,24 @@ def test_every_trial_failing_with_one_config_error_stops_the_study(in_tmp, backe
 
         study = optuna.load_study(study_name="bad", storage="sqlite:///aloss_tune.db")
         assert [t.state for t in study.trials] == [optuna.trial.TrialState.FAIL] * 3
+
+
+@pytest.mark.parametrize("backend", ["optuna", "keras-tuner"])
+def test_a_run_whose_every_trial_failed_ends_with_the_common_error(in_tmp, backend, capsys):
+    """A learning rate that sends the loss to infinity in every trial: no result, so no exit 0."""
+    from aloss_tune.cli import main
+
+    space = write_space(in_tmp, {"optimizer": {"name": "sgd",
+                                               "learning_rate": {"type": "float", "low": 1e8, "high": 1e9}},
+                                 "training": {"epochs": 3}, "search": {"n_trials": 2}})
+    assert main(["tune", str(space), "--no-tracking", "--backend", backend]) == 1
+    out = capsys.readouterr()
+    (line,) = error_lines(out.err)
+    assert re.fullmatch(r"aloss-tune: error: all 2 trials of this run failed; the most common error \((every one|1 "
+                        r"of them)\): TrialFailed: the training loss is (inf|nan) at epoch \d", line), line
+    assert "Traceback" not in out.out + out.err  # KerasTuner prints none either
+    assert [line.split("  ")[0] for line in out.err.splitlines() if line.startswith("trial ")] == [
+        "trial 0 failed", "trial 1 failed"]
 
 
 # -------------------------------------------------------------------------- the Python API: reading back
@@ -218,6 +310,93 @@ def test_loading_a_loss_refuses_anything_else(in_tmp, case_id, load, exc_type, f
     for fragment in fragments:
         assert fragment in message, message
     assert stores_in(in_tmp) == []
+
+
+# ------------------------------------------------------------------- read-only commands never write a file
+# (id, argv, a fragment of the one error line); every file of the folder is left byte for byte as it was.
+READ_ONLY_CASES: list[tuple[str, list[str], str]] = [
+    ("best_storage_is_mlflow_db", ["best", "s", "--storage", "sqlite:///mlflow.db"],
+     "storage sqlite:///mlflow.db is not an Optuna storage: it holds no Optuna tables (it looks like an MLflow "
+     "tracking store)"),
+    ("best_storage_is_empty", ["best", "s", "--storage", "sqlite:///empty.db"],
+     "storage sqlite:///empty.db: empty.db is an empty file, not an Optuna storage."),
+    ("best_storage_is_garbage", ["best", "s", "--storage", "sqlite:///garbage.db"], "file is not a database"),
+    ("best_storage_is_a_folder", ["best", "s", "--storage", "sqlite:///folder"], "folder is a folder"),
+    ("report_storage_is_mlflow_db", ["report", "s", "--storage", "sqlite:///mlflow.db"], "not an Optuna storage"),
+    ("best_run_in_an_optuna_db", ["best", "runs:/0123456789abcdef", "--tracking-uri", "sqlite:///optuna.db"],
+     "optuna.db is not an MLflow tracking store (it looks like an Optuna storage)"),
+    ("best_run_in_an_empty_file", ["best", "runs:/0123456789abcdef", "--tracking-uri", "sqlite:///empty.db"],
+     "the MLflow tracking store file empty.db is empty"),
+]
+
+
+def _snapshot(folder: Path) -> dict[str, str]:
+    import hashlib
+
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "dir"
+            for p in sorted(folder.rglob("*"))}
+
+
+@pytest.mark.parametrize("case_id, argv, fragment", READ_ONLY_CASES, ids=[c[0] for c in READ_ONLY_CASES])
+def test_read_only_commands_never_modify_a_file(in_tmp, stores, case_id, argv, fragment, capsys):
+    import optuna
+
+    from aloss_tune.cli import main
+
+    optuna.create_study(study_name="s", storage="sqlite:///optuna.db")
+    (in_tmp / "empty.db").write_bytes(b"")
+    (in_tmp / "garbage.db").write_text("not a database\n" * 100)
+    (in_tmp / "folder").mkdir()
+    before = _snapshot(in_tmp)
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert error_lines(err) == [err.strip()] and fragment in err, err
+    assert _snapshot(in_tmp) == before
+
+
+def test_load_best_loss_reads_only(in_tmp, stores):
+    before = _snapshot(in_tmp)
+    with pytest.raises(UsageError, match="not an Optuna storage"):
+        aloss_tune.load_best_loss("s", storage="sqlite:///mlflow.db")
+    assert _snapshot(in_tmp) == before
+
+
+# (id, the run's loss_config.json (None: no artifact; "missing": no such run), the one error line)
+RUN_CASES: list[tuple[str, Any, str]] = [
+    ("corrupt_loss_config", "{not json", "runs:/{run}/loss_config.json: not a loss config: not valid JSON "
+                                         "(Expecting property name enclosed in double quotes at line 1)."),
+    ("optimizer_config", lambda: json.dumps(_keras_config(keras.optimizers.Adam())),
+     "runs:/{run}: holds a Adam ('Adam'), not a keras.losses.Loss."),
+    ("invalid_loss_config", json.dumps({"params": {"loss": "huber", "loss.delta": -1.0}}),
+     "runs:/{run}: huber: `delta` must be > 0 and finite, but got delta=-1.0."),
+    ("run_of_another_kind", None, "load_loss: run {run} has no loss config (loss_config.json or "
+                                  "best_loss_config.json): it is not the run of an aloss-tune trial or study."),
+    ("no_such_run", "missing", "load_loss: no run {run} in the MLflow tracking store {uri} (give the tracking URI "
+                               "where the study logged)."),
+]
+
+
+@pytest.mark.parametrize("case_id, content, message", RUN_CASES, ids=[c[0] for c in RUN_CASES])
+def test_a_run_without_a_loss_is_one_line(in_tmp, stores, case_id, content, message, capsys):
+    from mlflow.tracking import MlflowClient
+
+    from aloss_tune.cli import main
+
+    uri = stores["tracking_uri"]
+    client = MlflowClient(uri)
+    run = "0123456789abcdef0123456789abcdef"
+    if content != "missing":
+        run = client.create_run(client.create_experiment("other"), run_name="not a trial").info.run_id
+        if content is not None:
+            client.log_text(run, content() if callable(content) else content, "loss_config.json")
+    message = message.format(run=run, uri=uri)
+    with pytest.raises((ConfigError, UsageError)) as info:
+        aloss_tune.load_loss(f"runs:/{run}", tracking_uri=uri)
+    assert str(info.value) == message
+    assert main(["best", f"runs:/{run}", "--tracking-uri", uri, "-o", "best.json"]) == 2
+    err = capsys.readouterr().err
+    assert error_lines(err) == [f"aloss-tune: error: {message}"] and "Traceback" not in err
+    assert not (in_tmp / "best.json").exists()
 
 
 def test_report_of_a_missing_study_writes_nothing(in_tmp):
@@ -349,6 +528,35 @@ CLI_CASES: list[tuple[str, list[str], dict[str, Any], tuple[str, ...]]] = [
      ("foo://bar",)),
     ("tune_kt_directory_file", ["tune", "space.yaml", "--backend", "keras-tuner", "--directory", "afile"],
      {"space.yaml": {}, "afile": "x"}, ("--directory", "afile")),
+    ("tune_storage_password_with_a_slash",
+     ["tune", "space.yaml", "--storage", "postgresql+psycopg2://u:ab/Secret@127.0.0.1:9/db"], {"space.yaml": {}},
+     ("cannot open the Optuna storage postgresql+psycopg2://u:***@127.0.0.1:9/db",)),
+    ("tune_tracking_password_with_a_slash", ["tune", "space.yaml", "--tracking-uri", "http://u:ab/Secret@127.0.0.1:9"],
+     {"space.yaml": {}}, ("tracking URI 'http://u:***@127.0.0.1:9'", "%2F")),
+    ("validate_data_function_raises", ["validate", "space.yaml", "--data"],
+     {"space.yaml": {"data": "helpers.bad_inputs:raises"}},
+     ("space.yaml: data: helpers.bad_inputs:raises raised OSError",)),
+    ("tune_data_function_needs_an_argument", ["tune", "space.yaml"], {"space.yaml": {"data": "helpers.bad_inputs:needs"}},
+     ("space.yaml: data: helpers.bad_inputs:needs needs the argument 'path'",)),
+    ("validate_mlp_params_without_a_builder", ["validate", "space.yaml"],
+     {"space.yaml": yaml.safe_dump({**GOOD, "model": {"params": {"units1": 8}}})},  # no builder: the mlp
+     ("space.yaml: model.params.units1: unknown parameter for model 'mlp'",)),
+    ("tune_objective_training_metric", ["tune", "space.yaml"], {"space.yaml": {"objective": "mae"}},
+     ("space.yaml: objective.metric: 'mae' is measured on the training data",)),
+    ("validate_step_not_dividing", ["validate", "space.yaml"],
+     {"space.yaml": {"model": {"params": {"dropout": {"type": "float", "low": 0.0, "high": 0.3, "step": 0.2}}}}},
+     ("space.yaml: model.params.dropout.step: `step` must divide `high - low`",)),
+    ("tune_workers_tuner_on_optuna", ["tune", "space.yaml", "--workers", "2", "--tuner", "random"],
+     {"space.yaml": {}}, ("--tuner random: chooses KerasTuner's tuner, but the backend is optuna",)),
+    ("tune_workers_model_three_outputs", ["tune", "space.yaml", "--workers", "2"],
+     {"space.yaml": {"model": {"builder": "helpers.bad_inputs:three_outputs", "params": {}}}},
+     ("space.yaml: model.builder: the model of helpers.bad_inputs:three_outputs predicts rows of shape (3,)",)),
+    ("best_output_is_a_folder", ["best", "nope", "-o", "out"], {"out/": None},
+     ("best: --output out is a folder; give a file name, e.g. out/best_loss.json.",)),
+    ("best_output_in_a_missing_folder", ["best", "nope", "-o", "no/best.json"], {},
+     ("best: --output no/best.json: the folder no does not exist.",)),
+    ("best_kt_study_escapes_the_root", ["best", "../escaped", "--backend", "keras-tuner"], {},
+     ("study '../escaped' cannot name a KerasTuner project",)),
     ("best_missing_study", ["best", "nope"], {}, ("no study named 'nope'", "does not exist")),
     ("best_storage_garbage", ["best", "nope", "--storage", "garbage"], {}, ("not a valid database URL",)),
     ("best_missing_run", ["best", "runs:/0123456789abcdef"], {}, ("mlflow.db", "does not exist")),
@@ -369,7 +577,9 @@ STUDY_STARTED = {"tune_every_trial_fails"}  # its trials ran: the Optuna storage
 def _make_files(folder: Path, files: dict[str, Any]) -> None:
     folder.mkdir()
     for name, content in files.items():
-        if isinstance(content, bytes):
+        if name.endswith("/"):
+            (folder / name).mkdir()
+        elif isinstance(content, bytes):
             (folder / name).write_bytes(content)
         elif isinstance(content, str):
             (folder / name).write_text(content)
@@ -401,6 +611,7 @@ def test_cli_refuses_with_one_line(cli_results, case_id, argv, files, fragments)
     code, stderr, folder = cli_results[case_id]
     assert code == 2, stderr
     assert "Traceback" not in stderr
+    assert "Secret" not in stderr
     lines = error_lines(stderr)
     assert len(lines) == 1, stderr
     for fragment in fragments:

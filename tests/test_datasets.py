@@ -182,3 +182,40 @@ def test_friedman_regression_has_noise_only_in_train_and_val(noise: str):
         assert np.std(data.y_train) > 2 * np.std(data.y_test)
     else:
         assert residual.max() > 3 * np.std(data.y_test)  # heavy tails
+
+
+def test_the_readme_data_example_runs_as_written(tmp_path, monkeypatch):
+    """README's `my_data.py` (a data function returning a Dataset, a (params, data) builder) is the code here."""
+    import re
+    from pathlib import Path
+
+    import aloss_tune
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    code = re.search(r"```python\n(# my_data\.py.*?)```", readme, re.S).group(1)
+    (tmp_path / "my_data.py").write_text(code, encoding="utf-8")
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(100, 3))
+    np.savetxt(tmp_path / "houses.csv", np.column_stack([x, x @ [1.0, -2.0, 0.5]]), delimiter=",")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    space = {"study": "houses", "data": {"name": "my_data:load", "args": {"path": "houses.csv"}},
+             "model": {"builder": "my_data:build", "params": {"units": {"type": "int", "low": 4, "high": 16}}},
+             "loss": ["mse", "huber"], "training": {"epochs": 1},
+             "search": {"sampler": "random", "pruner": "none", "n_trials": 2}}
+    result = aloss_tune.tune(space, tracking=False, storage=f"sqlite:///{tmp_path / 'optuna.db'}")
+    counts = result.counts
+    assert counts["complete"] + counts["dead"] == 2 and counts["pruned"] == counts["failed"] == 0
+    data = as_dataset("my_data:load", args={"path": "houses.csv"})
+    assert (data.name, data.task, data.x_train.shape, data.x_val.shape, data.n_outputs) == (
+        "houses", "regression", (80, 3), (20, 3), 1)
+
+
+def test_a_data_function_may_return_a_dict():
+    from helpers.bad_inputs import as_dict, data
+
+    got, expected = as_dataset("helpers.bad_inputs:as_dict"), data()
+    assert as_dict().keys() == {"x_train", "y_train", "x_val", "y_val"}
+    for array, want in zip((got.x_train, got.y_train, got.x_val, got.y_val), expected, strict=True):
+        np.testing.assert_array_equal(array, want)
+    assert got.x_test is None and got.task == "regression"

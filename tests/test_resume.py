@@ -25,6 +25,7 @@ from mlflow.tracking import MlflowClient
 from aloss_tune.api import tune
 from aloss_tune.backends.optuna import ERROR_ATTR, PARAMS_ATTR, RUN_ATTR, WORKER_ATTR
 from aloss_tune.cli import main
+from aloss_tune.errors import ConfigError, StudyFailed
 from aloss_tune.tracking import StudyTracker, TrackingSettings
 
 HERE = Path(__file__).resolve().parent
@@ -174,6 +175,84 @@ def test_a_study_name_with_a_quote_resumes_its_parent_run(tmp_path, stores, monk
     assert len(parents) == 1
     assert sorted(r.info.run_name.split()[0] for r in children) == ["trial-0", "trial-1"]
     assert {r.data.tags["mlflow.parentRunId"] for r in children} == {parents[0].info.run_id}
+
+
+# ------------------------------------------------------------------ one parent per study, not per study name
+@pytest.mark.slow
+def test_two_backends_and_two_storages_of_one_study_name_keep_their_own_parents(tmp_path, stores, monkeypatch):
+    """An Optuna study, a KerasTuner study and an Optuna study in another storage, all named "s", tracked in one
+    store: three parents, each with its own trials and its own best, which `best` reads back alike."""
+    from aloss_tune.best import best_trial_summary, run_summary
+
+    monkeypatch.chdir(tmp_path)
+    space = write_space(tmp_path, n_trials=2)
+    uri = stores["tracking_uri"]
+    first = tune(space, **stores)
+    kt = tune(space, backend="keras-tuner", tuner="random", tracking_uri=uri, directory=tmp_path / "kt")
+    other = tune(space, storage=f"sqlite:///{tmp_path / 'other.db'}", tracking_uri=uri, n_trials=1)
+    resumed = tune(space, **stores, n_trials=1)
+    client, parents, children = runs_of(uri, "s")
+    assert resumed.parent_run_id == first.parent_run_id
+    assert sorted(p.info.run_id for p in parents) == sorted({first.parent_run_id, kt.parent_run_id,
+                                                             other.parent_run_id})
+    kids = {p.info.run_id: sorted(r.info.run_name.split()[0] for r in children
+                                  if r.data.tags["mlflow.parentRunId"] == p.info.run_id) for p in parents}
+    assert kids == {first.parent_run_id: ["trial-0", "trial-1", "trial-2"],
+                    kt.parent_run_id: ["trial-0", "trial-1"], other.parent_run_id: ["trial-0"]}
+    by_id = {p.info.run_id: p for p in parents}
+    assert by_id[kt.parent_run_id].data.tags["aloss_tune.backend"] == "keras-tuner"
+    assert by_id[kt.parent_run_id].info.run_name == "s (keras-tuner)"
+    assert len({p.data.tags["aloss_tune.study_id"] for p in parents}) == 3
+    for result, summary in ((resumed, best_trial_summary("s", stores["storage"])),
+                            (kt, best_trial_summary("s", backend="keras-tuner", directory=str(tmp_path / "kt"))),
+                            (other, best_trial_summary("s", f"sqlite:///{tmp_path / 'other.db'}"))):
+        parent = by_id[result.parent_run_id]
+        assert parent.data.metrics["best_objective"] == pytest.approx(summary["value"])
+        assert parent.data.tags["aloss_tune.best_trial"] == str(summary["number"])
+        assert run_summary(f"runs:/{result.parent_run_id}", uri)["params"] == summary["params"]
+    # Without its project at hand, a KerasTuner study is read from its own parent, not from an Optuna one.
+    assert best_trial_summary("s", backend="keras-tuner", tracking_uri=uri)["value"] == pytest.approx(kt.best_value)
+
+
+def test_resuming_with_another_objective_or_loss_list_is_refused_before_anything_is_written(tmp_path, stores,
+                                                                                          monkeypatch, capsys):
+    from aloss_tune.backends.optuna import SPACE_ATTR
+
+    monkeypatch.chdir(tmp_path)
+    tune(write_space(tmp_path, n_trials=1), **stores)
+    study = optuna.load_study(study_name="s", storage=stores["storage"])
+    before = (len(study.trials), study.user_attrs[SPACE_ATTR], len(runs_of(stores["tracking_uri"], "s")[2]))
+    capsys.readouterr()
+    cases = [({"objective": {"metric": "val_rmse", "direction": "minimize"}},
+              "objective.metric: study 's' was run with objective val_mae, not val_rmse: resuming it would rank "
+              "values of both metrics together; keep val_mae or use another study name (--study)."),
+             ({"loss": ["huber", "mse"]},
+              "loss.choices: study 's' was run with losses [mse, huber], not [huber, mse]: a resumed study keeps "
+              "its loss list (in its order); keep it or use another study name (--study).")]
+    for change, message in cases:
+        space = write_space(tmp_path, n_trials=1, **change)
+        with pytest.raises(ConfigError) as info:
+            tune(space, **stores)
+        assert str(info.value) == f"{space}: {message}"
+        for workers in ("1", "2"):  # the command, with one worker or several
+            args = ["tune", space, "--workers", workers, "--storage", stores["storage"], "--tracking-uri",
+                    stores["tracking_uri"]]
+            assert main(args) == 2
+            assert capsys.readouterr().err == f"aloss-tune: error: {space}: {message}\n"
+    study = optuna.load_study(study_name="s", storage=stores["storage"])
+    assert (len(study.trials), study.user_attrs[SPACE_ATTR], len(runs_of(stores["tracking_uri"], "s")[2])) == before
+
+
+def test_a_parent_made_before_study_ids_is_adopted_by_its_backend_only(stores):
+    settings = TrackingSettings(tracking_uri=stores["tracking_uri"])
+    legacy = StudyTracker(settings, "old", backend="optuna").open()  # a parent without a study id
+    assert StudyTracker(settings, "old", backend="optuna", study_id="a" * 32).open() == legacy
+    client = MlflowClient(stores["tracking_uri"])
+    assert client.get_run(legacy).data.tags["aloss_tune.study_id"] == "a" * 32
+    another = StudyTracker(settings, "old", backend="optuna", study_id="b" * 32).open()
+    keras_tuner = StudyTracker(settings, "old", backend="keras-tuner", study_id="c" * 32).open()
+    assert len({legacy, another, keras_tuner}) == 3
+    assert StudyTracker(settings, "old", backend="optuna", study_id="b" * 32).open() == another
 
 
 # --------------------------------------------------------------------------------------- nothing left RUNNING
@@ -330,17 +409,19 @@ def test_a_failed_trial_is_one_line_and_its_traceback_is_in_error_txt(tmp_path, 
         builds.append(params)
         return build({**params, "model.mode": "fail" if len(builds) > 1 else "ok"})
 
-    with caplog.at_level(logging.WARNING):
-        result = tune(space, build_model=build_then_fail, progress=False, **stores)
-    assert result.counts == {"complete": 0, "dead": 0, "pruned": 0, "failed": 2}
+    every_trial_failed = pytest.raises(StudyFailed, match=r"^all 2 trials of this run failed; the most common "
+                                                          r"error \(every one\): RuntimeError: deliberate failure")
+    with caplog.at_level(logging.WARNING), every_trial_failed:
+        tune(space, build_model=build_then_fail, progress=False, **stores)
+    trials = trials_of("s", stores["storage"])
+    assert [t.state for t in trials] == [FAIL, FAIL]
     records = [r for r in caplog.records if r.name.startswith("optuna")]
-    assert [r.getMessage() for r in records] == [
-        f"trial {n} failed: {result.study.trials[n].user_attrs[ERROR_ATTR]}" for n in (0, 1)]
+    assert [r.getMessage() for r in records] == [f"trial {n} failed: {trials[n].user_attrs[ERROR_ATTR]}" for n in (0, 1)]
     assert all(r.exc_info is None and "\n" not in r.getMessage() for r in records)
     # With a line per trial (no terminal), that line says it; the log does not repeat it.
     caplog.clear()
     builds.clear()
-    with caplog.at_level(logging.WARNING):
+    with caplog.at_level(logging.WARNING), every_trial_failed:
         tune(space, build_model=build_then_fail, progress=None, study_name="s2", **stores)
     assert not [r for r in caplog.records if r.name.startswith("optuna")]
     client, _, children = runs_of(stores["tracking_uri"], "s")

@@ -143,9 +143,8 @@ def test_early_stopping_sees_val_median_ae(recwarn):
 def test_objective_metric_errors_name_what_is_allowed(objective, message):
     from aloss_tune.errors import ConfigError
 
-    space = SearchSpace.from_dict({"study": "t", "loss": ["mse"], "objective": objective})
     with pytest.raises(ConfigError, match=message):
-        prepare(space, data=linear_data())
+        prepare(SearchSpace.from_dict({"study": "t", "loss": ["mse"], "objective": objective}), data=linear_data())
 
 
 def test_trial_log_writes_one_line_per_trial_with_the_best_so_far():
@@ -224,3 +223,34 @@ def test_contaminated_validation_targets_select_on_the_median_absolute_error(cap
     calm = prepare(SearchSpace.from_dict({**space, "data": {"name": "contaminated_regression",
                                                              "args": {"outlier_fraction": 0.0}}}))
     assert calm.objective.metric == "val_mae"
+
+
+def test_a_builder_given_from_python_owns_the_model_params(tmp_path):
+    """The Python API's pattern: a space without `builder:` whose model params are the user's builder's."""
+    import keras
+    import yaml
+
+    import aloss_tune
+    from aloss_tune.errors import ConfigError
+
+    path = tmp_path / "space.yaml"
+    path.write_text(yaml.safe_dump({
+        "study": "own", "loss": ["mse"], "model": {"params": {"units1": {"type": "int", "low": 4, "high": 8}}},
+        "training": {"epochs": 1}, "search": {"sampler": "random", "pruner": "none", "n_trials": 2}}))
+    space = aloss_tune.SearchSpace.from_yaml(path)  # not refused: the builder is not known yet
+    widths = []
+
+    def build(params):
+        widths.append(params["model.units1"])
+        return keras.Sequential([keras.Input((2,)), keras.layers.Dense(params["model.units1"]),
+                                 keras.layers.Dense(1)])
+
+    result = aloss_tune.tune(space, build_model=build, data=linear_data(), tracking=False,
+                             storage=f"sqlite:///{tmp_path / 'optuna.db'}")
+    counts = result.counts
+    assert counts["complete"] + counts["dead"] == 2 and counts["pruned"] == counts["failed"] == 0
+    assert widths[0] == 4 and all(4 <= w <= 8 for w in widths) and len(widths) == 3  # the check, 2 trials
+    assert result.best_params["model.units1"] in widths[1:]
+    # Run with its own builder (the built-in mlp, as `aloss-tune tune` does), the file's params are refused.
+    with pytest.raises(ConfigError, match=r"space\.yaml: model\.params\.units1: unknown parameter for model 'mlp'"):
+        prepare(space, data=linear_data())

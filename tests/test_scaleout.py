@@ -27,7 +27,7 @@ from urllib.parse import urlsplit
 
 import optuna
 import pytest
-from helpers.processes import run_cli, start_cli, study_counts, wait_for
+from helpers.processes import cli_env, run_cli, start_cli, study_counts, wait_for
 from helpers.spaces import write_space
 from mlflow.entities import ViewType
 from mlflow.tracking import MlflowClient
@@ -322,6 +322,78 @@ def test_tracking_server_lost_mid_study(tmp_path):
         server.stop()
 
 
+def fresh_database() -> str:
+    """The test server's PostgreSQL URL on a new, empty schema: to Optuna as good as a fresh database (its
+    tables and their types are created in the first schema of the search path)."""
+    import sqlalchemy
+
+    schema = f"fresh_{uuid.uuid4().hex[:12]}"
+    engine = sqlalchemy.create_engine(POSTGRES, poolclass=sqlalchemy.pool.NullPool)
+    with engine.begin() as connection:
+        connection.execute(sqlalchemy.text(f"CREATE SCHEMA {schema}"))
+    engine.dispose()
+    return f"{POSTGRES}?options=-csearch_path%3D{schema}"
+
+
+@on_services
+def test_workers_opening_a_fresh_database_together_create_its_tables_once():
+    """Six connections at one instant on an empty database, three times: every one opens the storage."""
+    from aloss_tune.backends.optuna import StorageOptions, open_storage
+
+    for _ in range(3):
+        url = fresh_database()
+        start = threading.Barrier(6)
+
+        def open_together(_: int, url: str = url, start: threading.Barrier = start) -> str:
+            start.wait()
+            return type(open_storage(StorageOptions(url=url))).__name__
+
+        with ThreadPoolExecutor(6) as pool:
+            assert list(pool.map(open_together, range(6))) == ["RDBStorage"] * 6
+
+
+_TUNE_AT = """
+import sys, time
+import optuna
+from aloss_tune.cli import main
+
+start = float(sys.argv[1])
+create = optuna.storages.RDBStorage.__init__
+
+
+def create_at_start(self, *args, **kwargs):  # every process opens the storage at the same instant
+    time.sleep(max(0.0, start - time.time()))
+    create(self, *args, **kwargs)
+
+
+optuna.storages.RDBStorage.__init__ = create_at_start
+sys.exit(main(sys.argv[2:]))
+"""
+
+
+@on_services
+def test_commands_started_together_on_a_fresh_database(tmp_path):
+    """Four `aloss-tune tune` commands on an empty database, each opening the storage at one instant: all of
+    them run their trial, and both stores hold exactly those trials."""
+    study = unique("fresh")
+    space = write_space(tmp_path, study, epochs=1)
+    url = fresh_database()
+    start = time.time() + 40  # every process has checked its inputs by then
+    argv = ["tune", space, "--storage", url, "--tracking-uri", MLFLOW, "--n-trials", "1", "--quiet"]
+    procs = [subprocess.Popen([sys.executable, "-c", _TUNE_AT, str(start), *argv], cwd=tmp_path, env=cli_env(),
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(4)]
+    outs = [p.communicate(timeout=400) for p in procs]
+    for proc, (_, stderr) in zip(procs, outs, strict=True):
+        assert proc.returncode == 0, stderr[-3000:]
+    trials = trials_of(study, url)
+    assert sorted(t.number for t in trials) == [0, 1, 2, 3]
+    assert all(t.state == COMPLETE for t in trials)
+    _, parents, children = mlflow_runs(MLFLOW, study)
+    assert len(parents) == 1 and len(children) == 4
+    assert {r.info.run_id for r in children} == {t.user_attrs[RUN_ATTR] for t in trials}
+    assert all(r.info.status == "FINISHED" for r in children)
+
+
 @on_services
 def test_workers_opening_a_study_together_keep_one_parent():
     study = unique("race")
@@ -434,3 +506,20 @@ def test_a_preempted_worker_ends_its_trial_and_run(tmp_path):
     run = client.get_run(victim.user_attrs[RUN_ATTR])
     assert run.info.status == "FAILED" and run.data.tags["aloss_tune.state"] == "failed"
     assert not [r.info.run_name for r in children if r.info.status == "RUNNING"]
+
+
+def test_workers_that_failed_every_trial(caplog):
+    """The command fails when no worker finished a trial; a worker that failed all of its own is a warning."""
+    from types import SimpleNamespace
+
+    from aloss_tune.errors import StudyFailed
+    from aloss_tune.workers import _check_outcome
+
+    procs = [SimpleNamespace(pid=100 + i, exitcode=0) for i in range(2)]
+    message = "all 2 trials of this run failed; the most common error (every one): ValueError: x"
+    failed = [{"index": i, "ok": False, "kind": "StudyFailed", "message": message} for i in range(2)]
+    with pytest.raises(StudyFailed) as info:
+        _check_outcome(procs, dict(enumerate(failed)))
+    assert str(info.value) == message
+    _check_outcome(procs, {0: {"index": 0, "ok": True}, 1: failed[1]})
+    assert f"worker 1: {message}" in caplog.text

@@ -176,6 +176,30 @@ BAD_SPACES = [
     ({"study": "s", "loss": ["mse"], "model": {"builder": "mlp", "params": {"units": {"type": "int", "low": 8.5, "high": 9}}}},
      r"model\.params\.units\.low: `low` must be an integer, but got low=8\.5"),
     ([1, 2], r"a search space must be a mapping"),
+    # Settings that would be silently ignored or wrong.
+    ({"study": "s", "loss": ["mse"], "objective": "mae"},
+     r"^space\.yaml: objective\.metric: 'mae' is measured on the training data, which each model is fitted to .*"
+     r"use val_mae\.$"),
+    ({"study": "s", "loss": ["mse"], "objective": {"metric": "loss"}}, r"objective\.metric: 'loss' is measured on the "
+                                                                      r"training data.*use val_loss\.$"),
+    ({"study": "s", "loss": ["mse"], "model": {"params": {"dropout": {"type": "float", "low": 0.0, "high": 0.3,
+                                                                      "step": 0.5}}}},
+     r"model\.params\.dropout\.step: `step` must divide `high - low`.*\(low=0, high=0\.3, step=0\.5\)"),
+    ({"study": "s", "loss": ["mse"], "model": {"params": {"dropout": {"type": "float", "low": 0.0, "high": 0.3,
+                                                                      "step": 0.2}}}},
+     r"model\.params\.dropout\.step: `step` must divide `high - low`.*\(low=0, high=0\.3, step=0\.2\)"),
+    ({"study": "s", "loss": ["mse"], "model": {"params": {"units": {"type": "int", "low": 8, "high": 60,
+                                                                    "step": 8}}}},
+     r"model\.params\.units\.step: `step` must divide `high - low`.*\(low=8, high=60, step=8\)"),
+    ({"study": "s", "loss": {"choices": ["dynamic_alpha"],
+                             "params": {"dynamic_alpha": {"alpha_formula": "constant", "temperature": 2.0}}}},
+     r"loss\.params\.dynamic_alpha\.temperature: is used only when `alpha_formula` is 'sigmoid_snr', but "
+     r"`alpha_formula` is 'constant' here, so it would never be used"),
+    ({"study": "s", "loss": {"choices": ["dynamic_alpha"], "params": {"dynamic_alpha": {
+        "alpha_formula": {"type": "categorical", "choices": ["constant", "inverse_rms"]},
+        "strength": {"type": "float", "low": 0.0, "high": 1.0}}}}},
+     r"loss\.params\.dynamic_alpha\.strength: is used only when `alpha_formula` is 'outlier_damping', but "
+     r"`alpha_formula` is one of constant, inverse_rms here"),
 ]
 
 

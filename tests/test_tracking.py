@@ -13,7 +13,7 @@ from mlflow.tracking import MlflowClient
 import aloss_tune
 from aloss_tune._urls import redact_text, redact_url
 from aloss_tune.api import TuneResult, tune
-from aloss_tune.errors import ConfigError, UsageError
+from aloss_tune.errors import ConfigError, StudyFailed, UsageError
 from aloss_tune.tracking import StudyTracker, TrackingSettings, check_tracking_uri, load_settings, runs_url
 
 
@@ -64,9 +64,10 @@ def test_non_finite_loss_fails_the_trial_with_its_reason(stores):
     y[0] = 1e30  # finite (the data check passes), but its squared error overflows: the training loss is inf
     raw = space(n_trials=1)
     raw["loss"] = ["mse"]
-    result = tune(raw, data=(x, y, xv, yv), **stores)
-    assert result.counts["failed"] == 1
-    trial = result.study.trials[0]
+    with pytest.raises(StudyFailed, match=r"^the only trial of this run failed: TrialFailed: the training loss is"):
+        tune(raw, data=(x, y, xv, yv), **stores)
+    (trial,) = optuna.load_study(study_name=raw["study"], storage=stores["storage"]).trials
+    assert trial.state == optuna.trial.TrialState.FAIL
     assert "the training loss is" in trial.user_attrs["aloss_tune.error"]
     client = MlflowClient(stores["tracking_uri"])
     run = client.get_run(trial.user_attrs["aloss_tune.mlflow_run_id"])
@@ -121,20 +122,36 @@ def test_unreachable_tracking_is_detected_before_training(tmp_path):
     ("http://bob:p%40ss@mlflow:5000", "http://bob:***@mlflow:5000"),
     ("sqlite:///aloss_tune.db", "sqlite:///aloss_tune.db"),
     ("postgresql://db/optuna?user=a&password=s3cret", "postgresql://db/optuna?user=a&password=***"),
+    # Unencoded characters a database URL may hold in its password (SQLAlchemy reads it to the next "@").
+    ("postgresql+psycopg2://user:ab/s3cret@host/db", "postgresql+psycopg2://user:***@host/db"),
+    ("mysql://user:a?b#s3cret@host:3306/db", "mysql://user:***@host:3306/db"),
+    ("http://u:ab/s3cret@127.0.0.1:5000", "http://u:***@127.0.0.1:5000"),
+    ("sqlite:////data/a:b@s3cret.db", "sqlite:////data/a:b@s3cret.db"),  # a path, not a password
 ])
 def test_urls_are_redacted(url, shown):
     assert redact_url(url) == shown
-    assert "s3cret" not in redact_text(f"could not connect to {url}", url)
+    if "***" in shown:
+        assert "s3cret" not in redact_text(f"could not connect to {url}", url)
+        assert "s3cret" not in redact_text(f"could not connect to {url}")  # found in the text itself
 
 
-def test_storage_password_never_reaches_mlflow(stores, tmp_path):
+def test_a_tracking_server_password_with_a_slash_is_refused_in_one_line():
+    with pytest.raises(UsageError) as info:
+        check_tracking_uri("http://u:ab/s3cret@127.0.0.1:9", timeout=2)
+    message = str(info.value)
+    assert message == ("tracking URI 'http://u:***@127.0.0.1:9': the password holds '/', which end a URL's host "
+                       "part; percent-encode it (/ as %2F) or set MLFLOW_TRACKING_PASSWORD instead.")
+
+
+@pytest.mark.parametrize("password", ["s3cret", "ab/s3cret"])
+def test_storage_password_never_reaches_mlflow(stores, tmp_path, password):
     storage = stores["storage"]
     settings = TrackingSettings(tracking_uri=stores["tracking_uri"])
     tracker = StudyTracker(settings, "secret", backend="optuna", space={"study": "secret"},
-                           storage="postgresql://alice:s3cret@db/optuna")
+                           storage=f"postgresql://alice:{password}@db/optuna")
     run_id = tracker.open()
     trial = tracker.start_trial(0, {"loss": "mse"}, seed=0)
-    trial.finish("failed", error="OperationalError: postgresql://alice:s3cret@db/optuna refused")
+    trial.finish("failed", error=f"OperationalError: password {password!r} refused")  # quoted without its URL
     tracker.close()
     client = MlflowClient(stores["tracking_uri"])
     parent = client.get_run(run_id)

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from aloss_tune._schema import default_storage
-from aloss_tune.errors import UsageError
+from aloss_tune.errors import ConfigError, UsageError
 
 if TYPE_CHECKING:
     from aloss_tune.result import TuneResult
@@ -142,7 +142,8 @@ class OptunaBackend:
 
         options = optuna_backend.StorageOptions(url=self.url, heartbeat_interval=self.heartbeat_interval,
                                                 retries=self.retries)
-        optuna_backend.open_storage(options)  # fail fast, before the tracking store is touched
+        store = optuna_backend.open_storage(options)  # fail fast, before the tracking store is touched
+        optuna_backend.check_resume(store, space, ctx)
         tracker = None
         if settings is not None:
             from aloss_tune.tracking import StudyTracker
@@ -201,7 +202,11 @@ class KerasTunerBackend:
 
     def check(self, space: SearchSpace) -> None:
         from aloss_tune.backends import keras_tuner as kt_backend
+        from aloss_tune.backends.keras_tuner._study import project_name_problem
 
+        problem = project_name_problem(space.study)
+        if problem is not None:
+            raise ConfigError(f"{space.source}: study: {problem}" if space.source else f"study: {problem}")
         kt_backend.check_directory(self.directory)
 
     def run(self, space: SearchSpace, ctx: TrialContext, *, settings: TrackingSettings | None,
@@ -224,6 +229,22 @@ class KerasTunerBackend:
         if isinstance(study, str):
             return kt_backend.project_record(kt_backend.existing_project(study, self.directory))
         return kt_backend.project_record(Path(getattr(study, "project_dir", study)))
+
+
+def check_options(space: SearchSpace, backend: str, *, tuner: str | None = None) -> None:
+    """Refuse the settings of KerasTuner given to the Optuna backend, which would silently ignore them: the
+    ``tuner`` argument (``--tuner``) and ``search.executions_per_trial``. (A space's ``search.tuner`` may stay:
+    it has a default and lets one file run on either backend.)"""
+    if backend != "optuna":
+        return
+    if tuner is not None:
+        raise UsageError(f"--tuner {tuner}: chooses KerasTuner's tuner, but the backend is optuna, which searches "
+                         f"with search.sampler ({space.search.sampler}); add --backend keras-tuner or drop --tuner.")
+    runs = space.search.executions_per_trial
+    if runs != 1:
+        where = f"{space.source}: " if space.source else ""
+        raise ConfigError(f"{where}search.executions_per_trial: {runs} applies to the keras-tuner backend only "
+                          "(Optuna trains each trial once); remove it, or add --backend keras-tuner.")
 
 
 def make_backend(name: str, **options: Any) -> Backend:

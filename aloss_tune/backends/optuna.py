@@ -22,16 +22,20 @@ The samplers are reseeded before each trial from the study's seed and the trial'
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import os
 import re
 import threading
+import time
 import traceback
+import uuid
 import warnings
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import numpy as np
 import optuna
@@ -50,6 +54,7 @@ from aloss_tune._schema import (  # noqa: F401 - the attribute names are also re
     RUN_ATTR,
     SEED_ATTR,
     SPACE_ATTR,
+    STUDY_ID_ATTR,
     TARGET_SCALE_ATTR,
     WORKER_ATTR,
 )
@@ -61,6 +66,7 @@ from aloss_tune.errors import ConfigError, TrialDead, TrialFailed, UsageError
 from aloss_tune.lifecycle import (
     MAX_CONSECUTIVE_FAILURES,
     SAME_CONFIG_ERROR_STOP,
+    check_outcomes,
     finish_interrupted,
     located,
     start_run,
@@ -344,14 +350,63 @@ def sqlite_file(url: str) -> Path | None:
     return None if not database or database == ":memory:" else Path(database)
 
 
+# The tables every Optuna storage holds (and an MLflow tracking store's, to say what a wrong file is).
+OPTUNA_TABLES = frozenset({"studies", "trials", "version_info"})
+_MLFLOW_TABLES = frozenset({"experiments", "runs", "metrics"})
+
+
 def open_existing_storage(url: str, study_name: str) -> optuna.storages.BaseStorage:
-    """`open_storage` for reading a study: a SQLite file that does not exist is not created."""
+    """Open a storage for reading only (``best``, ``report``, ``load_best_loss``): nothing is created or
+    written, whatever the URL points at.
+
+    A SQLite file is opened read-only (SQLite's ``mode=ro``); a file that does not exist, an empty file and a
+    database without Optuna's tables (an MLflow tracking store given by mistake) are each one `UsageError`,
+    where opening them for writing would create Optuna's tables in them.
+    """
     check_storage_url(url)
+    shown = redact_url(url)
     path = sqlite_file(url)
-    if path is not None and not path.exists():
-        raise UsageError(f"no study named {study_name!r}: the storage file {path} does not exist "
-                         f"(storage {redact_url(url)}).")
-    return open_storage(StorageOptions(url=url))
+    read_url = url
+    if path is not None:
+        if not path.exists():
+            raise UsageError(f"no study named {study_name!r}: the storage file {path} does not exist "
+                             f"(storage {shown}).")
+        if path.is_dir():
+            raise UsageError(f"storage {shown}: {path} is a folder, not an Optuna storage file.")
+        if path.stat().st_size == 0:
+            raise UsageError(f"storage {shown}: {path} is an empty file, not an Optuna storage.")
+        read_url = "sqlite:///file:" + quote(str(path.resolve())) + "?mode=ro&uri=true"
+    _check_optuna_tables(read_url, shown)
+    try:
+        with _quiet_experimental():
+            return optuna.storages.RDBStorage(read_url, skip_table_creation=True)
+    except Exception as exc:  # noqa: BLE001 - SQLAlchemy/driver errors of every kind
+        raise UsageError(f"cannot open the Optuna storage {shown}: {_first_line(exc, url)}") from None
+
+
+def _check_optuna_tables(url: str, shown: str | None) -> None:
+    """`UsageError` unless the database at ``url`` holds Optuna's tables (read with SQLAlchemy's inspector)."""
+    import sqlalchemy
+    from sqlalchemy.pool import NullPool
+
+    try:
+        engine = sqlalchemy.create_engine(url, poolclass=NullPool)
+        try:
+            tables = set(sqlalchemy.inspect(engine).get_table_names())
+        finally:
+            engine.dispose()
+    except Exception as exc:  # noqa: BLE001 - not a database file, unreachable server, ...
+        raise UsageError(f"cannot open the Optuna storage {shown}: {_first_line(exc, url)}") from None
+    if not OPTUNA_TABLES <= tables:
+        what = ("an MLflow tracking store" if _MLFLOW_TABLES <= tables else
+                "an empty database" if not tables else "a database of something else")
+        raise UsageError(f"storage {shown} is not an Optuna storage: it holds no Optuna tables (it looks like "
+                         f"{what}); give the storage the study ran on (--storage).")
+
+
+def _first_line(exc: BaseException, url: str) -> str:
+    text = str(exc).strip()
+    return redact_text(text.splitlines()[0] if text else type(exc).__name__, url)
 
 
 def open_storage(options: StorageOptions, *,
@@ -378,7 +433,9 @@ def open_storage(options: StorageOptions, *,
                 engine = {"pool_pre_ping": True}
                 if url.startswith("postgresql"):
                     engine["connect_args"] = {"connect_timeout": 10}
-                return optuna.storages.RDBStorage(url, engine_kwargs=engine, **kwargs)
+                # Workers started together on an empty database create Optuna's tables one at a time.
+                with store_lock(url, connect_args=engine.get("connect_args")):
+                    return optuna.storages.RDBStorage(url, engine_kwargs=engine, **kwargs)
     except Exception as exc:  # noqa: BLE001 - SQLAlchemy/driver errors of every kind
         reason = redact_text(str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__, url)
         raise UsageError(f"cannot open the Optuna storage {redact_url(url)}: {reason}") from None
@@ -388,14 +445,20 @@ def open_storage(options: StorageOptions, *,
 
 def create_study(space: SearchSpace, storage: optuna.storages.BaseStorage, study_name: str,
                  direction: str) -> optuna.Study:
-    """Create the study, or load it if it exists (a rerun resumes)."""
+    """Create the study, or load it if it exists (a rerun resumes).
+
+    The worker that creates the study gives it its id (`STUDY_ID_ATTR`, read back by `study_key`).
+    """
     try:
-        study = optuna.create_study(
-            study_name=study_name, storage=storage, sampler=make_sampler(space), pruner=make_pruner(space),
-            direction=optuna.study.StudyDirection[direction.upper()], load_if_exists=True,
-        )
+        study_id = storage.create_new_study([optuna.study.StudyDirection[direction.upper()]], study_name)
+    except optuna.exceptions.DuplicatedStudyError:  # it exists: resume (or join) it
+        pass
     except ValueError as exc:
         raise UsageError(f"study {study_name!r}: {exc}") from None
+    else:
+        storage.set_study_user_attr(study_id, STUDY_ID_ATTR, uuid.uuid4().hex)
+    study = optuna.load_study(study_name=study_name, storage=storage, sampler=make_sampler(space),
+                              pruner=make_pruner(space))
     if study.direction.name.lower() != direction:
         raise UsageError(
             f"study {study_name!r} exists with direction {study.direction.name.lower()}, but the space asks to "
@@ -416,6 +479,52 @@ def enqueue_first_round(study: optuna.Study, space: SearchSpace, target_scale: f
     for params in rounds:
         study.enqueue_trial(params, skip_if_exists=True)
     return len(rounds)
+
+
+def study_key(study: optuna.Study, *, wait: float = 10.0) -> str:
+    """The id of ``study`` (`STUDY_ID_ATTR`): what its MLflow parent run is found by, whatever the study's
+    name and the URL its storage is reached by.
+
+    A study created a moment ago by another worker gets its id just after it is created (waited for up to
+    ``wait`` seconds). A study created before studies had ids gets one made from what its storage holds
+    (its number in the storage, its name, when its first trial started), the same for every worker.
+    """
+    deadline = time.monotonic() + wait
+    attrs = study.user_attrs
+    while STUDY_ID_ATTR not in attrs and SPACE_ATTR not in attrs and time.monotonic() < deadline:
+        time.sleep(0.1)  # created just now by another worker, which is about to give it its id
+        attrs = study._storage.get_study_user_attrs(study._study_id)
+    if STUDY_ID_ATTR in attrs:
+        return str(attrs[STUDY_ID_ATTR])
+    first = study.get_trials(deepcopy=False)[:1]
+    started = first[0].datetime_start.isoformat() if first and first[0].datetime_start else ""
+    key = hashlib.sha256(f"{study._study_id}\0{study.study_name}\0{started}".encode()).hexdigest()[:32]
+    study.set_user_attr(STUDY_ID_ATTR, key)
+    return key
+
+
+def check_resume(storage: optuna.storages.BaseStorage, space: SearchSpace, ctx: TrialContext) -> None:
+    """Refuse (`ConfigError`, before anything is written) to resume a study with another objective or another
+    loss list than it was run with: its trials would be ranked on two metrics at once, or every trial would
+    fail (Optuna does not let a categorical parameter change its choices)."""
+    try:
+        study_id = storage.get_study_id_from_name(space.study)
+    except KeyError:  # a new study
+        return
+    attrs = storage.get_study_user_attrs(study_id)
+    where = f"{space.source}: " if space.source else ""
+    stored = attrs.get(OBJECTIVE_ATTR) or {}
+    if stored.get("metric") not in (None, ctx.objective.metric):
+        raise ConfigError(
+            f"{where}objective.metric: study {space.study!r} was run with objective {stored['metric']}, not "
+            f"{ctx.objective.metric}: resuming it would rank values of both metrics together; keep "
+            f"{stored['metric']} or use another study name (--study).")
+    losses = ((attrs.get(SPACE_ATTR) or {}).get("loss") or {}).get("choices")
+    if losses is not None and list(losses) != list(space.losses):
+        raise ConfigError(
+            f"{where}loss.choices: study {space.study!r} was run with losses [{', '.join(losses)}], not "
+            f"[{', '.join(space.losses)}]: a resumed study keeps its loss list (in its order); keep it or use "
+            "another study name (--study).")
 
 
 @contextlib.contextmanager
@@ -881,6 +990,8 @@ def run_study(space: SearchSpace, ctx: TrialContext, *, storage: StorageOptions,
     hook = _stale_trial_hook(tracker) if tracker is not None else None
     study = create_study(space, open_storage(storage, on_stale=hook), study_name, ctx.objective.direction)
     enqueue_first_round(study, space, ctx.target_scale)
+    if tracker is not None:
+        tracker.study_id = study_key(study)
     study.set_user_attr(SPACE_ATTR, space.to_dict())
     study.set_user_attr(OBJECTIVE_ATTR, {"metric": ctx.objective.metric,
                                                  "direction": ctx.objective.direction})
@@ -899,11 +1010,14 @@ def run_study(space: SearchSpace, ctx: TrialContext, *, storage: StorageOptions,
     objective = Objective(ctx, tracker, seed=space.search.seed, heartbeat=bool(storage.heartbeat), keeper=keeper)
     # This worker's trials, each as the message of the ConfigError that failed it (None: anything else).
     config_errors: list[str | None] = []
+    failed_errors: list[str | None] = []  # the error of each failed trial of this worker
 
     def stop_on_failures(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         failed = trial.state == optuna.trial.TrialState.FAIL
         error = objective.config_errors.pop(trial.number, None) if failed else None
         config_errors.append(error)
+        if failed:
+            failed_errors.append(trial.user_attrs.get(ERROR_ATTR))
         same = error is not None and set(config_errors) == {error}
         if same and len(config_errors) >= SAME_CONFIG_ERROR_STOP:
             study.stop()  # every trial so far refused by the same configuration error: raised below
@@ -950,6 +1064,7 @@ def run_study(space: SearchSpace, ctx: TrialContext, *, storage: StorageOptions,
             tracker.close(best=best, status=status, artifacts=artifacts, counts=state_counts(study))
     if config_errors and config_errors[0] is not None and set(config_errors) == {config_errors[0]}:
         raise ConfigError(config_errors[0])
+    check_outcomes(failed_errors, ran=len(config_errors))
     return study
 
 

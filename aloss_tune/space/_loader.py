@@ -22,6 +22,7 @@ from aloss_tune.space._model import (
     SAMPLERS,
     TASK_METRICS,
     TUNERS,
+    VALIDATION_ONLY,
     Objective,
     ParamValue,
     Search,
@@ -224,14 +225,18 @@ class _Loader:
     def model(self, value: Any) -> tuple[Any, dict[str, ParamValue]]:
         if isinstance(value, str):
             return value, {}
+        if value is None:
+            value = {}
         mapping = self.mapping(value, "model", ("builder", "params"))
         builder = mapping.get("builder", "mlp")
         if not isinstance(builder, str):
             raise self.fail("model.builder", f"must be 'mlp' or 'module:function', but got {describe(builder)}.")
         params = self.mapping(mapping.get("params"), "model.params", tuple(mapping.get("params") or ()))
         resolved = {k: self.param(v, f"model.params.{k}") for k, v in params.items()}
-        if builder == "mlp":
+        if "builder" in mapping and builder == "mlp":
             self.check_mlp(resolved)
+        # Without a `builder:` the params may be those of a builder given from Python (tune(build_model=f)):
+        # the built-in mlp's are checked once the model is known (SearchSpace.check_model_params).
         return builder, resolved
 
     def check_mlp(self, params: Mapping[str, ParamValue]) -> None:
@@ -318,6 +323,7 @@ class _Loader:
                 except ConfigError as exc:
                     raise self.fail("", str(exc)) from None
                 resolved[pname] = value
+            self.check_conditions(loss_name, factory, resolved)
             loss_params[loss_name] = resolved
         penalty_raw = self.mapping(mapping.get("penalty"), "loss.penalty", ("l1", "l2"))
         penalty: dict[str, ParamValue] = {}
@@ -343,6 +349,24 @@ class _Loader:
                 except ConfigError as exc:
                     raise self.fail(f"loss.params.{loss_name}", str(exc)) from None
         return tuple(choices), loss_params, penalty
+
+    def check_conditions(self, loss: str, factory: Any, resolved: Mapping[str, ParamValue]) -> None:
+        """A parameter used only for some values of another (an alpha formula's constant) must be given only
+        where that other parameter can take one of them: otherwise it would silently never be used."""
+        for name in resolved:
+            when = factory.param(name).when
+            if when is None:
+                continue
+            parent, active = when
+            spec = factory.param(parent)
+            value = resolved.get(parent, spec.search if spec.search is not None else spec.default)
+            values = value.choices if isinstance(value, Categorical) else None if _searched(value) else (value,)
+            if values is not None and not any(v in active for v in values):
+                shown = ("one of " + ", ".join(map(str, values))) if len(values) > 1 else repr(values[0])
+                raise self.fail(f"loss.params.{loss}.{name}",
+                                f"is used only when `{parent}` is {' or '.join(map(repr, active))}, but `{parent}` "
+                                f"is {shown} here, so it would never be used; remove it or let `{parent}` take "
+                                "one of those values.")
 
     def training(self, value: Any) -> Training:
         mapping = self.mapping(value, "training", ("epochs", "batch_size", "early_stopping", "jit_compile",
@@ -422,6 +446,13 @@ class _Loader:
         metric = mapping.get("metric")
         if not isinstance(metric, str) or not metric:
             raise self.fail("objective.metric", f"must be a metric name such as val_mae, but got {describe(metric)}.")
+        if not metric.startswith("val_"):
+            if metric in VALIDATION_ONLY:
+                raise self.fail("objective.metric", f"{metric!r} is computed on the validation data only; use "
+                                f"val_{metric}.")
+            raise self.fail("objective.metric", f"{metric!r} is measured on the training data, which each model is "
+                            "fitted to (and a robust loss down-weights in its own way): it cannot rank the trials; "
+                            f"use val_{metric}.")
         direction = mapping.get("direction")
         if direction is None:
             base = metric.removeprefix("val_")

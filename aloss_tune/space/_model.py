@@ -173,6 +173,15 @@ class SearchSpace:
 
         return _Loader(source).load(raw)
 
+    def check_model_params(self) -> None:
+        """`ConfigError` naming the key for a parameter the built-in ``mlp`` does not take, or a value it
+        refuses (every value a trial may draw), when the space's model is the built-in ``mlp``. A model given
+        from Python (``tune(space, build_model=f)``) owns its params: ``f``'s first model checks them."""
+        if self.model == "mlp":
+            from aloss_tune.space._loader import _Loader
+
+            _Loader(self.source).check_mlp(self.model_params)
+
     # -------------------------------------------------------------------------------------- properties
     def with_overrides(self, **changes: Any) -> SearchSpace:
         """A copy with fields of `search` (n_trials, seed, sampler, ...) or top-level fields replaced."""

@@ -17,6 +17,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +31,7 @@ from mlflow.tracking import MlflowClient
 import aloss_tune
 from aloss_tune.backends import keras_tuner as kt_backend
 from aloss_tune.distributions import Categorical, Float
-from aloss_tune.errors import UsageError
+from aloss_tune.errors import StudyFailed, UsageError
 from aloss_tune.runner import prepare
 from aloss_tune.space import SearchSpace
 
@@ -229,8 +230,17 @@ def test_a_project_resumes_only_with_the_same_tuner_and_ranges(tmp_path: Path) -
         kt_backend.make_tuner(space.with_overrides(tuner="hyperband"), ctx, directory=tmp_path)
     other = SearchSpace.from_dict(base_space("resume_check", model={"builder": "mlp"},
                                              loss={"choices": ["mse", "mae"]}))
-    with pytest.raises(UsageError, match="another searched ranges"):
+    with pytest.raises(UsageError, match=r"another loss list \(\[\"mse\", \"huber\"\]\)"):
         kt_backend.make_tuner(other, prepare(other), directory=tmp_path)
+    one = SearchSpace.from_dict(base_space("resume_check", model={"builder": "mlp"}, loss={"choices": ["mse"]}))
+    kt_backend.make_tuner(one, prepare(one), directory=tmp_path / "single")
+    mae = SearchSpace.from_dict(base_space("resume_check", model={"builder": "mlp"}, loss={"choices": ["mae"]}))
+    with pytest.raises(UsageError, match="another loss list"):  # no range tells mse from mae: the list does
+        kt_backend.make_tuner(mae, prepare(mae), directory=tmp_path / "single")
+    rmse = SearchSpace.from_dict(base_space("resume_check", model={"builder": "mlp"},
+                                            objective={"metric": "val_rmse"}))
+    with pytest.raises(UsageError, match="another objective"):
+        kt_backend.make_tuner(rmse, prepare(rmse), directory=tmp_path)
 
 
 def test_distributed_echo_filter_drops_only_bare_loss_names() -> None:
@@ -294,10 +304,13 @@ class BrokenBuilder:
 def test_a_worker_stops_after_five_failed_trials_in_a_row(tmp_path: Path,
                                                          caplog: pytest.LogCaptureFixture) -> None:
     space = base_space("kt_failing", training={"epochs": 1}, search={"n_trials": 8})
-    result = aloss_tune.tune(space, backend="keras-tuner", build_model=BrokenBuilder(), tracking=False,
-                             directory=tmp_path)
-    assert result.counts == {"complete": 0, "dead": 0, "pruned": 0, "failed": 5} and result.best_trial is None
+    with pytest.raises(StudyFailed) as info:
+        aloss_tune.tune(space, backend="keras-tuner", build_model=BrokenBuilder(), tracking=False,
+                        directory=tmp_path)
+    assert str(info.value) == ("all 5 trials of this run failed; the most common error (every one): "
+                               "RuntimeError: deliberate failure in the model builder")
     assert "5 trials failed in a row" in caplog.text
+    assert len(list((tmp_path / "kt_failing").glob("trial_*/trial.json"))) == 5
     record = json.loads((tmp_path / "kt_failing" / "trial_4" / "aloss_tune.json").read_text())
     assert record["state"] == "failed"
     assert record["error"] == "RuntimeError: deliberate failure in the model builder"
@@ -406,6 +419,39 @@ def cli_main(*args: str) -> str:
         code = main(list(args))
     assert code == 0, out.getvalue()
     return out.getvalue()
+
+
+@pytest.mark.slow
+def test_a_second_process_on_a_project_being_searched_is_refused(store: Store,
+                                                                monkeypatch: pytest.MonkeyPatch,
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    from aloss_tune.cli import main
+
+    monkeypatch.syspath_prepend(str(HERE))
+    path = store.write_space(base_space("kt_locked", training={"epochs": 10}, search={"n_trials": 3}))
+    project = store.projects / "kt_locked"
+    first = subprocess.Popen(store.tune_args(path), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             env=store.env(), cwd=store.root)
+    try:
+        deadline = time.monotonic() + 240
+        while not list(project.glob("trial_*/aloss_tune.json")) and time.monotonic() < deadline:
+            assert first.poll() is None, first.communicate()
+            time.sleep(0.2)
+        assert main(["tune", str(path), "--backend", "keras-tuner", "--tracking-uri", store.uri, "--directory",
+                     str(store.projects), "--quiet"]) == 2
+        err = capsys.readouterr().err
+        assert err == (f"aloss-tune: error: KerasTuner project {project} is being searched by process "
+                       f"{socket.gethostname()}:{first.pid}; a project takes one search at a time: wait for it, "
+                       "use another study name or --directory, or share the search with KerasTuner's chief/worker "
+                       "mode (examples/distributed_keras_tuner.md).\n")
+        stdout, stderr = first.communicate(timeout=300)
+    finally:
+        first.kill()
+    assert first.returncode == 0, stderr[-3000:]
+    parent, children = store.runs("kt_locked")  # the refused process logged nothing
+    assert sorted(trial_key(c) for c in children) == ["trial-0", "trial-1", "trial-2"]
+    assert {c.info.status for c in children} == {"FINISHED"}
+    assert sorted(p.parent.name for p in project.glob("trial_*/trial.json")) == ["trial_0", "trial_1", "trial_2"]
 
 
 @pytest.mark.slow

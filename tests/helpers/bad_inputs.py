@@ -27,9 +27,64 @@ def data(defect: str = "none", n: int = 64, seed: int = 0):
         x_train, y_train = x_train[:0], y_train[:0]
     elif defect == "strings":
         y_train = np.array(["a"] * len(y_train), dtype=object)
+    elif defect == "complex":
+        x_train = x_train + 1j * x_train
+    elif defect in ("labels_0_1", "labels_0_1_2", "binary_with_a_2"):
+        y_train, y_val = (y_train > 0).astype("float32"), (y_val > 0).astype("float32")
+        if defect != "labels_0_1":
+            y_train[5] = 2.0
+        if defect == "binary_with_a_2":  # declared binary: only the label check can tell
+            from aloss_tune.datasets import Dataset
+
+            return Dataset("labels", "binary", x_train, y_train, x_val, y_val)
     elif defect != "none":
         raise ValueError(f"unknown defect {defect!r}")
     return x_train, y_train, x_val, y_val
+
+
+def raises(n: int = 64):
+    """A data function that fails."""
+    raise OSError("cannot reach the data server")
+
+
+def needs(path, n: int = 64):
+    """A data function with an argument the space does not give."""
+    return data(n=n)
+
+
+def text():
+    """Returns something that is not data."""
+    return "x_train.csv"
+
+
+def scalars():
+    """Returns four numbers instead of four arrays."""
+    return 1.0, 2.0, 3.0, 4.0
+
+
+def as_dict(extra: bool = False):
+    """The data as a dict (a valid return), with a misspelt key when ``extra``."""
+    x_train, y_train, x_val, y_val = data()
+    out = {"x_train": x_train, "y_train": y_train, "x_val": x_val, "y_val": y_val}
+    if extra:
+        out["x_valid"] = out.pop("x_val")
+    return out
+
+
+def indexes_its_data(params, data):
+    """Takes its `Dataset` for a tuple."""
+    x_train = data[0]
+    return keras.Sequential([keras.Input(x_train.shape[1:]), keras.layers.Dense(1)])
+
+
+def three_outputs(params):
+    """Predicts 3 values per row where the target is one value."""
+    return keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
+
+
+def softmax_two(params):
+    """A softmax over 2 classes for 0/1 labels (which take one sigmoid unit)."""
+    return keras.Sequential([keras.Input((4,)), keras.layers.Dense(2, activation="softmax")])
 
 
 def not_a_model(params):

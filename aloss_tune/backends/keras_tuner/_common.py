@@ -14,6 +14,8 @@ from aloss_tune.lifecycle import MAX_CONSECUTIVE_FAILURES, SAME_CONFIG_ERROR_STO
 
 DEFAULT_DIRECTORY = DEFAULT_KT_DIRECTORY
 STUDY_FILE = "aloss_tune.json"
+STUDY_ID_FILE = "aloss_tune.study_id"  # the study's id, written once (its MLflow parent run is found by it)
+LOCK_FILE = "aloss_tune.lock"  # held by the process searching the project
 TRIAL_FILE = "aloss_tune.json"
 EXECUTION_SEED_STRIDE = 1_000_003
 HYPERBAND_FACTOR = 3

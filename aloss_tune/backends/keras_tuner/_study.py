@@ -8,18 +8,21 @@ import json
 import math
 import os
 import sys
-from collections.abc import Callable, Mapping
+import uuid
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 from keras_tuner.engine import trial as kt_trial
 
-from aloss_tune._schema import BEST_TRIAL_TAG
+from aloss_tune._schema import BACKEND_TAG, BEST_TRIAL_TAG, STUDY_ID_TAG
 from aloss_tune._urls import redact_url
 from aloss_tune.backends.base import StudyRecord, TrialRecord
 from aloss_tune.backends.keras_tuner._common import (
     DEFAULT_DIRECTORY,
+    LOCK_FILE,
     STUDY_FILE,
+    STUDY_ID_FILE,
     TRIAL_FILE,
     _log,
     _read_json,
@@ -30,6 +33,7 @@ from aloss_tune.backends.keras_tuner._space import SpaceHyperModel, choice_label
 from aloss_tune.backends.keras_tuner._tuner import SpaceTuner, _SearchStopped
 from aloss_tune.distributions import Categorical
 from aloss_tune.errors import ConfigError, UsageError
+from aloss_tune.lifecycle import check_outcomes
 from aloss_tune.result import make_result
 from aloss_tune.runner import TrialContext, loss_config
 from aloss_tune.space import SearchSpace
@@ -37,9 +41,10 @@ from aloss_tune.tracking import (
     StudyTracker,
     TrackingSettings,
     load_settings,
-    missing_store,
     quiet_mlflow,
     study_runs,
+    unreadable_store,
+    worker_id,
 )
 
 
@@ -63,8 +68,22 @@ def check_directory(directory: str | os.PathLike[str] | None = None) -> None:
         raise UsageError(f"KerasTuner project root {str(root)!r} (--directory) {what} not a folder.")
 
 
+def project_name_problem(study: str) -> str | None:
+    """Why ``study`` cannot name a project folder inside the project root, or ``None`` if it can."""
+    if study in ("", ".", "..") or any(c in study for c in "/\\\0"):
+        return (f"{study!r} cannot name a KerasTuner project: the project is the folder <directory>/<study>, so "
+                "a study name must not hold '/', '\\' or be '.' or '..'.")
+    return None
+
+
 def project_dir(study: str, directory: str | os.PathLike[str] | None = None) -> Path:
-    """Where the KerasTuner project of ``study`` lives: ``<directory>/<study>`` (default ``kt_projects``)."""
+    """Where the KerasTuner project of ``study`` lives: ``<directory>/<study>`` (default ``kt_projects``).
+
+    `UsageError` for a name that would leave the project root (``../x``, ``/abs/path``).
+    """
+    problem = project_name_problem(study)
+    if problem is not None:
+        raise UsageError(f"study {problem}")
     return Path(directory if directory is not None else DEFAULT_DIRECTORY) / study
 
 
@@ -87,14 +106,15 @@ def _study_record(space: SearchSpace, ctx: TrialContext) -> dict[str, Any]:
 
 
 def _check_project(project: Path, record: Mapping[str, Any]) -> None:
-    """Refuse to resume a project made with another tuner, objective or set of ranges."""
+    """Refuse to resume a project made with another tuner, objective, loss list or set of ranges."""
     old = _read_json(project / STUDY_FILE)
     if old is None:
         if (project / "oracle.json").exists():
             raise UsageError(f"{project} holds a KerasTuner project that aloss-tune did not create; "
                              "use another study name or --directory.")
         return
-    for key, what in (("tuner", "tuner"), ("objective", "objective"), ("search_params", "searched ranges")):
+    for key, what in (("tuner", "tuner"), ("objective", "objective"), ("losses", "loss list"),
+                      ("search_params", "searched ranges")):
         if old.get(key) != record[key]:
             raise UsageError(
                 f"study {record['study']!r} exists in {project} with another {what} "
@@ -121,8 +141,55 @@ def make_tuner(space: SearchSpace, ctx: TrialContext, *, directory: str | os.Pat
         timeout=space.search.timeout, directory=str(project.parent), project_name=project.name,
         overwrite=overwrite, executions_per_trial=space.search.executions_per_trial,
     )
+    tuner.study_id = record["study_id"] = _claim_study_id(project)
     _write_json(project / STUDY_FILE, record)
     return tuner
+
+
+def _claim_study_id(project: Path) -> str:
+    """The project's study id (``aloss_tune.study_id`` in it): the one written there first, by this process
+    or by another one starting the same project (a distributed chief and its workers) at the same moment."""
+    path = project / STUDY_ID_FILE
+    if not path.exists():
+        project.mkdir(parents=True, exist_ok=True)
+        mine = project / f".{STUDY_ID_FILE}.{os.getpid()}.tmp"
+        mine.write_text(uuid.uuid4().hex + "\n", encoding="utf-8")
+        try:
+            os.link(mine, path)  # atomic, and refused if another process linked its id first
+        except FileExistsError:
+            pass
+        finally:
+            mine.unlink()
+    return path.read_text(encoding="utf-8").strip()
+
+
+@contextlib.contextmanager
+def project_lock(project: Path) -> Iterator[None]:
+    """Hold ``<project>/aloss_tune.lock`` for the whole search: a second process searching the same project
+    (outside KerasTuner's chief/worker mode) is refused with `UsageError` instead of running the same trials
+    and overwriting their checkpoints. The lock (``fcntl.flock``) ends with the process that holds it."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX
+        yield
+        return
+    project.mkdir(parents=True, exist_ok=True)
+    path = project / LOCK_FILE
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 200).decode("utf-8", "replace").strip() or "another process"
+            raise UsageError(
+                f"KerasTuner project {project} is being searched by {holder}; a project takes one search at a "
+                "time: wait for it, use another study name or --directory, or share the search with KerasTuner's "
+                "chief/worker mode (examples/distributed_keras_tuner.md).") from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"process {worker_id()}".encode())
+        yield
+    finally:
+        os.close(fd)  # releases the lock
 
 
 def tune(space: SearchSpace, ctx: TrialContext, *, settings: TrackingSettings | None = None,
@@ -139,14 +206,28 @@ def tune(space: SearchSpace, ctx: TrialContext, *, settings: TrackingSettings | 
     """
     root = Path(directory if directory is not None else DEFAULT_DIRECTORY)
     project = project_dir(space.study, root)
+    role = distributed_role()
+    chief, worker = role == "chief", role == "worker"
+    _check_project(project, _study_record(space, ctx))  # before the lock file is made in someone else's project
+    with contextlib.ExitStack() as held:
+        if role is None:  # a chief and its workers share the project by design
+            held.enter_context(project_lock(project))
+        return _search(space, ctx, settings=settings, root=root, project=project, progress=progress,
+                       trial_log=trial_log, after_study=after_study, chief=chief, worker=worker)
+
+
+def _search(space: SearchSpace, ctx: TrialContext, *, settings: TrackingSettings | None, root: Path,
+            project: Path, progress: bool, trial_log: Any, after_study: Callable[[Any], Path | None] | None,
+            chief: bool, worker: bool) -> Any:
+    """`tune` once the project is this process's."""
+    tuner = make_tuner(space, ctx, directory=root)
     tracker = None
     if settings is not None:
         tracker = StudyTracker(settings, space.study, backend="keras-tuner", space=space.to_dict(),
-                               storage=str(project), direction=ctx.objective.direction)
-    tuner = make_tuner(space, ctx, directory=root, tracker=tracker)
+                               storage=str(project), direction=ctx.objective.direction,
+                               study_id=tuner.study_id)
+        tuner.tracker = tracker
     tuner.trial_log = trial_log
-    role = distributed_role()
-    chief, worker = role == "chief", role == "worker"
     if worker and space.search.timeout is not None:
         _log.warning("search.timeout is not applied on a distributed KerasTuner worker (the chief waits for "
                      "every worker); the chief's max_trials bounds the search.")
@@ -161,6 +242,7 @@ def tune(space: SearchSpace, ctx: TrialContext, *, settings: TrackingSettings | 
                 sink = _DropLines(sys.stdout, echoes)
                 stack.callback(sink.write_pending)
                 stack.enter_context(contextlib.redirect_stdout(sink))
+            stack.enter_context(_own_tracebacks_only())
             tuner.search(verbose=1 if progress else 0)
     except _SearchStopped as stop:
         if stop.config_error is None:
@@ -184,12 +266,28 @@ def tune(space: SearchSpace, ctx: TrialContext, *, settings: TrackingSettings | 
         config_error = errors[0]  # fewer trials than SAME_CONFIG_ERROR_STOP, all refused alike
     if config_error is not None:
         raise ConfigError(config_error)
+    records = list(tuner.ran.values())
+    check_outcomes([r.get("error") for r in records if r.get("state") == "failed"], ran=len(records))
     return make_result(
         study_name=space.study, backend="keras-tuner", best=_safe_best(tuner),
         objective={"metric": ctx.objective.metric, "direction": ctx.objective.direction},
         counts=tuner.counts(), storage=str(root), tracker=tracker,
         tracking_uri=settings.tracking_uri if settings is not None else None, study=tuner,
     )
+
+
+@contextlib.contextmanager
+def _own_tracebacks_only() -> Iterator[None]:
+    """KerasTuner prints the traceback of every failed trial (its ``config.DEBUG``, on by default); here a failed
+    trial is one line, its traceback in its MLflow run's ``error.txt`` and its record."""
+    from keras_tuner.src import config as kt_config
+
+    saved = kt_config.DEBUG
+    kt_config.DEBUG = False
+    try:
+        yield
+    finally:
+        kt_config.DEBUG = saved
 
 
 class _DropLines(io.TextIOBase):
@@ -363,8 +461,7 @@ def best_summary(study_name: str, *, directory: str | os.PathLike[str] | None = 
     if found is not None:
         return found
     uri = load_settings(tracking_uri=tracking_uri).tracking_uri
-    store = missing_store(uri)
-    mlflow_part = (f"the MLflow tracking store file {store} does not exist" if store is not None else
+    mlflow_part = (unreadable_store(uri) or
                    f"the MLflow tracking store {redact_url(uri)} records no best trial of it")
     raise UsageError(f"no KerasTuner study {study_name!r}: no project in {project} (give --directory, the "
                      f"project root), and {mlflow_part}.")
@@ -417,7 +514,7 @@ def _best_from_mlflow(study_name: str, tracking_uri: str | None) -> dict[str, An
     from mlflow.tracking import MlflowClient
 
     settings = load_settings(tracking_uri=tracking_uri)
-    if missing_store(settings.tracking_uri) is not None:  # reading would create an empty store
+    if unreadable_store(settings.tracking_uri) is not None:  # reading would create an empty store
         return None
     quiet_mlflow()  # no "Downloading artifacts" progress bar
     client = MlflowClient(tracking_uri=settings.tracking_uri)
@@ -427,11 +524,15 @@ def _best_from_mlflow(study_name: str, tracking_uri: str | None) -> dict[str, An
         return None
     if experiment is None:
         return None
-    runs = study_runs(client, experiment.experiment_id, study_name, max_results=50)
-    parents = [r for r in runs
-               if "mlflow.parentRunId" not in r.data.tags and BEST_TRIAL_TAG in r.data.tags]
+    runs = study_runs(client, experiment.experiment_id, study_name, max_results=1000)
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags and BEST_TRIAL_TAG in r.data.tags
+               and r.data.tags.get(BACKEND_TAG) == "keras-tuner"]
     if not parents:
         return None
+    if len({r.data.tags.get(STUDY_ID_TAG) for r in parents}) > 1:  # projects of one name in several roots
+        listed = "; ".join(f"runs:/{r.info.run_id} ({r.data.params.get('storage', '?')})" for r in parents)
+        raise UsageError(f"MLflow holds {len(parents)} KerasTuner studies named {study_name!r}: {listed}; give "
+                         "--directory (the project root) or one of these runs.")
     parent = parents[0]
 
     def artifact(name: str) -> Any:

@@ -27,7 +27,7 @@ from aloss_tune.backends.keras_tuner._common import (
 )
 from aloss_tune.backends.keras_tuner._space import SpaceHyperModel
 from aloss_tune.errors import ConfigError, TrialDead
-from aloss_tune.lifecycle import finish_interrupted, located, start_run, training_seed
+from aloss_tune.lifecycle import error_line, finish_interrupted, located, start_run, training_seed
 from aloss_tune.runner import TrialContext, loss_config, run_trial
 from aloss_tune.states import final_state, ordered_counts
 from aloss_tune.tracking import (
@@ -129,6 +129,7 @@ class SpaceTuner(kt.Tuner):
         self.ctx = ctx
         self.trial_log: Any = None  # an aloss_tune.progress.TrialLog, set by `tune`
         self.tracker = tracker
+        self.study_id: str | None = None  # the project's study id (set by `make_tuner`)
         self.timeout = timeout
         self.seed = ctx.space.search.seed
         self.baseline = ctx.baseline_value()
@@ -266,7 +267,7 @@ class SpaceTuner(kt.Tuner):
                                status="FINISHED")
         else:
             error = trial.message or f"the trial ended with status {trial.status}"
-            record.update(state="failed", error=error.strip().splitlines()[-1][:2000])
+            record.update(state="failed", error=error_line(error.strip().splitlines()[-1] if error.strip() else ""))
             self._consecutive_failures += 1
             if run is not None:
                 run.finish("failed", error=error)
