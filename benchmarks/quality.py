@@ -222,12 +222,28 @@ def test_score(kind: Kind, model: Any, data: Any) -> float:
 
 # -------------------------------------------------------------------------------------- aloss-tune arm
 def aloss_space(problem: Problem, kind: Kind, seed: int, budget: Budget, losses: Sequence[str],
-                objective: str | None = None) -> dict[str, Any]:
-    """A default study: data, model space, training budget and the loss list; nothing else (``objective``
-    overrides the default objective, to measure what the default choice is worth)."""
+                objective: str | None = None, overrides: Sequence[str] = ()) -> dict[str, Any]:
+    """A default study: data, model space, training budget and the loss list; nothing else. ``objective`` and
+    ``overrides`` (``key.path=yaml-value``, e.g. ``search.first_round=false``) change a default, to measure
+    what it is worth."""
     space = model_space(kind)
     learning_rate = space.pop("learning_rate")
     extra = {"objective": objective} if objective else {}
+    out = _default_space(problem, kind, seed, budget, losses, space, learning_rate, extra)
+    for item in overrides:
+        import yaml
+
+        path, _, value = item.partition("=")
+        keys = path.split(".")
+        node = out
+        for key in keys[:-1]:
+            node = node.setdefault(key, {})
+        node[keys[-1]] = yaml.safe_load(value)
+    return out
+
+
+def _default_space(problem: Problem, kind: Kind, seed: int, budget: Budget, losses: Sequence[str],
+                   space: dict[str, Any], learning_rate: Any, extra: dict[str, Any]) -> dict[str, Any]:
     return {**extra,
         "study": f"{problem.name}-aloss-tune-seed{seed}",
         "data": problem.data,
@@ -241,7 +257,7 @@ def aloss_space(problem: Problem, kind: Kind, seed: int, budget: Budget, losses:
 
 
 def run_aloss(problem: Problem, seed: int, budget: Budget, data: Any, storage: str,
-              losses: Sequence[str], objective: str | None = None) -> Result:
+              losses: Sequence[str], objective: str | None = None, overrides: Sequence[str] = ()) -> Result:
     import aloss_tune
     from aloss_tune.backends.base import make_backend
     from aloss_tune.report._study import read_study
@@ -249,7 +265,7 @@ def run_aloss(problem: Problem, seed: int, budget: Budget, data: Any, storage: s
     from aloss_tune.space import SearchSpace
 
     kind = KINDS[problem.kind]
-    space = SearchSpace.from_dict(aloss_space(problem, kind, seed, budget, losses, objective))
+    space = SearchSpace.from_dict(aloss_space(problem, kind, seed, budget, losses, objective, overrides))
     result = Result(problem.name, kind.name, "aloss-tune", seed, list(losses))
     started = time.perf_counter()
     tuned = aloss_tune.tune(space, data=data, tracking=False, storage=storage, progress=False)
@@ -520,6 +536,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, help="epochs per trial (overrides every problem's budget)")
     parser.add_argument("--losses", nargs="+", help="the aloss-tune arm's loss list (overrides the kind's)")
     parser.add_argument("--objective", help="the aloss-tune arm's objective (default: aloss-tune's choice)")
+    parser.add_argument("--override", nargs="+", default=[], metavar="KEY=VALUE",
+                        help="change the aloss-tune arm's space, e.g. search.first_round=false search.pruner=none")
     parser.add_argument("--workdir", help="where the Optuna storage goes (default: a temporary folder)")
     parser.add_argument("--json", help="write every study's result to this JSON file")
     parser.add_argument("--figure", help="draw the test scores to this PNG (e.g. docs/quality.png)")
@@ -582,7 +600,8 @@ def run(args: argparse.Namespace) -> list[Result]:
                           file=sys.stderr)
                     continue
                 if arm == "aloss-tune":
-                    result = run_aloss(problem, seed, budget, data, storage, losses, args.objective)
+                    result = run_aloss(problem, seed, budget, data, storage, losses, args.objective,
+                                       args.override)
                 else:
                     result = run_plain(problem, arm, seed, budget, data, storage)
                 results.append(result)
