@@ -4,6 +4,7 @@ references."""
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import Callable, Iterator
 from types import SimpleNamespace
 from typing import Any
@@ -42,33 +43,38 @@ def value_and_grad(fn: Callable[[Any], Any], x: np.ndarray) -> tuple[np.ndarray,
     if BACKEND == "torch":
         import torch
 
-        tensor = keras.ops.convert_to_tensor(x).requires_grad_(True)  # on Keras's device, in x's dtype
+        tensor = ops.convert_to_tensor(x).requires_grad_(True)  # on Keras's device, in x's dtype
         value = torch.sum(fn(tensor))
         (gradient,) = torch.autograd.grad(value, tensor)
-        return keras.ops.convert_to_numpy(value), keras.ops.convert_to_numpy(gradient)
+        return ops.convert_to_numpy(value), ops.convert_to_numpy(gradient)
     pytest.skip(f"no gradient helper for the {BACKEND} backend")
 
 
+@functools.cache
 def float64_defect() -> str | None:
     """Why the active backend cannot compute float64 through `keras.ops`, or None where it can.
 
     Keras's torch backend computes ``ops.minimum`` and ``ops.maximum`` of float64 tensors in float32 (its
     ``result_type`` maps float64 to float32 on every backend but TensorFlow) and turns a Python float given to
-    ``ops.where`` into a float32 tensor, so float64 inputs of `general_loss` and `log_partition` come back
-    rounded to float32 precision, some as float32 tensors. Probed, so the float64 tests run again on a Keras
-    that keeps float64.
+    ``ops.where`` into a float32 tensor, so float64 results of `general_loss` and `log_partition` (values and
+    gradients) have float32's rounding and range there; some come back as float32 tensors. Probed, so that the
+    float64 tests run again on a Keras that keeps float64.
     """
     if BACKEND != "torch":
         return None
     x = ops.convert_to_tensor(np.full(1, 0.1), "float64")
     kept = keras.backend.standardize_dtype(ops.minimum(x, x).dtype) == "float64"
     exact = float(ops.convert_to_numpy(ops.where(x > 0.0, 0.1, x))[0]) == 0.1
-    if kept and exact:
+    defects = [
+        *([] if kept else ["ops.minimum/ops.maximum of float64 tensors compute in float32 "
+                           "(keras.backend.result_type maps float64 to float32 except on TensorFlow)"]),
+        *([] if exact else ["ops.where makes a Python float a float32 tensor"]),
+    ]
+    if not defects:
         return None
     return (
-        f"float64 on Keras {keras.__version__}'s torch backend: ops.minimum/ops.maximum of float64 tensors "
-        "compute in float32 (keras.backend.result_type maps float64 to float32 except on TensorFlow) and "
-        "ops.where makes a Python float a float32 tensor, so the losses lose float64 precision there"
+        f"float64 on Keras {keras.__version__}'s torch backend: {' and '.join(defects)}, so float64 losses get "
+        "float32's rounding and range"
     )
 
 
