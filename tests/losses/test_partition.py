@@ -29,33 +29,6 @@ LOG_Z_2 = 0.5 * math.log(2.0 * math.pi)
 TABLE_TOL = 1e-7  # the issue's target for the interpolated table (measured: 1.1e-8)
 
 
-@pytest.fixture(params=["float32", "float64"])
-def dtype(request: pytest.FixtureRequest) -> Any:
-    """The dtype under test; on JAX float64 needs x64, switched on for the test and restored after."""
-    if BACKEND == "jax" and request.param == "float64":
-        import jax
-
-        before = jax.config.jax_enable_x64
-        jax.config.update("jax_enable_x64", True)
-        yield request.param
-        jax.config.update("jax_enable_x64", before)
-    else:
-        yield request.param
-
-
-@pytest.fixture
-def x64() -> Any:
-    if BACKEND != "jax":
-        yield
-        return
-    import jax
-
-    before = jax.config.jax_enable_x64
-    jax.config.update("jax_enable_x64", True)
-    yield
-    jax.config.update("jax_enable_x64", before)
-
-
 def rho_ref(x: np.ndarray | float, alpha: float) -> Any:
     """float64 rho(x, alpha, 1) for alpha >= 0, the plain expm1 / log1p form."""
     z = np.square(x)

@@ -42,34 +42,6 @@ RTOL = {"float32": 1e-5, "float64": 1e-10}
 MODES = ["scalar", "tensor"]
 
 
-@pytest.fixture(params=["float32", "float64"])
-def dtype(request: pytest.FixtureRequest) -> Any:
-    """The dtype under test; on JAX float64 needs x64, switched on for the test and restored after."""
-    if BACKEND == "jax" and request.param == "float64":
-        import jax
-
-        before = jax.config.jax_enable_x64
-        jax.config.update("jax_enable_x64", True)
-        yield request.param
-        jax.config.update("jax_enable_x64", before)
-    else:
-        yield request.param
-
-
-@pytest.fixture
-def x64() -> Any:
-    """float64 on every backend for one test (JAX needs x64 switched on; restored after)."""
-    if BACKEND != "jax":
-        yield
-        return
-    import jax
-
-    before = jax.config.jax_enable_x64
-    jax.config.update("jax_enable_x64", True)
-    yield
-    jax.config.update("jax_enable_x64", before)
-
-
 # ---- references ------------------------------------------------------------------------------------------
 
 def _mp_alpha(alpha: float) -> Any:
@@ -147,6 +119,13 @@ def value_and_grads(fn: Callable[..., Any], *arrays: np.ndarray) -> tuple[np.nda
         shape = np.shape(arrays[0])
         out, grads = _jax_value_and_grads(fn, len(arrays))(*_padded(arrays))
         return _unpad(out, shape), [_unpad(g, shape) for g in grads]
+    if BACKEND == "torch":
+        import torch
+
+        tensors = [ops.convert_to_tensor(a).requires_grad_(True) for a in arrays]  # on Keras's device
+        out = fn(*tensors)
+        grads = torch.autograd.grad(torch.sum(out), tensors)
+        return ops.convert_to_numpy(out), [ops.convert_to_numpy(g) for g in grads]
     pytest.skip(f"no gradient helper for the {BACKEND} backend")
 
 
