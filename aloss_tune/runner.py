@@ -116,7 +116,7 @@ def prepare(space: SearchSpace, *, data: Any = None, build_model: Any = None) ->
     objective = space.resolve_objective(dataset.task)
     if space.objective is None and dataset.task == "regression":
         share = contaminated_share(dataset)
-        if share > CONTAMINATED_SHARE:
+        if share > CONTAMINATED_SHARE and round(share * np.size(dataset.y_val)) >= CONTAMINATED_MIN:
             objective = Objective("val_median_ae", "minimize")
             _log.warning("objective: val_median_ae, as %.0f%% of the validation targets lie beyond %g robust "
                          "spreads of a linear fit (set `objective:` in the space to choose another).",
@@ -140,8 +140,10 @@ def prepare(space: SearchSpace, *, data: Any = None, build_model: Any = None) ->
 # noise puts 0.27 % there; measured on the built-in data (3 seeds each): clean diabetes 0 %, Friedman #1 with
 # Gaussian noise 0.75 %, linear with Gaussian noise 0 %; 20 % outliers 18-19 %, Student-t(1.5) noise 2.8-5 %,
 # Student-t(3) noise growing with the target 1.5-2.8 %.
+# At least CONTAMINATED_MIN such residuals: in a small validation set one or two are chance.
 CONTAMINATION_SPREADS = 3.0
 CONTAMINATED_SHARE = 0.0125
+CONTAMINATED_MIN = 3
 
 
 def contaminated_share(data: Dataset) -> float:

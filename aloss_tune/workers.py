@@ -136,12 +136,12 @@ def run_workers(space: Any, workers: int, *, n_trials: int | None = None, timeou
     ]
     try:
         reports = _run(procs, messages)
+        _check_outcome(procs, reports)  # every worker interrupted (Ctrl-C reaches them first): as below
     except KeyboardInterrupt:
         with _signals_ignored():  # the workers are stopped; what they could not end is ended here
             _reclaim_left_running(name, url, settings, heartbeat=False)
             _end_parent_run(name, url, settings)
         raise
-    _check_outcome(procs, reports)
     parent_run_id = next((r["parent_run_id"] for r in reports.values() if r.get("parent_run_id")), None)
     experiment_id = next((r["experiment_id"] for r in reports.values() if r.get("experiment_id")), None)
     result = load_result(name, url, parent_run_id=parent_run_id, experiment_id=experiment_id,
@@ -402,6 +402,9 @@ def _check_outcome(procs: list[Any], reports: Mapping[int, Mapping[str, Any]]) -
         _log.warning("worker %d (pid %s) ended by %s; a trial it was running is failed (and retried, if "
                      "asked) by the heartbeat of a live worker or of the next run of the study.",
                      index, proc.pid, how)
+    interrupted = [r for r in reports.values() if r.get("kind") == "KeyboardInterrupt"]
+    if len(interrupted) == len(procs):
+        raise KeyboardInterrupt("every worker was interrupted")
     errors = [r for r in reports.values() if not r["ok"] and r["kind"] != "KeyboardInterrupt"]
     if errors and all(r["kind"] == "StudyFailed" for r in errors) and any(r["ok"] for r in reports.values()):
         for report in errors:  # only some workers failed every trial: the study has results

@@ -137,7 +137,7 @@ TUNE_CASES: list[tuple[str, dict[str, Any], dict[str, Any], type, tuple[str, ...
     ("sampler_args", {"search": {"sampler": {"name": "tpe", "n_startup": 3}}}, {}, ConfigError,
      ("search.sampler.n_startup", "n_startup_trials")),
     ("pruner_arg_value", {"search": {"pruner": {"name": "median", "n_startup_trials": -1}}}, {}, ConfigError,
-     ("search.pruner", "n_startup_trials", "negative")),
+     ("search.pruner", "n_startup_trials", "must be an integer >= 0")),
     ("pruner_args", {"search": {"pruner": {"name": "median", "warmup": 2}}}, {}, ConfigError,
      ("search.pruner.warmup", "n_warmup_steps")),
     ("storage_garbage", {}, {"storage": "garbage"}, UsageError,

@@ -71,9 +71,10 @@ def test_gpu_script_measures_every_loss_on_both_backends_against_the_floor(outpu
         checks = {(m["name"], m["ref"]): m for m in map(CHECK.match, text.splitlines()) if m}
         for name in names:
             assert name in rows, (backend, name)
-            # Each ratio against the floor is the row's time over the floor's (printed to 3 digits or more).
+            # Each ratio against the floor is the row's time over the floor's, up to the rounding of the printed
+            # times (2 decimals of milliseconds: about 1 % of a 0.5 ms floor at 2^20 elements).
             ratio = float(rows[name]["ms"]) / floor
-            assert float(rows[name]["floor"]) == pytest.approx(ratio, rel=0.011, abs=0.006), (backend, name)
+            assert float(rows[name]["floor"]) == pytest.approx(ratio, rel=0.03, abs=0.01), (backend, name)
             check = checks[(name, "floor")]
             target = 1.5 if "learned" in name else 1.2
             assert float(check["target"]) == target and float(check["ratio"]) == float(rows[name]["floor"])

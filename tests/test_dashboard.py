@@ -50,7 +50,8 @@ def test_the_dashboard_reads_a_running_study_with_its_live_curve(stores, monkeyp
     space = {"study": "live", "model": {"builder": "mlp", "params": {"units": 4, "layers": 1}},
              "objective": {"metric": "val_mae", "direction": "minimize"},
              "training": {"epochs": 3, "batch_size": 32}, "loss": ["mse", "huber"],
-             "search": {"sampler": "random", "pruner": "none", "n_trials": 2, "seed": 0}}
+             "search": {"sampler": "random", "pruner": "none", "n_trials": 2, "seed": 0,
+                        "first_round": False}}  # trial 1 is not queued while trial 0 trains
     outcome: dict[str, Any] = {}
 
     def study() -> None:
@@ -81,6 +82,7 @@ def test_the_dashboard_reads_a_running_study_with_its_live_curve(stores, monkeyp
         resume.set()
         worker.join(300)
     assert "error" not in outcome, outcome.get("error")
+    app = optuna_dashboard.wsgi(stores["storage"])  # a fresh cache (the dashboard keeps trials up to 2 s)
     detail = get(app, f"/api/studies/{summary['study_id']}", "after=0")
     assert [t["state"] for t in detail["trials"]] == ["Complete", "Complete"]
     assert [len(t["intermediate_values"]) for t in detail["trials"]] == [3, 3]

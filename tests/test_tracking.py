@@ -278,6 +278,7 @@ def stuck_space(**training):
 
 
 def test_a_trial_that_is_not_learning_is_stopped_and_recorded_as_dead(stores, capsys):
+    from aloss_tune.backends.optuna import study_record
     from aloss_tune.report._study import read_study
 
     result = tune(stuck_space(stop_dead=2), data=tiny_data(), progress="lines", **stores)
@@ -302,7 +303,7 @@ def test_a_trial_that_is_not_learning_is_stopped_and_recorded_as_dead(stores, ca
     # The progress line, and the report, count it the same way.
     lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("trial ")]
     assert f"trial {stuck.number} dead      loss=mse  val_mae={record['best']:.6g}" in "\n".join(lines)
-    assert read_study(result.study).counts == result.counts
+    assert read_study(study_record(result.study)).counts == result.counts
 
 
 def test_a_complete_trial_no_better_than_the_baseline_is_dead(stores):

@@ -467,17 +467,21 @@ def create_study(space: SearchSpace, storage: optuna.storages.BaseStorage, study
     return study
 
 
-def enqueue_first_round(study: optuna.Study, space: SearchSpace, target_scale: float) -> int:
-    """Queue the space's first round (`SearchSpace.first_round`: each loss at its defaults) in a new study.
+def enqueue_first_round(study: optuna.Study, space: SearchSpace, target_scale: float, url: str) -> int:
+    """Queue the space's first round (`SearchSpace.first_round`: each loss at its start values) in a new study.
 
     Only a study without trials gets it (a resumed one has its history), and not under the grid sampler (its
-    own schedule). Returns how many trials were queued.
+    own schedule). Workers starting together on a new study look and queue under the storage's lock
+    (`aloss_tune._filelock.store_lock`), so the round is queued once. Returns how many trials were queued.
     """
-    if not space.search.first_round or space.search.sampler == "grid" or study.get_trials(deepcopy=False):
+    if not space.search.first_round or space.search.sampler == "grid":
         return 0
-    rounds = space.first_round(target_scale)
-    for params in rounds:
-        study.enqueue_trial(params, skip_if_exists=True)
+    with store_lock(url):
+        if study.get_trials(deepcopy=False):
+            return 0
+        rounds = space.first_round(target_scale)
+        for params in rounds:
+            study.enqueue_trial(params)
     return len(rounds)
 
 
@@ -989,7 +993,7 @@ def run_study(space: SearchSpace, ctx: TrialContext, *, storage: StorageOptions,
     STOPPING.clear()
     hook = _stale_trial_hook(tracker) if tracker is not None else None
     study = create_study(space, open_storage(storage, on_stale=hook), study_name, ctx.objective.direction)
-    enqueue_first_round(study, space, ctx.target_scale)
+    enqueue_first_round(study, space, ctx.target_scale, storage.url)
     if tracker is not None:
         tracker.study_id = study_key(study)
     study.set_user_attr(SPACE_ATTR, space.to_dict())
