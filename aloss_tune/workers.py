@@ -324,6 +324,12 @@ def _raise_interrupt(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt(f"signal {signal.Signals(signum).name}")
 
 
+# Set once this process received SIGINT or SIGTERM within `interrupt_once`: an error raised after it (an
+# interrupt landing inside Optuna's own bookkeeping of a trial ends in its "Should not reach" assertion) is
+# reported as the interruption it follows.
+INTERRUPTED = threading.Event()
+
+
 @contextlib.contextmanager
 def interrupt_once() -> Iterator[None]:
     """Within the block, SIGINT or SIGTERM raises KeyboardInterrupt, unless the study is already ending after
@@ -341,6 +347,7 @@ def interrupt_once() -> Iterator[None]:
         return backend is not None and backend.STOPPING.is_set()
 
     def handler(signum: int, frame: Any) -> None:
+        INTERRUPTED.set()
         if not stopping():
             _raise_interrupt(signum, frame)
 
@@ -466,6 +473,11 @@ def _worker_main(index: int, space: Any, kwargs: dict[str, Any], threads: int, m
         report.update(ok=False, kind="KeyboardInterrupt", message="interrupted")
     except Exception as exc:  # noqa: BLE001 - reported to the parent process, which raises it
         from aloss_tune._urls import redact_text
+
+        if INTERRUPTED.is_set():  # the consequence of an interrupt, not an error of the study
+            report.update(ok=False, kind="KeyboardInterrupt", message=f"interrupted ({type(exc).__name__})")
+            messages.put(report)
+            return
 
         report.update(ok=False, kind=type(exc).__name__,
                       message=redact_text(" ".join(str(exc).split()) or type(exc).__name__,
