@@ -137,6 +137,18 @@ def test_optuna_runs_the_first_round_first_and_only_in_a_new_study(stores):
     assert [t.params for t in plain.study.get_trials()] != rounds[:2]
 
 
+def test_a_budget_shorter_than_the_first_round_queues_only_what_it_runs(stores):
+    import aloss_tune
+
+    short = dict(FIRST_ROUND_SPACE, study="short-budget")
+    result = aloss_tune.tune(short, storage=stores["storage"], tracking=False, progress=False, n_trials=2)
+    trials = result.study.get_trials()
+    rounds = SearchSpace.from_dict(short).first_round(result.study.user_attrs["aloss_tune.target_scale"])
+    assert len(rounds) == 3
+    assert [t.params for t in trials] == rounds[:2]  # the first two losses of the list, none left waiting
+    assert all(t.state.is_finished() for t in trials)
+
+
 def test_first_round_must_be_a_flag():
     with pytest.raises(ConfigError, match=r"search\.first_round: must be true or false, but got 'yes'"):
         SearchSpace.from_dict({"study": "s", "loss": ["mse"], "search": {"first_round": "yes"}})

@@ -467,11 +467,13 @@ def create_study(space: SearchSpace, storage: optuna.storages.BaseStorage, study
     return study
 
 
-def enqueue_first_round(study: optuna.Study, space: SearchSpace, target_scale: float, url: str) -> int:
+def enqueue_first_round(study: optuna.Study, space: SearchSpace, target_scale: float, url: str,
+                        limit: int | None = None) -> int:
     """Queue the space's first round (`SearchSpace.first_round`: each loss at its start values) in a new study.
 
     Only a study without trials gets it (a resumed one has its history), and not under the grid sampler (its
-    own schedule). Workers starting together on a new study look and queue under the storage's lock
+    own schedule). A budget of fewer trials than losses (``limit``) queues the first ``limit`` losses of the
+    list, so no queued trial is left waiting when the study ends. Workers starting together on a new study look and queue under the storage's lock
     (`aloss_tune._filelock.store_lock`), so the round is queued once. Returns how many trials were queued.
     """
     if not space.search.first_round or space.search.sampler == "grid":
@@ -479,7 +481,7 @@ def enqueue_first_round(study: optuna.Study, space: SearchSpace, target_scale: f
     with store_lock(url):
         if study.get_trials(deepcopy=False):
             return 0
-        rounds = space.first_round(target_scale)
+        rounds = space.first_round(target_scale)[:limit]
         for params in rounds:
             study.enqueue_trial(params)
     return len(rounds)
@@ -993,7 +995,7 @@ def run_study(space: SearchSpace, ctx: TrialContext, *, storage: StorageOptions,
     STOPPING.clear()
     hook = _stale_trial_hook(tracker) if tracker is not None else None
     study = create_study(space, open_storage(storage, on_stale=hook), study_name, ctx.objective.direction)
-    enqueue_first_round(study, space, ctx.target_scale, storage.url)
+    enqueue_first_round(study, space, ctx.target_scale, storage.url, limit=n_trials)
     if tracker is not None:
         tracker.study_id = study_key(study)
     study.set_user_attr(SPACE_ATTR, space.to_dict())
