@@ -539,9 +539,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--override", nargs="+", default=[], metavar="KEY=VALUE",
                         help="change the aloss-tune arm's space, e.g. search.first_round=false search.pruner=none")
     parser.add_argument("--workdir", help="where the Optuna storage goes (default: a temporary folder)")
-    parser.add_argument("--json", help="write every study's result to this JSON file")
+    parser.add_argument("--json", help="write every study's result to this JSON file (after each study)")
     parser.add_argument("--figure", help="draw the test scores to this PNG (e.g. docs/quality.png)")
-    parser.add_argument("--from-json", help="read results from this JSON file instead of running")
+    parser.add_argument("--from-json", nargs="+",
+                        help="read results from these JSON files (e.g. one per seed) instead of running")
     args = parser.parse_args(argv)
 
     import logging
@@ -549,15 +550,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s")
     logging.getLogger("tensorflow").setLevel(logging.ERROR)
     started = time.perf_counter()
+    command = "benchmarks/quality.py " + " ".join(argv if argv is not None else sys.argv[1:])
     if args.from_json:
-        saved = json.loads(Path(args.from_json).read_text(encoding="utf-8"))
-        results = [Result(**r) for r in saved["results"]]
-        command = saved.get("command", "")
+        saved = [json.loads(Path(path).read_text(encoding="utf-8")) for path in args.from_json]
+        results = [Result(**r) for one in saved for r in one["results"]]
+        command = "; ".join(one.get("command", "") for one in saved)
+        minutes = sum(one.get("minutes", 0.0) for one in saved)
     else:
-        results = run(args)
-        command = "benchmarks/quality.py " + " ".join(argv if argv is not None else sys.argv[1:])
+        results = run(args, lambda done, minutes: save(args.json, command, done, minutes))
+        minutes = (time.perf_counter() - started) / 60
     table, checks = summarize(results)
-    minutes = (time.perf_counter() - started) / 60
     print()
     print(table)
     print()
@@ -565,15 +567,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"- {line}")
     print(f"\n{command.strip()}: {minutes:.1f} min")
     if args.json and not args.from_json:
-        Path(args.json).write_text(json.dumps({"command": command.strip(), "minutes": minutes,
-                                               "results": [asdict(r) for r in results], "checks": checks},
-                                              indent=2, default=str), encoding="utf-8")
+        save(args.json, command, results, minutes, checks)
     if args.figure:
         figure(results, Path(args.figure))
     return 0
 
 
-def run(args: argparse.Namespace) -> list[Result]:
+def save(path: str | None, command: str, results: Sequence[Result], minutes: float,
+         checks: Sequence[str] = ()) -> None:
+    """Write ``results`` to ``path`` (nothing without one): after every study, so a long run that stops
+    keeps what it measured."""
+    if path:
+        Path(path).write_text(json.dumps({"command": command.strip(), "minutes": minutes,
+                                          "results": [asdict(r) for r in results], "checks": list(checks)},
+                                         indent=2, default=str), encoding="utf-8")
+
+
+def run(args: argparse.Namespace, done: Callable[[list[Result], float], None] = lambda r, m: None
+        ) -> list[Result]:
+    """Every study the arguments ask for; ``done(results, minutes)`` after each."""
     import aloss_tune
 
     problems = [BY_NAME[name] for name in args.problems] if args.problems else list(PROBLEMS)
@@ -610,6 +622,7 @@ def run(args: argparse.Namespace) -> list[Result]:
                 print(f"[{time.perf_counter() - started:6.0f}s] {problem.name} / {result.arm} / seed {seed}: "
                       f"test {test} (best {result.best_loss}, val {val}); dead {result.dead}/{result.trials}, "
                       f"pruned {result.pruned}, failed {result.failed} ({result.seconds:.0f}s)", flush=True)
+                done(results, (time.perf_counter() - started) / 60)
     return results
 
 
