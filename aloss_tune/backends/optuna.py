@@ -34,7 +34,7 @@ import warnings
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 import numpy as np
@@ -72,10 +72,12 @@ from aloss_tune.lifecycle import (
     start_run,
     training_seed,
 )
-from aloss_tune.runner import TrialContext, run_trial, train
 from aloss_tune.space import SearchSpace
 from aloss_tune.states import final_state, ordered_counts
 from aloss_tune.tracking import StudyTracker, worker_id
+
+if TYPE_CHECKING:  # the runner (Keras) loads with the first trial: reading a study back needs none
+    from aloss_tune.runner import TrialContext
 
 DEFAULT_HEARTBEAT_INTERVAL = 60  # seconds; the grace period defaults to twice this
 LOST_WORKER = "worker lost (no heartbeat)"
@@ -585,6 +587,8 @@ class Objective:
             trial.set_user_attr(HEARTBEAT_ATTR, self.heartbeat)  # how a lost worker's trial will be found
             if retry_of is not None:
                 trial.set_user_attr(RUN_ATTR, None)  # not the lost trial's run
+            from aloss_tune.runner import run_trial, train
+
             model = None
             if self.keeper is None:
                 outcome = run_trial(ctx, params, seed=seed, reporters=[report])
