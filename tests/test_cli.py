@@ -76,9 +76,11 @@ def test_tune_runs_the_study_and_reports(study):
 
 
 def test_the_console_the_report_and_mlflow_count_trials_the_same_way(study):
+    from aloss_tune.backends.optuna import study_record
     from aloss_tune.report._study import read_study
 
-    counts = read_study(optuna.load_study(study_name="e2e", storage=f"sqlite:///{study['tmp'] / 'optuna.db'}")).counts
+    stored = optuna.load_study(study_name="e2e", storage=f"sqlite:///{study['tmp'] / 'optuna.db'}")
+    counts = read_study(study_record(stored)).counts
     assert counts == {"complete": 1, "dead": 2, "pruned": 0, "failed": 2}  # the resume added one more dead trial
     summary = f"{counts['complete']} complete, {counts['dead']} dead, 0 pruned, {counts['failed']} failed"
     assert f"study 'e2e' (optuna): {summary}" in study["second"].stdout

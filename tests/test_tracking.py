@@ -35,10 +35,11 @@ def space(**search):
 
 
 def test_pruned_trial_is_killed_with_its_params_and_partial_curve(stores, monkeypatch):
-    # Prune every trial after its second epoch: the run must keep params and the two epochs it had.
+    # Prune every trial after its second epoch: the run must keep params and the two epochs it had. (The pruner
+    # is asked from its warm-up on: none here.)
     monkeypatch.setattr(optuna.trial.Trial, "should_prune", lambda self: len(self.storage.get_trial(
         self._trial_id).intermediate_values) >= 2)
-    result = tune(space(pruner="median"), data=tiny_data(), **stores)
+    result = tune(space(pruner={"name": "median", "n_warmup_steps": 0}), data=tiny_data(), **stores)
     assert result.counts == {"complete": 0, "dead": 0, "pruned": 2, "failed": 0}
     client = MlflowClient(stores["tracking_uri"])
     runs = client.search_runs([client.get_experiment_by_name("track").experiment_id])
@@ -278,6 +279,7 @@ def stuck_space(**training):
 
 
 def test_a_trial_that_is_not_learning_is_stopped_and_recorded_as_dead(stores, capsys):
+    from aloss_tune.backends.optuna import study_record
     from aloss_tune.report._study import read_study
 
     result = tune(stuck_space(stop_dead=2), data=tiny_data(), progress="lines", **stores)
@@ -302,7 +304,7 @@ def test_a_trial_that_is_not_learning_is_stopped_and_recorded_as_dead(stores, ca
     # The progress line, and the report, count it the same way.
     lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("trial ")]
     assert f"trial {stuck.number} dead      loss=mse  val_mae={record['best']:.6g}" in "\n".join(lines)
-    assert read_study(result.study).counts == result.counts
+    assert read_study(study_record(result.study)).counts == result.counts
 
 
 def test_a_complete_trial_no_better_than_the_baseline_is_dead(stores):
