@@ -11,29 +11,30 @@ produce invalid combinations are kept apart (``confidence_bce``'s ``clip_min`` r
 (``loss.alpha_value``, ``loss.temperature``, ``loss.power``, ``loss.strength``, and those of formulas that
 users register with `aloss_tune.losses.register_alpha_formula`). Each is conditional on the formula: a
 search samples (and logs) only the parameters of the formula it chose, and a formula's parameters given to
-another formula are ignored.
+another formula are ignored. The formulas are read from their registry (`aloss_tune._alpha_formulas`), which,
+like these declarations, imports no Keras: the loss classes load when a loss is built.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import keras
-
+from aloss_tune._alpha_formulas import AlphaFormula, add_registration_listener, get_alpha_formula, list_alpha_formulas
 from aloss_tune.distributions import Categorical, Float
-from aloss_tune.factories import LossFactory, ParamSpec, register_loss_factory
-from aloss_tune.losses._base import FINITE_NON_NEGATIVE, FINITE_POSITIVE, UNIT, check_bool
-from aloss_tune.losses.classic import POLY1_EPSILON, POLY1_MODES, FocalCrossentropy, Huber, Poly1Crossentropy
-from aloss_tune.losses.dynamic import (
+from aloss_tune.domains import (
     BASES,
-    AlphaFormula,
-    DynamicAlpha,
-    add_registration_listener,
-    get_alpha_formula,
-    list_alpha_formulas,
+    FINITE_NON_NEGATIVE,
+    FINITE_POSITIVE,
+    POLY1_EPSILON,
+    POLY1_MODES,
+    UNIT,
+    check_bool,
 )
-from aloss_tune.losses.weighted import ClassBCE, ClassCCE, ConfidenceBCE, ErrorWeightedMSE
+from aloss_tune.factories import LossFactory, ParamSpec, register_loss_factory
+
+if TYPE_CHECKING:
+    import keras
 
 REGRESSION = ("regression",)
 BINARY = ("binary",)
@@ -44,24 +45,40 @@ def _from_logits(doc: str = "y_pred holds logits (no final sigmoid/softmax)") ->
     return ParamSpec("from_logits", bool, False, None, None, doc=doc)
 
 
+def _mse() -> keras.losses.Loss:
+    import keras
+
+    return keras.losses.MeanSquaredError()
+
+
+def _mae() -> keras.losses.Loss:
+    import keras
+
+    return keras.losses.MeanAbsoluteError()
+
+
 def _bce(from_logits: bool) -> keras.losses.Loss:
+    import keras
+
     return keras.losses.BinaryCrossentropy(from_logits=check_bool("bce", "from_logits", from_logits))
 
 
 def _cce(from_logits: bool) -> keras.losses.Loss:
+    import keras
+
     return keras.losses.CategoricalCrossentropy(from_logits=check_bool("cce", "from_logits", from_logits))
 
 
 BASELINES = (
     LossFactory(
         "mse",
-        lambda: keras.losses.MeanSquaredError(),
+        _mse,
         tasks=REGRESSION,
         description="mean squared error (Keras's own; the no-special-loss baseline)",
     ),
     LossFactory(
         "mae",
-        lambda: keras.losses.MeanAbsoluteError(),
+        _mae,
         tasks=REGRESSION,
         description="mean absolute error (Keras's own; the no-special-loss baseline)",
     ),
@@ -84,7 +101,7 @@ BASELINES = (
 FAMILY = (
     LossFactory(
         "huber",
-        Huber,
+        "aloss_tune.losses.classic:Huber",
         (
             ParamSpec(
                 "delta",
@@ -102,7 +119,7 @@ FAMILY = (
     ),
     LossFactory(
         "confidence_bce",
-        ConfidenceBCE,
+        "aloss_tune.losses.weighted:ConfidenceBCE",
         (
             ParamSpec(
                 "clip_min",
@@ -127,7 +144,7 @@ FAMILY = (
     ),
     LossFactory(
         "error_mse",
-        ErrorWeightedMSE,
+        "aloss_tune.losses.weighted:ErrorWeightedMSE",
         (
             ParamSpec(
                 "clip_min",
@@ -153,7 +170,7 @@ FAMILY = (
     ),
     LossFactory(
         "class_bce",
-        ClassBCE,
+        "aloss_tune.losses.weighted:ClassBCE",
         (
             ParamSpec(
                 "pos_weight",
@@ -178,7 +195,7 @@ FAMILY = (
     ),
     LossFactory(
         "class_cce",
-        ClassCCE,
+        "aloss_tune.losses.weighted:ClassCCE",
         (
             ParamSpec(
                 "class_weights", list, None, None, None, doc="one weight > 0 per class; null for all ones"
@@ -190,7 +207,7 @@ FAMILY = (
     ),
     LossFactory(
         "focal",
-        FocalCrossentropy,
+        "aloss_tune.losses.classic:FocalCrossentropy",
         (
             ParamSpec(
                 "gamma",
@@ -210,7 +227,7 @@ FAMILY = (
     ),
     LossFactory(
         "poly1",
-        Poly1Crossentropy,
+        "aloss_tune.losses.classic:Poly1Crossentropy",
         (
             ParamSpec(
                 "epsilon",
@@ -262,6 +279,8 @@ def _formula_specs() -> list[ParamSpec]:
 
 
 def _build_dynamic_alpha(**params: Any) -> keras.losses.Loss:
+    from aloss_tune.losses.dynamic import DynamicAlpha
+
     own = {key: params.pop(key) for key in DYNAMIC_OWN}
     formula = get_alpha_formula(own["alpha_formula"])
     formula_params = {key: params[key] for key in formula.params}

@@ -13,20 +13,8 @@ from __future__ import annotations
 from typing import Any
 
 from aloss_tune.distributions import Categorical, Float
+from aloss_tune.domains import ACTIVE, FINITE_NON_NEGATIVE, LOG_CLIP, MIN_PROB, MODES, PASSIVE, TARGETS, UNIT
 from aloss_tune.factories import LossFactory, ParamSpec, register_loss_factory
-from aloss_tune.losses._base import FINITE_NON_NEGATIVE, UNIT
-from aloss_tune.losses.label_noise import (
-    ACTIVE,
-    LOG_CLIP,
-    MIN_PROB,
-    MODES,
-    PASSIVE,
-    TARGETS,
-    ActivePassiveLoss,
-    BootstrappedCrossentropy,
-    GeneralizedCrossentropy,
-    SymmetricCrossentropy,
-)
 
 CLASSIFICATION = ("binary", "multiclass")
 When = tuple[str, tuple[Any, ...]] | None
@@ -56,14 +44,14 @@ def _log_clip(when: When = None) -> ParamSpec:
 FACTORIES = (
     LossFactory(
         "gce",
-        GeneralizedCrossentropy,
+        "aloss_tune.losses.label_noise:GeneralizedCrossentropy",
         (_q(), _from_logits(), _mode()),
         tasks=CLASSIFICATION,
         description="generalized cross-entropy (1 - p_y^q) / q: CE at q = 0, MAE at q = 1 (Zhang & Sabuncu 2018)",
     ),
     LossFactory(
         "sce",
-        SymmetricCrossentropy,
+        "aloss_tune.losses.label_noise:SymmetricCrossentropy",
         (
             ParamSpec("alpha", float, 0.1, FINITE_NON_NEGATIVE, Float(0.01, 10.0, log=True),
                       doc="weight of CE: 0.01 MNIST, 0.1 CIFAR-10, 6.0 CIFAR-100, 10 Clothing1M "
@@ -79,7 +67,7 @@ FACTORIES = (
     ),
     LossFactory(
         "active_passive",
-        ActivePassiveLoss,
+        "aloss_tune.losses.label_noise:ActivePassiveLoss",
         (
             ParamSpec("active", str, "nce", ACTIVE, Categorical(("nce", "ngce", "nfocal")),
                       doc="active loss; the normalized ones are robust (Ma et al. 2020); ce, gce, focal on request"),
@@ -107,7 +95,7 @@ FACTORIES = (
     ),
     LossFactory(
         "bootstrap",
-        BootstrappedCrossentropy,
+        "aloss_tune.losses.label_noise:BootstrappedCrossentropy",
         (
             ParamSpec("beta", float, None, UNIT, Float(0.5, 1.0),
                       doc="weight of the label (1: CE); null: Reed et al. 2015's 0.95 soft, 0.8 hard"),

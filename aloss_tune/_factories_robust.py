@@ -18,24 +18,30 @@ space may still search them).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aloss_tune.distributions import Float
+from aloss_tune.domains import FINITE_NON_NEGATIVE, FINITE_POSITIVE, Interval
 from aloss_tune.factories import LossFactory, ParamSpec, register_loss_factory
-from aloss_tune.losses._base import FINITE_NON_NEGATIVE, FINITE_POSITIVE, Interval
-from aloss_tune.losses.adaptive import AdaptiveRobustLoss
-from aloss_tune.losses.robust import RobustLoss
+
+if TYPE_CHECKING:
+    from aloss_tune.losses.adaptive import AdaptiveRobustLoss
+    from aloss_tune.losses.robust import RobustLoss
 
 REGRESSION = ("regression",)
 
 
 def _barron(alpha: float, scale: float) -> RobustLoss:
+    from aloss_tune.losses.robust import RobustLoss
+
     return RobustLoss(alpha=alpha, scale=scale)
 
 
 def _adaptive_barron(
     alpha_lo: float, alpha_hi: float, alpha_init: Any, scale_lo: float, scale_init: float, shared: bool
 ) -> AdaptiveRobustLoss:
+    from aloss_tune.losses.adaptive import AdaptiveRobustLoss
+
     return AdaptiveRobustLoss(
         shared=shared,
         alpha_lo=alpha_lo,

@@ -8,22 +8,34 @@
     loss = aloss_tune.load_loss("best_loss.json")                   # from an exported file
     model = aloss_tune.attach(model, loss)                          # adaptive / penalised losses only
     model.compile(optimizer="adam", loss=loss)
+
+Reading a study's best trial or writing it as code (`best_trial_summary`, `python_snippet`; ``aloss-tune
+best``) needs no Keras: the params are checked against the factories' declarations. Keras loads when a loss
+is built.
 """
 
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import keras
 import yaml
 
 from aloss_tune._schema import ENV_STORAGE, default_storage  # noqa: F401 - re-exported
 from aloss_tune._urls import redact_url
 from aloss_tune.errors import ConfigError, UsageError, describe
-from aloss_tune.factories import build_loss, loss_from_config  # noqa: F401 - re-exported
+from aloss_tune.factories import (  # noqa: F401 - re-exported
+    build_loss,
+    check_loss_config,
+    check_params,
+    loss_from_config,
+)
+
+if TYPE_CHECKING:
+    import keras
 
 
 def load_loss(source: Any, *, tracking_uri: str | None = None) -> keras.losses.Loss:
@@ -32,7 +44,7 @@ def load_loss(source: Any, *, tracking_uri: str | None = None) -> keras.losses.L
     For a trial's run the artifact is ``loss_config.json``; for a study's parent run,
     ``best_loss_config.json``.
     """
-    if isinstance(source, keras.losses.Loss):
+    if _is_loss(source):
         return source
     if isinstance(source, Mapping):
         return loss_from_config(source)
@@ -56,6 +68,12 @@ def load_loss(source: Any, *, tracking_uri: str | None = None) -> keras.losses.L
             raise ConfigError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno}).") from None
         return loss_from_config(config, source=str(path))
     raise ConfigError(f"load_loss: cannot load a loss from {describe(source)}.")
+
+
+def _is_loss(value: Any) -> bool:
+    """Whether ``value`` is a `keras.losses.Loss` (none can exist before Keras is imported)."""
+    keras = sys.modules.get("keras")
+    return keras is not None and isinstance(value, keras.losses.Loss)
 
 
 def _config_from_run(uri: str, tracking_uri: str | None) -> dict[str, Any]:
@@ -150,15 +168,19 @@ def python_snippet(params: Mapping[str, Any], *, optimizer: str = "adam", title:
     opt_params = {k[len("optimizer."):]: v for k, v in params.items() if k.startswith("optimizer.")}
     model_params = {k: v for k, v in params.items() if k.startswith("model.")}
     if loss_params:
-        loss = build_loss(loss_params)  # refuses params that do not make a loss
+        check_params(loss_params)  # refuses params that do not make a loss, from the declarations (no Keras)
+        from aloss_tune.factories import needs_model
+
+        attach = needs_model(loss_params)
         loss_line = _assign("loss = aloss_tune.build_loss(", loss_params, ")")
-    elif keras_config is not None:
+    elif keras_config is not None:  # a Keras serialization alone: only the loss itself tells
         loss = loss_from_config({"keras": keras_config})
+        from aloss_tune.losses import needs_model as loss_needs_model
+
+        attach = loss_needs_model(loss)
         loss_line = _assign("loss = keras.saving.deserialize_keras_object(", keras_config, ")")
     else:
         raise ConfigError("python_snippet: params name no loss (give {'loss': ...} or a Keras config).")
-    from aloss_tune.losses import needs_model
-
     builder = model.get("builder") if isinstance(model, Mapping) else model
     mlp = builder == "mlp"
     optimizer_config = {"class_name": optimizer, "config": opt_params}
@@ -174,7 +196,7 @@ def python_snippet(params: Mapping[str, Any], *, optimizer: str = "adam", title:
         "def compile_with_best_loss(model: keras.Model) -> keras.Model:",
         '    """Compile ``model`` with the best trial\'s loss and optimizer; returns the model to fit."""',
     ]
-    if needs_model(loss):
+    if attach:
         lines.append("    model = aloss_tune.attach(model, loss)  # the loss learns parameters or penalises weights")
     lines += ["    model.compile(optimizer=optimizer, loss=loss)", "    return model"]
     if mlp:
@@ -224,7 +246,7 @@ def run_summary(uri: str, tracking_uri: str | None = None) -> dict[str, Any]:
     ``space.yaml``.
     """
     config = _config_from_run(uri, tracking_uri)
-    loss_from_config(config, source=uri)  # a loss config that rebuilds, or one line saying why not
+    check_loss_config(config, source=uri)  # a loss config that rebuilds, or one line saying why not
     from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
 

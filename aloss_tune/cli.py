@@ -97,7 +97,6 @@ def _add_tune(sub: Any) -> None:
 
 
 def _tune(args: argparse.Namespace) -> int:
-    from aloss_tune.api import tune
     from aloss_tune.space import SearchSpace
 
     if args.retries and not _heartbeat_on(args):
@@ -110,6 +109,9 @@ def _tune(args: argparse.Namespace) -> int:
 
         check_model_name(args.register)
     SearchSpace.from_yaml(args.space)  # validate before anything else
+    _load_keras()
+    from aloss_tune.api import tune
+
     kwargs = dict(
         backend=args.backend, n_trials=args.n_trials, timeout=args.timeout, storage=args.storage,
         study_name=args.study, seed=args.seed, tuner=args.tuner, tracking=not args.no_tracking,
@@ -191,7 +193,6 @@ def _add_best(sub: Any) -> None:
 
 def _best(args: argparse.Namespace) -> int:
     from aloss_tune.best import best_trial_summary, python_snippet, run_summary
-    from aloss_tune.runner import loss_config
 
     if args.output:
         _check_output_file(args.output)
@@ -202,7 +203,12 @@ def _best(args: argparse.Namespace) -> int:
     else:
         summary = best_trial_summary(args.study, args.storage, backend=args.backend, directory=args.directory,
                                      tracking_uri=args.tracking_uri)
-        config = summary.get("loss_config") or loss_config(summary["params"])
+        config = summary.get("loss_config")
+        if not config:  # a trial stored without its loss config: serialized from its params
+            _load_keras()
+            from aloss_tune.runner import loss_config
+
+            config = loss_config(summary["params"])
         config = {**config, "trial": summary["number"], "value": summary["value"]}
         title = f"best trial {summary['number']} of study {args.study!r} (objective {summary['value']:.6g})"
     if args.format == "python":
@@ -253,6 +259,7 @@ def _validate(args: argparse.Namespace) -> int:
     objective = space.objective
     ctx = None
     if args.data:
+        _load_keras()
         from aloss_tune.runner import prepare
 
         ctx = prepare(space)
@@ -366,6 +373,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _load_keras() -> None:
+    """Import Keras (quietly) for a command that builds tensors: ``tune``, ``validate --data``. The others
+    (``losses``, ``best``, ``report``, ``validate``) read declarations and stores only, and start at once; a
+    step of theirs that needs a loss object loads Keras itself."""
+    from aloss_tune import load_keras
+
+    load_keras()
+
+
 def _version() -> str:
     from aloss_tune import __version__
 
@@ -392,9 +408,6 @@ def _main(argv: Sequence[str] | None) -> int:
     logging.basicConfig(level=logging.WARNING, format="aloss-tune: %(message)s")
     try:
         args = build_parser().parse_args(argv)
-        from aloss_tune import load_keras
-
-        load_keras()  # after parsing: --help and usage errors need no Keras
         return int(args.func(args) or 0)
     except (ConfigError, UsageError) as exc:
         if debug:

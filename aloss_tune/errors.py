@@ -71,3 +71,9 @@ def describe(value: object) -> str:
         return repr(value)
     text = repr(value)
     return text if len(text) <= 80 else text[:77] + "..."
+
+
+def located(message: str, where: str) -> str:
+    """``message`` on one line, prefixed once with the space file it refers to (``where``: ``"file: "``)."""
+    text = " ".join(message.split())
+    return text if not where or text.startswith(where) else where + text

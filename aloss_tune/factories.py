@@ -8,21 +8,27 @@ the whole tool: a search backend samples it, MLflow shows it, `build_loss` rebui
     {"loss": "barron", "loss.alpha": 0.7, "loss.scale": 0.3, "loss.l2": 1e-4}
 
 ``loss.l1`` and ``loss.l2`` add the weight penalty (`aloss_tune.losses.Penalized`) to any loss.
+
+The declarations (names, `ParamSpec` domains and default ranges, tasks) need no Keras: a factory names its
+loss class as ``"module:attribute"`` (or gives a callable that imports it), and the class is imported when
+the first loss is built. Listing the factories (``aloss-tune losses``), checking a space or a trial's params
+(`check_params`) therefore never loads a tensor library.
 """
 
 from __future__ import annotations
 
+import importlib
 import math
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
-
-import keras
+from typing import TYPE_CHECKING, Any
 
 from aloss_tune.distributions import Categorical, Distribution, Float, Int
+from aloss_tune.domains import NON_NEGATIVE, Interval, check_bool, check_choice
 from aloss_tune.errors import ConfigError, describe
-from aloss_tune.losses._base import NON_NEGATIVE, Interval
-from aloss_tune.losses.penalty import Penalized
+
+if TYPE_CHECKING:
+    import keras
 
 TASKS = ("regression", "binary", "multiclass")
 PENALTY_PARAMS = ("l1", "l2")
@@ -118,7 +124,9 @@ class LossFactory:
 
     Args:
         name: the factory's name, as used in search spaces (``huber``).
-        build_fn: called with every parameter as a keyword; returns a `keras.losses.Loss`.
+        build_fn: called with every parameter as a keyword; returns a `keras.losses.Loss`. Either a callable
+            or the path of one, ``"package.module:attribute"``, imported when the first loss is built (so
+            that declaring the factory imports no Keras).
         params: the parameters, in display order.
         tasks: the problems it applies to (``regression``, ``binary``, ``multiclass``).
         description: one line.
@@ -126,7 +134,7 @@ class LossFactory:
     """
 
     name: str
-    build_fn: Callable[..., keras.losses.Loss]
+    build_fn: Callable[..., keras.losses.Loss] | str
     params: tuple[ParamSpec, ...] = ()
     tasks: tuple[str, ...] = TASKS
     description: str = ""
@@ -145,6 +153,14 @@ class LossFactory:
             if p.when is not None and p.when[0] not in names[: names.index(p.name)]:
                 raise ConfigError(f"factory {self.name!r}: `{p.name}` depends on `{p.when[0]}`, which must be "
                                   "a parameter declared before it.")
+        if isinstance(self.build_fn, str):
+            module, _, attribute = self.build_fn.partition(":")
+            if not module or not attribute:
+                raise ConfigError(f"factory {self.name!r}: `build_fn` must be a callable or 'module:attribute', "
+                                  f"but got {self.build_fn!r}.")
+        elif not callable(self.build_fn):
+            raise ConfigError(f"factory {self.name!r}: `build_fn` must be a callable or 'module:attribute', "
+                              f"but got {describe(self.build_fn)}.")
         bad = [t for t in self.tasks if t not in TASKS]
         if bad:
             raise ConfigError(f"factory {self.name!r}: tasks must be among {', '.join(TASKS)}, but got {bad}.")
@@ -174,7 +190,42 @@ class LossFactory:
                 raise ConfigError(self._unknown(name))
             if isinstance(value, float) and math.isnan(value):
                 raise ConfigError(f"{self.name}: `{name}` must not be NaN, but got {name}=nan.")
-        return self.build_fn(**{**self.defaults(), **params})
+        _load_keras()
+        return self.target()(**{**self.defaults(), **params})
+
+    def target(self) -> Callable[..., keras.losses.Loss]:
+        """The build function (a ``"module:attribute"`` `build_fn` imported now)."""
+        if not isinstance(self.build_fn, str):
+            return self.build_fn
+        module, _, attribute = self.build_fn.partition(":")
+        value: Callable[..., keras.losses.Loss] = getattr(importlib.import_module(module), attribute)
+        return value
+
+    def check_params(self, params: Mapping[str, Any]) -> None:
+        """Raise `ConfigError`, as `build` would, for a parameter this factory does not declare or a value
+        outside its domain, without building the loss (no Keras). A parameter used only for some values of
+        another (``when``) is checked only where it is used, as `build` ignores it elsewhere; rules between
+        parameters (``clip_min <= clip_max``, say) are the loss's own: only `build` checks them. ``None`` is
+        accepted where it is the default."""
+        for name in params:
+            if name not in self._by_name:
+                raise ConfigError(self._unknown(name).replace("`", "`loss.", 1))
+        for name, value in params.items():
+            spec = self._by_name[name]
+            if spec.when is not None:
+                parent, values = spec.when
+                if params.get(parent, self._by_name[parent].default) not in values:
+                    continue
+            if value is None and spec.default is None:
+                continue
+            if isinstance(value, float) and math.isnan(value):
+                raise ConfigError(f"{self.name}: `{name}` must not be NaN, but got {name}=nan.")
+            if isinstance(spec.domain, Interval):
+                spec.domain.check(self.name, name, value)
+            elif isinstance(spec.domain, tuple):
+                check_choice(self.name, name, value, spec.domain)
+            elif spec.kind is bool:
+                check_bool(self.name, name, value)
 
 
 _REGISTRY: dict[str, LossFactory] = {}
@@ -265,11 +316,43 @@ def build_loss(params: Mapping[str, Any]) -> keras.losses.Loss:
         if key not in factory._by_name:
             raise ConfigError(factory._unknown(key).replace("`", "`loss.", 1))
     loss = factory.build(**loss_params)
-    l1 = NON_NEGATIVE.check("penalty", "loss.l1", penalty.get("l1", 0.0))
-    l2 = NON_NEGATIVE.check("penalty", "loss.l2", penalty.get("l2", 0.0))
+    l1, l2 = _penalty(penalty)
     if l1 or l2:
+        from aloss_tune.losses.penalty import Penalized
+
         loss = Penalized(loss, l1=l1, l2=l2)
     return loss
+
+
+def _penalty(penalty: Mapping[str, Any]) -> tuple[float, float]:
+    l1 = NON_NEGATIVE.check("penalty", "loss.l1", penalty.get("l1", 0.0))
+    l2 = NON_NEGATIVE.check("penalty", "loss.l2", penalty.get("l2", 0.0))
+    return l1, l2
+
+
+def check_params(params: Mapping[str, Any], *, where: str = "") -> LossFactory:
+    """Check a flat params dict against the factories' declarations, without building the loss (no Keras):
+    the loss must be registered, each ``loss.<name>`` one of its parameters, each value in its domain and the
+    penalty >= 0. Returns the loss's factory; `ConfigError` otherwise (prefixed with ``where`` when given).
+
+    Rules between parameters (``alpha_lo <= alpha_hi``, say) are the loss's own: `build_loss` checks them.
+    """
+    name, loss_params, penalty = split_params(params)
+    try:
+        factory = get_factory(name)
+        factory.check_params(loss_params)
+        _penalty(penalty)
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: {exc}" if where else str(exc)) from None
+    return factory
+
+
+def needs_model(params: Mapping[str, Any]) -> bool:
+    """Whether the loss of a flat params dict must be applied with `aloss_tune.attach` (it learns parameters
+    or penalises weights), read from the declarations (no Keras). The params must pass `check_params`."""
+    name, _, penalty = split_params(params)
+    l1, l2 = _penalty(penalty)
+    return get_factory(name).adaptive or bool(l1 or l2)
 
 
 def loss_from_config(config: Mapping[str, Any], *, source: str = "") -> keras.losses.Loss:
@@ -278,8 +361,7 @@ def loss_from_config(config: Mapping[str, Any], *, source: str = "") -> keras.lo
     Always a `keras.losses.Loss`: anything else (a layer's or an optimizer's serialization, a list) is a
     `ConfigError` naming ``source`` (a file or a run) when given.
     """
-    import aloss_tune.losses  # noqa: F401  (registers our classes for deserialization)
-
+    _load_keras()  # registers our classes for deserialization
     where = f"{source}: " if source else ""
     if not isinstance(config, Mapping):
         raise ConfigError(f"{where}a loss config must be a mapping, but got a {type(config).__name__}.")
@@ -302,7 +384,31 @@ def loss_from_config(config: Mapping[str, Any], *, source: str = "") -> keras.lo
     )
 
 
+def check_loss_config(config: Mapping[str, Any], *, source: str = "") -> None:
+    """`ConfigError` (naming ``source``) unless `loss_from_config` would rebuild a loss from ``config``.
+
+    A loss-config artifact holds the flat params beside the Keras serialization: they are checked against the
+    declarations (`check_params`, no Keras). A config that holds only a Keras serialization is rebuilt.
+    """
+    params: Any = None
+    if isinstance(config, Mapping):
+        params = config if isinstance(config.get("loss"), str) else config.get("params")
+    if isinstance(params, Mapping) and isinstance(params.get("loss"), str):
+        check_params(params, where=source)
+    else:
+        loss_from_config(config, source=source)
+
+
+def _load_keras() -> None:
+    """Import Keras the package's way (quietly; every loss class registered) before the first loss is built."""
+    from aloss_tune import load_keras
+
+    load_keras()
+
+
 def _deserialize(config: dict[str, Any], where: str) -> keras.losses.Loss:
+    import keras
+
     name = config.get("class_name")
     try:
         obj = keras.saving.deserialize_keras_object(config)
@@ -327,10 +433,13 @@ __all__ = [
     "ParamSpec",
     "PENALTY_SPECS",
     "build_loss",
+    "check_loss_config",
+    "check_params",
     "get_factory",
     "iter_factories",
     "list_losses",
     "loss_from_config",
+    "needs_model",
     "register_loss_factory",
     "split_params",
 ]

@@ -20,9 +20,9 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from aloss_tune import runner
 from aloss_tune._schema import CONTINUES_TAG, RETRY_TAG
 from aloss_tune.errors import StudyFailed
+from aloss_tune.errors import located as _located
 from aloss_tune.space import SearchSpace
 
 MAX_CONSECUTIVE_FAILURES = 5  # a worker stops after this many failed trials in a row
@@ -49,7 +49,7 @@ def start_run(tracker: Any, number: int, params: Mapping[str, Any], seed: int, *
 
 def located(exc: BaseException, space: SearchSpace) -> str:
     """A configuration error's one-line message, prefixed once with the space file it refers to."""
-    return runner.located(str(exc), f"{space.source}: " if space.source else "")
+    return _located(str(exc), f"{space.source}: " if space.source else "")
 
 
 def finish_interrupted(run: Any) -> None:

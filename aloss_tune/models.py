@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable, Mapping
-from typing import Any
-
-import keras
+from typing import TYPE_CHECKING, Any
 
 from aloss_tune.datasets import Dataset, import_object
 from aloss_tune.errors import ConfigError, describe
+
+if TYPE_CHECKING:  # Keras loads when a model is built: checking a space's params needs none
+    import keras
 
 MLP_DEFAULTS: dict[str, Any] = {"units": 64, "layers": 2, "dropout": 0.0, "activation": "relu"}
 ACTIVATIONS = ("relu", "gelu", "silu", "tanh", "elu")
@@ -52,6 +53,8 @@ def mlp(params: Mapping[str, Any], data: Dataset) -> keras.Model:
         problem = check_mlp_param(key, value)
         if problem:
             raise ConfigError(f"mlp: `model.{key}` {problem}")
+    import keras
+
     units, layers, dropout, activation = cfg["units"], cfg["layers"], cfg["dropout"], cfg["activation"]
     inputs = keras.Input(shape=data.x_train.shape[1:], name="features")
     h = keras.layers.Flatten()(inputs) if len(data.x_train.shape) > 2 else inputs

@@ -20,7 +20,7 @@ import numpy as np
 
 from aloss_tune.datasets import Dataset, as_dataset
 from aloss_tune.distributions import Categorical
-from aloss_tune.errors import ConfigError, TrialDead, TrialFailed, describe
+from aloss_tune.errors import ConfigError, TrialDead, TrialFailed, describe, located
 from aloss_tune.factories import build_loss, get_factory
 from aloss_tune.losses import attach, learned_values
 from aloss_tune.models import resolve_builder
@@ -180,12 +180,6 @@ def _why_not_labels(dataset: Dataset) -> str:
         return ""
     shown = ", ".join(f"{v:g}" for v in values)
     return f" (its targets take the values {shown}: binary labels are 0 or 1, multiclass labels one-hot rows)"
-
-
-def located(message: str, where: str) -> str:
-    """``message`` on one line, prefixed once with the space file it refers to (``where``: ``"file: "``)."""
-    text = _one_line(message)
-    return text if not where or text.startswith(where) else where + text
 
 
 @contextlib.contextmanager

@@ -12,7 +12,7 @@ Layout (the same for every backend):
 * one **child run per trial**, named ``trial-<n> <loss>`` (``trial-7 barron``), its parent set explicitly
   with the ``mlflow.parentRunId`` tag (works across processes and machines). Params = the flat params dict
   plus seed, backend and versions, logged when the trial *starts* (so pruned and failed trials keep them);
-  metrics once per epoch with ``step=epoch`` in one batch (including learned ``alpha``/``scale``); the
+  metrics of every epoch with ``step=epoch`` (including learned ``alpha``/``scale``), sent in batches; the
   final ``objective``; ``loss_config.json`` whatever the trial's fate (a pruned or failed trial's loss
   rebuilds with ``load_loss("runs:/<run_id>")`` too); status complete -> FINISHED, pruned -> KILLED,
   failed -> FAILED with ``error.txt``, dead (`aloss_tune.states`) -> KILLED when stopped early, FINISHED when it
@@ -32,10 +32,13 @@ each run's ``objective``, ``aloss_tune.loss`` and ``aloss_tune.state`` columns, 
 first (the parent, holding the best value, at the top with the best trial), with column widths that fit
 their values. `runs_url` opens that view in model training mode; the CLI prints it when a study ends.
 
-Training never waits on the tracking store: one background thread per worker creates each trial's run
-and sends its epoch batches in order, and a new study's check that no other worker opened a parent run at
-the same moment (`PARENT_SETTLE_S`) runs while the first trial trains. Only ending a run is synchronous, so
-that a run is ended before its trial's state reaches the study storage.
+Training never waits on the tracking store: MLflow itself (its import, opening or creating the store, the
+experiment and the parent run) starts in a background thread while the first trial trains
+(`StudyTracker.start`), then one background thread per worker creates each trial's run and sends its epochs
+in order, a batch every `EPOCH_BATCH_S` seconds (one MLflow call costs several times the rows of one epoch);
+a new study's check that no other worker opened a parent run at the same moment (`PARENT_SETTLE_S`) runs
+there too. Only ending a run is synchronous, so that a run is ended (with every epoch stored) before its
+trial's state reaches the study storage. SQLite stores are written in WAL mode (`aloss_tune._sqlite`).
 
 Settings come from ``mlflow.yaml`` (``tracking_uri``, ``experiment``, ``tags``, ``enabled``), overridden by
 the ``MLFLOW_TRACKING_URI`` environment variable, overridden by explicit arguments (CLI flags).
@@ -65,6 +68,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import math
 import os
 import platform
 import queue
@@ -97,6 +101,7 @@ from aloss_tune._schema import (  # noqa: F401 - the tag names are also read fro
     TRIAL_TAG,
     WORKER_TAG,
 )
+from aloss_tune._sqlite import use_wal
 from aloss_tune._urls import redact_text, redact_url, url_password
 from aloss_tune.errors import ConfigError, UsageError, describe
 from aloss_tune.states import STATES, counts_text
@@ -128,6 +133,10 @@ HTTP_DEFAULTS = {
 # A parent run is chosen only among runs older than this (seconds), so that every worker creating one at
 # the same moment sees all of them before it decides which one is kept.
 PARENT_SETTLE_S = 2.0
+# A trial's epochs are sent to MLflow together, once every this many seconds (the first one at once), and at
+# most this many metric values in one call (MLflow takes up to 1000).
+EPOCH_BATCH_S = 2.0
+MAX_BATCH_METRICS = 500
 
 
 @dataclass(frozen=True)
@@ -260,16 +269,41 @@ def check_experiment(settings: TrackingSettings, study: str, *, source: str | No
     problem = unreadable_store(uri)
     if problem is not None:
         raise UsageError(f"tracking store {redact_url(uri)}: {problem}.")
-    from mlflow.tracking import MlflowClient
+    stage = _sqlite_experiment_stage(uri, name)
+    if stage is None:  # not a SQLite file: ask the store
+        from mlflow.tracking import MlflowClient
+
+        try:
+            with store_lock(uri):
+                experiment = MlflowClient(tracking_uri=uri).get_experiment_by_name(name)
+        except Exception as exc:  # noqa: BLE001 - any store error: a usage error, before training
+            reason = redact_text(" ".join(str(exc).split())[:300], uri)
+            raise UsageError(f"cannot read the MLflow tracking store {redact_url(uri)}: {reason}") from None
+        stage = "" if experiment is None else experiment.lifecycle_stage
+    if stage not in ("", "active"):
+        raise UsageError(f"MLflow experiment {name!r} is deleted; restore it or choose another name.")
+
+
+def _sqlite_experiment_stage(uri: str, name: str) -> str | None:
+    """The lifecycle stage (``active``, ``deleted``) of the experiment ``name`` in the SQLite tracking store of
+    ``uri``, ``""`` when it has none, read with SQLite alone (read-only); ``None`` for another kind of store.
+
+    A study's start needs no MLflow import for this check: MLflow itself (seconds to import and to open its
+    store) starts while the first trial trains (`StudyTracker.start`).
+    """
+    if not uri.startswith("sqlite:///"):
+        return None
+    path = Path(uri[len("sqlite:///"):].split("?", 1)[0])
+    if str(path) in ("", ":memory:"):
+        return None
+    import sqlite3
 
     try:
-        with store_lock(uri):
-            experiment = MlflowClient(tracking_uri=uri).get_experiment_by_name(name)
-    except Exception as exc:  # noqa: BLE001 - any store error: a usage error, before training
-        reason = redact_text(" ".join(str(exc).split())[:300], uri)
-        raise UsageError(f"cannot read the MLflow tracking store {redact_url(uri)}: {reason}") from None
-    if experiment is not None and experiment.lifecycle_stage != "active":
-        raise UsageError(f"MLflow experiment {name!r} is deleted; restore it or choose another name.")
+        with contextlib.closing(sqlite3.connect(f"file:{quote(str(path.resolve()))}?mode=ro", uri=True)) as db:
+            row = db.execute("SELECT lifecycle_stage FROM experiments WHERE name = ?", (name,)).fetchone()
+    except sqlite3.Error as exc:
+        raise UsageError(f"cannot read the MLflow tracking store {redact_url(uri)}: {exc}") from None
+    return "" if row is None else str(row[0])
 
 
 def _empty_file(uri: str) -> bool:
@@ -462,8 +496,6 @@ class StudyTracker:
     def __init__(self, settings: TrackingSettings, study: str, *, backend: str,
                  space: Mapping[str, Any] | None = None, storage: str | None = None, direction: str = "minimize",
                  study_id: str | None = None):
-        from mlflow.tracking import MlflowClient
-
         self.settings = settings
         self.study = study
         self.backend = backend
@@ -477,9 +509,9 @@ class StudyTracker:
             for name, value in HTTP_DEFAULTS.items():
                 os.environ.setdefault(name, value)
         _quiet_retry_noise()
-        quiet_mlflow()
-        with store_lock(settings.tracking_uri):  # the client opens the store: creates a fresh SQLite one
-            self.client = MlflowClient(tracking_uri=settings.tracking_uri)
+        use_wal(settings.tracking_uri)  # MLflow commits each call: without an fsync each
+        self._client: Any = None  # MLflow's client, made when first needed (`client`)
+        self._client_lock = threading.Lock()
         # A server's calls are already retried by MLflow's HTTP client; a local store gets a second attempt.
         self.guard = _Guard(settings.tracking_uri, attempts=1 if server else 2)
         self.experiment_id: str | None = None
@@ -488,7 +520,21 @@ class StudyTracker:
         self.created_parent = False  # this worker created the parent (a new study)
         self._settled = threading.Event()
         self._settled.set()
-        self._epoch_sender = _Sender(self.guard)  # its thread starts with the first submission
+        self._epoch_sender = _Sender(self.guard, self._settled)  # its thread starts with the first submission
+
+    @property
+    def client(self) -> Any:
+        """MLflow's client of the tracking store, made on first use: importing MLflow and opening (or creating)
+        its store take seconds, which `start` with ``background=True`` spends while the first trial trains."""
+        if self._client is None:
+            with self._client_lock:
+                if self._client is None:
+                    from mlflow.tracking import MlflowClient
+
+                    quiet_mlflow()  # after MLflow's import, which sets its loggers up
+                    with store_lock(self.settings.tracking_uri):  # the client opens (creates) a SQLite store
+                        self._client = MlflowClient(tracking_uri=self.settings.tracking_uri)
+        return self._client
 
     # ------------------------------------------------------------------------------------------ parent
     @property
@@ -502,11 +548,42 @@ class StudyTracker:
         self.start()
         return self.parent_run_id
 
-    def start(self) -> None:
+    def start(self, *, background: bool = False, then: Callable[[StudyTracker], None] | None = None) -> None:
         """`open` without waiting: the parent is found or created now (errors raise here, before any
         training), and if this worker created it, the check that no other worker created one at the same
         moment (`PARENT_SETTLE_S`) runs in the background while the first trial trains. Child runs are
-        created once the parent is settled."""
+        created once the parent is settled.
+
+        With ``background``, all of it (importing MLflow, opening or creating its store, the experiment, the
+        parent) runs in a thread of its own while training starts, and then ``then(self)`` (the study's lost
+        runs, say); a failure there switches tracking off for this worker with one warning, as a failure of
+        the tracking store during the study does (`check_experiment` has checked what can be checked before).
+        """
+        if not background:
+            settle = self._start_now()
+            if settle is not None:
+                self._settled.clear()
+                threading.Thread(target=self._settle, args=settle, name="aloss-tune-parent", daemon=True).start()
+            if then is not None:
+                then(self)
+            return
+        self._settled.clear()
+
+        def run() -> None:
+            try:
+                settle = self.guard(self._start_now)
+                if settle is not None:
+                    self.guard(self._settle_now, *settle)
+            finally:
+                self._settled.set()
+            if then is not None and self.guard.failed is None:
+                then(self)
+
+        threading.Thread(target=run, name="aloss-tune-tracking-start", daemon=True).start()
+
+    def _start_now(self) -> tuple[str | None, int] | None:
+        """Find or create the experiment and the parent run; returns ``(my new parent or None, its start time)``
+        when the choice among parents created at the same moment is still to be made (`_settle_now`)."""
         name = self.settings.experiment or self.study
         experiment = self.client.get_experiment_by_name(name)
         if experiment is None:
@@ -541,12 +618,10 @@ class StudyTracker:
             if time.time() >= start_time / 1000 + PARENT_SETTLE_S:  # settled long ago: the common case
                 self._parent = run_id
                 self.client.update_run(run_id, status="RUNNING")
-                return
+                return None
         self._parent = mine or existing[0]  # type: ignore[index]
         self.created_parent = mine is not None
-        self._settled.clear()
-        threading.Thread(target=self._settle, args=(mine, start_time), name="aloss-tune-parent",
-                         daemon=True).start()
+        return mine, start_time
 
     @property
     def _experiment(self) -> str:
@@ -760,9 +835,10 @@ class StudyTracker:
 
     def _end_lost_run(self, run_id: str, state: str, objective: float | None, error: str | None,
                       status: str | None = None) -> bool:
+        client = self.client  # MLflow imported (by whichever thread got there first) before anything else of it
         from mlflow.entities import Metric, RunTag
 
-        if self.client.get_run(run_id).info.status != "RUNNING":
+        if client.get_run(run_id).info.status != "RUNNING":
             return False
         tags = [RunTag(STATE_TAG, state), RunTag(RECONCILED_TAG, f"ended by worker {worker_id()}")]
         metrics = []
@@ -779,10 +855,15 @@ class StudyTracker:
 class _Sender:
     """One background thread that sends a trial's epoch batches in order, so training never waits on the
     tracking store. (MLflow's own ``synchronous=False`` queue is shut down by every ``set_terminated`` and
-    restarted by the next batch, which costs most of a second per trial.)"""
+    restarted by the next batch, which costs most of a second per trial.)
 
-    def __init__(self, guard: _Guard):
+    Nothing is sent before ``ready`` is set (the tracker has started: MLflow is imported, its store open, the
+    parent run chosen): two threads importing MLflow's modules at once can deadlock on Python's import locks.
+    """
+
+    def __init__(self, guard: _Guard, ready: threading.Event | None = None):
         self.guard = guard
+        self.ready = ready
         self.queue: queue.Queue[tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any]]] = queue.Queue()
         self.thread: threading.Thread | None = None
 
@@ -796,9 +877,15 @@ class _Sender:
         while True:
             fn, args, kwargs = self.queue.get()
             try:
-                self.guard(fn, *args, **kwargs)
+                self._call(fn, args, kwargs)
             finally:
                 self.queue.task_done()
+
+    def _call(self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        """Send one item (guarded: a store that fails switches tracking off)."""
+        if self.ready is not None:
+            self.ready.wait()
+        self.guard(fn, *args, **kwargs)
 
     def drain(self) -> None:
         """Wait until everything submitted is sent (or given up on by the guard)."""
@@ -817,6 +904,8 @@ class TrialRun:
         self.finished = False
         self.pending = False  # its creation is queued on the sender
         self._sender = tracker.sender()
+        self._epochs: list[tuple[str, float, int, int]] = []  # (key, value, time, step) not sent yet
+        self._sent_at = -math.inf  # the first epoch goes at once
 
     def _create(self, params: Mapping[str, Any], seed: int, extra: Mapping[str, Any],
                 tags: Mapping[str, str]) -> None:
@@ -832,25 +921,34 @@ class TrialRun:
         return self.run_id
 
     def log_epoch(self, epoch: int, metrics: Mapping[str, float]) -> None:
-        """All of one epoch's metrics in one batch, at ``step=epoch``.
+        """Every metric of one epoch, at ``step=epoch`` and with the epoch's time.
 
-        Sent from a background thread, in order; `finish` waits for every pending batch before it ends the
-        run.
+        Epochs are sent in batches from the background sender, in order: the first at once, then those of every
+        `EPOCH_BATCH_S` seconds in one call (an MLflow call costs several times one epoch's rows, and shares
+        the cores training runs on); `flush` and `finish` send what is left.
         """
         if self.tracker.guard.failed is not None or (self.run_id is None and not self.pending):
             return  # tracking is off for this worker, or this run was never queued
-        from mlflow.entities import Metric
-
         now = int(time.time() * 1000)
-        batch = [Metric(k, float(v), now, int(epoch)) for k, v in metrics.items()]
-        self._sender.submit(self._send, batch)
+        self._epochs.extend((k, float(v), now, int(epoch)) for k, v in metrics.items())
+        if time.monotonic() >= self._sent_at + EPOCH_BATCH_S or len(self._epochs) >= MAX_BATCH_METRICS:
+            self._send_epochs()
 
-    def _send(self, batch: list[Any]) -> None:
+    def _send_epochs(self) -> None:
+        self._sent_at = time.monotonic()
+        if self._epochs:
+            rows, self._epochs = self._epochs, []
+            self._sender.submit(self._send, rows)
+
+    def _send(self, rows: list[tuple[str, float, int, int]]) -> None:
+        from mlflow.entities import Metric  # in the sender: training never waits for MLflow's import
+
         if self.run_id is not None:
-            self.tracker.client.log_batch(self.run_id, metrics=batch)
+            self.tracker.client.log_batch(self.run_id, metrics=[Metric(*row) for row in rows])
 
     def flush(self) -> None:
-        """Wait until every epoch batch is stored."""
+        """Send the epochs not sent yet and wait until every one is stored."""
+        self._send_epochs()
         self._sender.drain()
 
     def finish(self, state: str, *, objective: float | None = None, loss_config: Mapping[str, Any] | None = None,
@@ -885,9 +983,9 @@ class TrialRun:
 
     def _finish(self, state: str, objective: float | None, loss_config: Mapping[str, Any] | None,
                 error: str | None, status: str | None = None) -> None:
+        client, run_id = self.tracker.client, self.run_id  # MLflow imported before anything else of it
         from mlflow.entities import Metric, RunTag
 
-        client, run_id = self.tracker.client, self.run_id
         if run_id is None:  # never created (tracking went off before the sender reached it)
             return
         tags = [RunTag(STATE_TAG, state)]

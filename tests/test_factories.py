@@ -368,6 +368,42 @@ def test_class_weights_of_the_wrong_length_fail_at_the_first_call():
         loss(y, p)
 
 
+@pytest.mark.parametrize("params", [
+    {"loss": "nope"},
+    {"loss": "huber", "loss.gamma": 1.0},
+    {"loss": "huber", "loss.delta": -1.0},
+    {"loss": "huber", "loss.delta": float("nan")},
+    {"loss": "poly1", "loss.mode": "softmax"},
+    {"loss": "focal", "loss.from_logits": "yes"},
+    {"loss": "dynamic_alpha", "loss.alpha_formula": "inverse_rms", "loss.power": 3.0},
+    {"loss": "mse", "loss.l2": -0.1},
+])
+def test_check_params_refuses_what_build_loss_refuses_with_the_same_message(params):
+    from aloss_tune.factories import check_params
+
+    with pytest.raises(ConfigError) as built:
+        build_loss(params)
+    with pytest.raises(ConfigError) as checked:
+        check_params(params)
+    assert str(checked.value) == str(built.value)
+    with pytest.raises(ConfigError, match=r"^runs:/x: "):
+        check_params(params, where="runs:/x")
+
+
+def test_check_params_accepts_what_builds_and_says_whether_the_loss_needs_its_model():
+    from aloss_tune.factories import check_params, needs_model
+
+    cases = {("huber", 0.0): False, ("adaptive_barron", 0.0): True, ("barron", 1e-4): True}
+    for (name, l2), attached in cases.items():
+        params = {"loss": name, "loss.l2": l2, "model.units": 8}
+        assert check_params(params).name == name
+        assert needs_model(params) is attached is aloss_tune.losses.needs_model(build_loss(params))
+    assert check_params({"loss": "adaptive_barron", "loss.alpha_init": None}).adaptive  # None where it is the default
+    # A formula's constant given to another formula is ignored, as build_loss ignores it.
+    unused = {"loss": "dynamic_alpha", "loss.alpha_formula": "constant", "loss.power": 3.0}
+    assert check_params(unused).name == "dynamic_alpha" and build_loss(unused).alpha_formula == "constant"
+
+
 def test_importing_losses_leaves_search_and_tracking_libraries_alone():
     code = (
         "import sys\n"

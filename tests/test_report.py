@@ -175,6 +175,93 @@ def test_adaptive_loss_is_drawn_at_its_learned_values():
     assert loss.get_config() == expected.get_config()
 
 
+# The inputs the loss-shape figure evaluates a loss on: residuals (regression), then the probability of the
+# true class as probabilities and as logits, for binary labels 0 and 1 and for a 2-class one-hot label.
+P_GRID = np.linspace(0.002, 0.998, 60)
+Z_GRID = np.log(P_GRID) - np.log1p(-P_GRID)
+SHAPE_CASES = {
+    "regression": [{"loss": "mse"}, {"loss": "mae"}, {"loss": "huber", "loss.delta": 2.0},
+                   {"loss": "error_mse", "loss.clip_min": 0.5, "loss.clip_max": 3.0},
+                   *({"loss": "barron", "loss.alpha": a, "loss.scale": 1.7}
+                     for a in (2.0, 1.0, 0.0, -2.0, 1.5, 0.3, 4.0, -np.inf, np.inf)),
+                   *({"loss": "dynamic_alpha", "loss.base": b, "loss.alpha_formula": f}
+                     for b in ("mse", "mae") for f in ("constant", "sigmoid_snr", "inverse_rms", "outlier_damping"))],
+    "binary": [{"loss": "bce"}, {"loss": "confidence_bce", "loss.clip_min": 1.5, "loss.clip_max": 20.0},
+               {"loss": "class_bce", "loss.pos_weight": 3.0, "loss.neg_weight": 0.5},
+               {"loss": "focal", "loss.gamma": 0.7, "loss.alpha": 0.6}, {"loss": "poly1", "loss.epsilon": 2.0},
+               {"loss": "gce", "loss.q": 0.7}, {"loss": "sce"}, {"loss": "bootstrap", "loss.target": "hard"},
+               *({"loss": "active_passive", "loss.active": a, "loss.passive": p, "loss.q": 0.3}
+                 for a in ("ce", "nce", "gce", "ngce", "focal", "nfocal") for p in ("mae", "rce", "nnce")),
+               {"loss": "dynamic_alpha", "loss.base": "bce", "loss.alpha_formula": "sigmoid_snr"}],
+    "multiclass": [{"loss": "cce"}, {"loss": "class_cce", "loss.class_weights": [2.0, 0.5]},
+                   {"loss": "poly1", "loss.mode": "categorical", "loss.epsilon": -0.5}, {"loss": "gce", "loss.q": 0.0},
+                   {"loss": "sce", "loss.alpha": 2.0}, {"loss": "bootstrap"},
+                   {"loss": "active_passive", "loss.active": "nfocal", "loss.passive": "nnce"},
+                   {"loss": "dynamic_alpha", "loss.base": "cce", "loss.alpha_formula": "outlier_damping"}],
+}
+
+
+def shape_inputs(task: str, from_logits: bool) -> list[tuple[np.ndarray, np.ndarray]]:
+    if task == "regression":
+        x = np.linspace(-15.0, 15.0, 61).reshape(-1, 1)
+        return [(np.zeros_like(x), x)]
+    grid = (Z_GRID if from_logits else P_GRID).reshape(-1, 1)
+    if task == "binary":
+        return [(np.full_like(grid, label), grid) for label in (0.0, 1.0)]
+    other = np.zeros_like(grid) if from_logits else 1.0 - grid
+    return [(np.tile([1.0, 0.0], (len(grid), 1)), np.hstack([grid, other]))]
+
+
+@pytest.mark.parametrize(
+    ("task", "params", "from_logits"),
+    [(t, p, logits) for t, cases in SHAPE_CASES.items() for p in cases
+     for logits in ((False,) if t == "regression" else (False, True))],
+    ids=lambda v: v if isinstance(v, str) else "-".join(map(str, v.values())) if isinstance(v, dict) else str(v))
+def test_the_shape_figure_evaluates_each_built_in_loss_in_numpy_as_keras_does(task, params, from_logits):
+    from aloss_tune.report._closed_forms import closed_form
+    from aloss_tune.report._shape import per_sample
+
+    params = {**params, **({"loss.from_logits": True} if from_logits else {})}
+    numpy_form, loss = closed_form(params), aloss_tune.build_loss(params)
+    assert numpy_form is not None
+    for y_true, y_pred in shape_inputs(task, from_logits):
+        expected = per_sample(loss, y_true, y_pred)  # float32 Keras
+        np.testing.assert_allclose(numpy_form(y_true, y_pred), expected, rtol=1e-4, atol=1e-6)
+
+
+def test_every_built_in_factory_but_the_learned_one_has_a_closed_form():
+    from aloss_tune.report._closed_forms import closed_form
+
+    without = [name for name in aloss_tune.list_losses() if closed_form({"loss": name}) is None]
+    assert without == ["adaptive_barron"]  # drawn as barron at its learned values, in closed form too
+
+
+def test_a_loss_without_a_closed_form_is_drawn_from_the_loss_itself():
+    import dataclasses
+
+    from aloss_tune import _alpha_formulas
+    from aloss_tune.losses import FormulaParam, dynamic
+    from aloss_tune.report._shape import shape_function
+
+    saved = dict(dynamic._FORMULAS)
+    try:
+        aloss_tune.losses.register_alpha_formula("halved", params={"k": FormulaParam(0.5)})(lambda e, k: k)
+        row = read_study(study_record(synthetic_study("regression", n=4))).trials[0]
+        row = dataclasses.replace(row, params={"loss": "dynamic_alpha", "loss.alpha_formula": "halved"})
+        fn, label, note = shape_function(row)
+        x = np.linspace(-2.0, 2.0, 5).reshape(-1, 1)
+        np.testing.assert_allclose(fn(np.zeros_like(x), x), 0.5 * x[:, 0] ** 2, rtol=1e-6)  # k * MSE
+        assert "alpha_formula=halved" in label and note is None
+        assert not _alpha_formulas.is_builtin("halved") and _alpha_formulas.is_builtin("constant")
+    finally:
+        dynamic._FORMULAS.clear()
+        dynamic._FORMULAS.update(saved)
+        from aloss_tune import _factories_basic
+        from aloss_tune.factories import register_loss_factory
+
+        register_loss_factory(_factories_basic.dynamic_alpha_factory(), overwrite=True)
+
+
 @pytest.mark.parametrize("n", [0, 1])
 def test_studies_without_enough_trials_still_get_every_core_figure(tmp_path, n):
     study = optuna.create_study(study_name=f"small{n}")

@@ -35,10 +35,11 @@ def space(**search):
 
 
 def test_pruned_trial_is_killed_with_its_params_and_partial_curve(stores, monkeypatch):
-    # Prune every trial after its second epoch: the run must keep params and the two epochs it had.
+    # Prune every trial after its second epoch: the run must keep params and the two epochs it had. (The pruner
+    # is asked from its warm-up on: none here.)
     monkeypatch.setattr(optuna.trial.Trial, "should_prune", lambda self: len(self.storage.get_trial(
         self._trial_id).intermediate_values) >= 2)
-    result = tune(space(pruner="median"), data=tiny_data(), **stores)
+    result = tune(space(pruner={"name": "median", "n_warmup_steps": 0}), data=tiny_data(), **stores)
     assert result.counts == {"complete": 0, "dead": 0, "pruned": 2, "failed": 0}
     client = MlflowClient(stores["tracking_uri"])
     runs = client.search_runs([client.get_experiment_by_name("track").experiment_id])

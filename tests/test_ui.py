@@ -97,7 +97,8 @@ def finished_study(tmp_path_factory: pytest.TempPathFactory, mlflow_db_template:
         "optimizer": {"name": "adam", "learning_rate": 0.03},
         "training": {"epochs": 2, "batch_size": 64},
         "loss": {"choices": ["mse", "huber", "barron"]},
-        "search": {"sampler": "random", "pruner": "median", "n_trials": 4, "seed": 0},
+        # The pruner is asked from its warm-up on: none, so that trial PRUNED is pruned at its first epoch.
+        "search": {"sampler": "random", "pruner": {"name": "median", "n_warmup_steps": 0}, "n_trials": 4, "seed": 0},
     }
     builds = []
 

@@ -201,6 +201,7 @@ class KerasTunerBackend:
     name: str = "keras-tuner"
 
     def check(self, space: SearchSpace) -> None:
+        _load_keras()
         from aloss_tune.backends import keras_tuner as kt_backend
         from aloss_tune.backends.keras_tuner._study import project_name_problem
 
@@ -211,6 +212,7 @@ class KerasTunerBackend:
 
     def run(self, space: SearchSpace, ctx: TrialContext, *, settings: TrackingSettings | None,
             progress: bool, trial_log: Any, after_study: Callable[[Any], Path | None] | None) -> TuneResult:
+        _load_keras()
         from aloss_tune.backends import keras_tuner as kt_backend
 
         if self.tuner is not None:
@@ -219,16 +221,25 @@ class KerasTunerBackend:
                                trial_log=trial_log, after_study=after_study)
 
     def best(self, study_name: str, *, tracking_uri: str | None = None) -> dict[str, Any]:
+        _load_keras()
         from aloss_tune.backends import keras_tuner as kt_backend
 
         return kt_backend.best_summary(study_name, directory=self.directory, tracking_uri=tracking_uri)
 
     def records(self, study: Any) -> StudyRecord:
+        _load_keras()
         from aloss_tune.backends import keras_tuner as kt_backend
 
         if isinstance(study, str):
             return kt_backend.project_record(kt_backend.existing_project(study, self.directory))
         return kt_backend.project_record(Path(getattr(study, "project_dir", study)))
+
+
+def _load_keras() -> None:
+    """The KerasTuner backend's package imports KerasTuner, and so Keras: quietly (`aloss_tune.load_keras`)."""
+    from aloss_tune import load_keras
+
+    load_keras()
 
 
 def check_options(space: SearchSpace, backend: str, *, tuner: str | None = None) -> None:

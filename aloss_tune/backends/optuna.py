@@ -34,7 +34,7 @@ import warnings
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 import numpy as np
@@ -58,9 +58,10 @@ from aloss_tune._schema import (  # noqa: F401 - the attribute names are also re
     TARGET_SCALE_ATTR,
     WORKER_ATTR,
 )
+from aloss_tune._sqlite import use_wal
 from aloss_tune._urls import redact_text, redact_url
 from aloss_tune.backends.base import StudyRecord, TrialRecord
-from aloss_tune.backends.pruning import FamilyMedianPruner, default_warmup
+from aloss_tune.backends.pruning import FamilyMedianPruner, asks_at, default_warmup
 from aloss_tune.distributions import Categorical, Distribution, Float, Int
 from aloss_tune.errors import ConfigError, TrialDead, TrialFailed, UsageError
 from aloss_tune.lifecycle import (
@@ -72,10 +73,12 @@ from aloss_tune.lifecycle import (
     start_run,
     training_seed,
 )
-from aloss_tune.runner import TrialContext, run_trial, train
 from aloss_tune.space import SearchSpace
 from aloss_tune.states import final_state, ordered_counts
 from aloss_tune.tracking import StudyTracker, worker_id
+
+if TYPE_CHECKING:  # the runner (Keras) loads with the first trial: reading a study back needs none
+    from aloss_tune.runner import TrialContext
 
 DEFAULT_HEARTBEAT_INTERVAL = 60  # seconds; the grace period defaults to twice this
 LOST_WORKER = "worker lost (no heartbeat)"
@@ -426,6 +429,7 @@ def open_storage(options: StorageOptions, *,
     try:
         with _quiet_experimental():
             if url.startswith("sqlite:"):
+                use_wal(url)  # a commit per epoch and per attribute: without an fsync each
                 engine: dict[str, Any] = {"connect_args": {"timeout": 60}}
                 with store_lock(url):  # a fresh file gets its tables once, whoever opens it at the same time
                     return optuna.storages.RDBStorage(url, engine_kwargs=engine, **kwargs)
@@ -571,8 +575,7 @@ class Objective:
                 recorded = True
 
         metric = ctx.objective.metric
-        # Asking a pruner reads the study's trials from the storage: not worth it when it never prunes.
-        prunes = not isinstance(trial.study.pruner, optuna.pruners.NopPruner)
+        pruner = trial.study.pruner
 
         def report(epoch: int, metrics: dict[str, float]) -> None:
             if run is not None:
@@ -580,8 +583,9 @@ class Objective:
                 record_run()
             value = metrics.get(metric)
             if value is not None and value == value:  # not NaN
-                trial.report(value, epoch)
-                if prunes and trial.should_prune():
+                trial.report(value, epoch)  # every epoch: the study's intermediate values, the dashboard's curve
+                # Asking reads the study's trials from the storage: only at a step where the pruner may prune.
+                if asks_at(pruner, epoch) and trial.should_prune():
                     raise optuna.TrialPruned(f"pruned at epoch {epoch} ({metric}={value:.6g})")
 
         try:
@@ -591,6 +595,8 @@ class Objective:
             trial.set_user_attr(HEARTBEAT_ATTR, self.heartbeat)  # how a lost worker's trial will be found
             if retry_of is not None:
                 trial.set_user_attr(RUN_ATTR, None)  # not the lost trial's run
+            from aloss_tune.runner import run_trial, train
+
             model = None
             if self.keeper is None:
                 outcome = run_trial(ctx, params, seed=seed, reporters=[report])
@@ -1039,9 +1045,11 @@ def run_study(space: SearchSpace, ctx: TrialContext, *, storage: StorageOptions,
     if reclaim is not None:
         reclaim_running(study, tracker, everything=reclaim, heartbeat=bool(storage.heartbeat))
     if tracker is not None:
-        tracker.start()
-        if not tracker.created_parent:  # a new parent has no runs yet, lost or not
-            _reclaim(study, tracker, fail_stale=False)
+        # MLflow (its import, the store, the experiment, the parent run) starts while the first trial trains;
+        # then the runs that finished trials left RUNNING are ended (a parent made just now has none).
+        tracker.start(background=True,
+                      then=lambda started: None if started.created_parent else _reclaim(study, started,
+                                                                                        fail_stale=False))
     try:
         with _quiet_experimental(), _config_errors_without_traceback(), _failures_told_by(trial_log):
             study.optimize(

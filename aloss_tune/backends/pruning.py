@@ -71,9 +71,21 @@ def _median(values: list[float]) -> float:
     return values[n // 2] if n % 2 else 0.5 * (values[n // 2 - 1] + values[n // 2])
 
 
+def asks_at(pruner: optuna.pruners.BasePruner, step: int) -> bool:
+    """Whether asking ``pruner`` at ``step`` (``trial.should_prune()``) may prune: ``False`` where its own rules
+    say it never does (no pruner, a `FamilyMedianPruner`'s warm-up and the steps between its intervals), so that
+    a trial reports every epoch but reads the study's trials only when the answer can be yes. Any other
+    pruner is asked every step."""
+    if isinstance(pruner, optuna.pruners.NopPruner):
+        return False
+    if isinstance(pruner, FamilyMedianPruner):
+        return step >= pruner.n_warmup_steps and (step - pruner.n_warmup_steps) % pruner.interval_steps == 0
+    return True
+
+
 def default_warmup(epochs: int) -> int:
     """Epochs before a trial may be pruned: a quarter of the budget, at least 2."""
     return max(2, epochs // 4)
 
 
-__all__: list[Any] = ["FamilyMedianPruner", "default_warmup"]
+__all__: list[Any] = ["FamilyMedianPruner", "asks_at", "default_warmup"]

@@ -1,7 +1,9 @@
 """The loss functions and classes, in `keras.ops` only.
 
-Every module here imports nothing of ours but `aloss_tune.errors` and its siblings, and nothing of optuna,
-keras_tuner or mlflow. Each module lists its public names in ``__all__``; they are re-exported here.
+Every module here imports nothing of ours but `aloss_tune.errors`, the parameter domains (`aloss_tune.domains`),
+the registry of alpha formulas (`aloss_tune._alpha_formulas`) and its siblings, and nothing of optuna,
+keras_tuner or mlflow. Those three import no Keras, so that the factories declare every parameter without it;
+the maths here does. Each module lists its public names in ``__all__``; they are re-exported here.
 """
 
 from aloss_tune.losses._base import Interval, Loss, align  # noqa: F401 - re-exported

@@ -7,18 +7,17 @@ reduction.
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import keras
 from keras import ops
 
+from aloss_tune.domains import POLY1_EPSILON, POLY1_MODES  # noqa: F401 - also read from here
 from aloss_tune.losses._base import (
     FINITE_NON_NEGATIVE,
     FINITE_POSITIVE,
     PACKAGE,
     UNIT,
-    Interval,
     Loss,
     align,
     check_bool,
@@ -40,9 +39,6 @@ __all__ = [
     "focal_crossentropy",
     "poly1_crossentropy",
 ]
-
-POLY1_EPSILON = Interval(-1.0, math.inf, high_open=True)
-POLY1_MODES = ("binary", "categorical")
 
 
 def huber(y_true: Any, y_pred: Any, delta: float = 1.0) -> Any:

@@ -15,7 +15,10 @@ their own with `register_alpha_formula`::
     loss = DynamicAlpha(base="mse", alpha_formula="capped_rms", formula_params={"cap": 5.0})
     loss = build_loss({"loss": "dynamic_alpha", "loss.alpha_formula": "capped_rms", "loss.cap": 5.0})
 
-A formula's parameters are flat keys ``loss.<param>`` of the ``dynamic_alpha`` factory.
+A formula's parameters are flat keys ``loss.<param>`` of the ``dynamic_alpha`` factory. The registry lives in
+`aloss_tune._alpha_formulas`, which needs no Keras, so that the factory lists every formula's parameters in a
+process that builds no loss; the built-in formulas' parameters are declared there (``BUILTIN_PARAMS``), and
+each function below is bound to its declaration by `builtin_formula`.
 
 Whether alpha passes gradient is the option ``alpha_gradient``. It is off by default: alpha is then a
 per-batch step-size factor, and the gradient of every sample is ``alpha`` times the base loss's. With the
@@ -26,24 +29,27 @@ rarely what anyone wants.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping
 from typing import Any
 
 import keras
 from keras import ops
 
-from aloss_tune.errors import ConfigError, describe
-from aloss_tune.losses._base import (
-    FINITE_NON_NEGATIVE,
-    FINITE_POSITIVE,
-    PACKAGE,
-    Interval,
-    Loss,
-    align,
-    check_bool,
-    check_choice,
+from aloss_tune._alpha_formulas import (  # noqa: F401 - the registry, re-exported (its home is Keras-free)
+    _FORMULAS,
+    _LISTENERS,
+    RESERVED_NAMES,
+    AlphaFormula,
+    FormulaParam,
+    add_registration_listener,
+    builtin_formula,
+    get_alpha_formula,
+    list_alpha_formulas,
+    register_alpha_formula,
 )
+from aloss_tune.domains import BASES
+from aloss_tune.errors import ConfigError
+from aloss_tune.losses._base import PACKAGE, Loss, align, check_bool, check_choice
 from aloss_tune.losses._prob import (
     binary_crossentropy,
     binary_log_probs,
@@ -62,162 +68,6 @@ __all__ = [
     "register_alpha_formula",
 ]
 
-BASES = ("mse", "mae", "bce", "cce")
-# Keywords of DynamicAlpha, of keras.losses.Loss and of the weight penalty: a formula parameter may not
-# take one of these names, because formula parameters share the flat ``loss.<name>`` namespace.
-RESERVED_NAMES = frozenset(
-    {
-        "base",
-        "alpha_formula",
-        "formula_params",
-        "alpha_gradient",
-        "from_logits",
-        "name",
-        "reduction",
-        "dtype",
-        "l1",
-        "l2",
-    }
-)
-
-
-@dataclass(frozen=True)
-class FormulaParam:
-    """A parameter of an alpha formula.
-
-    Args:
-        default: the value used when none is given.
-        domain: the valid values (an `Interval`); checked when a loss is built.
-        doc: one line on its meaning.
-        search: optional default search range (an `aloss_tune.distributions` value) for the
-            ``dynamic_alpha`` factory; ``None`` leaves the parameter fixed unless a space searches it.
-    """
-
-    default: float
-    domain: Interval = field(default_factory=Interval)
-    doc: str = ""
-    search: Any = None
-
-
-@dataclass(frozen=True)
-class AlphaFormula:
-    """A named formula ``alpha = fn(errors, **params)``.
-
-    ``errors`` is the batch's ``y_true - prediction`` (predicted probabilities for the cross-entropy bases),
-    already aligned to ``y_pred``; ``fn`` returns a scalar tensor (or one broadcastable to the per-sample
-    loss, shape ``(batch,)``).
-    """
-
-    name: str
-    fn: Callable[..., Any]
-    params: Mapping[str, FormulaParam] = field(default_factory=dict)
-    doc: str = ""
-
-    def resolve(self, owner: str, given: Mapping[str, Any] | None) -> dict[str, float]:
-        """Validate ``given`` against the declared parameters and fill in defaults."""
-        given = {} if given is None else given
-        if not isinstance(given, Mapping):
-            raise ConfigError(
-                f"{owner}: `formula_params` must be a mapping of parameter names to numbers, "
-                f"but got formula_params={describe(given)}."
-            )
-        unknown = sorted(set(given) - set(self.params))
-        if unknown:
-            allowed = ", ".join(self.params) or "none"
-            raise ConfigError(
-                f"{owner}: alpha formula {self.name!r} has no parameter `{unknown[0]}`; "
-                f"its parameters are: {allowed}."
-            )
-        return {
-            key: spec.domain.check(owner, key, given.get(key, spec.default))
-            for key, spec in self.params.items()
-        }
-
-
-_FORMULAS: dict[str, AlphaFormula] = {}
-_LISTENERS: list[Callable[[AlphaFormula], None]] = []
-
-
-def register_alpha_formula(
-    name: str,
-    *,
-    params: Mapping[str, FormulaParam] | None = None,
-    doc: str | None = None,
-    overwrite: bool = False,
-) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """Decorator registering ``fn(errors, **params) -> alpha`` as the alpha formula ``name``.
-
-    The formula is then available to `DynamicAlpha` and, with each parameter as a flat key
-    ``loss.<param>``, to the ``dynamic_alpha`` factory. A parameter name shared by two formulas must be
-    declared identically by both (it is one flat key).
-
-    Args:
-        name: letters, digits and underscores.
-        params: the formula's parameters and their domains; the function takes them as keywords.
-        doc: one line on what alpha means; defaults to the first line of the function's docstring.
-        overwrite: replace a formula of the same name instead of raising `ConfigError`.
-
-    Returns:
-        The decorator; it returns the function unchanged.
-    """
-    if not isinstance(name, str) or not name or not name.replace("_", "").isalnum():
-        raise ConfigError(
-            "register_alpha_formula: `name` must be letters, digits and underscores, "
-            f"but got name={describe(name)}."
-        )
-    declared = dict(params or {})
-    for key, spec in declared.items():
-        if key in RESERVED_NAMES or not key.isidentifier():
-            raise ConfigError(
-                f"register_alpha_formula({name!r}): parameter name {key!r} is reserved or not an identifier."
-            )
-        if not isinstance(spec, FormulaParam):
-            raise ConfigError(
-                f"register_alpha_formula({name!r}): parameter {key!r} must be a FormulaParam, "
-                f"but got {type(spec).__name__}."
-            )
-        spec.domain.check(f"register_alpha_formula({name!r})", f"{key} default", spec.default)
-        for other in _FORMULAS.values():
-            if other.name != name and key in other.params and other.params[key] != spec:
-                raise ConfigError(
-                    f"register_alpha_formula({name!r}): parameter {key!r} is declared differently by "
-                    f"formula {other.name!r} ({other.params[key]}); use another name or the same declaration."
-                )
-
-    def decorator(fn: Callable[..., Any]) -> Callable[..., Any]:
-        if name in _FORMULAS and not overwrite:
-            raise ConfigError(
-                f"register_alpha_formula: a formula named {name!r} exists; pass overwrite=True to replace it."
-            )
-        text = doc if doc is not None else (fn.__doc__ or "").strip().split("\n")[0]
-        formula = AlphaFormula(name, fn, declared, text)
-        _FORMULAS[name] = formula
-        for listener in list(_LISTENERS):
-            listener(formula)
-        return fn
-
-    return decorator
-
-
-def add_registration_listener(listener: Callable[[AlphaFormula], None]) -> None:
-    """Call ``listener(formula)`` after each future registration (used by the factory registry)."""
-    _LISTENERS.append(listener)
-
-
-def list_alpha_formulas() -> list[str]:
-    """The names of the registered alpha formulas."""
-    return list(_FORMULAS)
-
-
-def get_alpha_formula(name: str, owner: str = "dynamic_alpha") -> AlphaFormula:
-    """The formula registered as ``name``; `ConfigError` listing the known ones otherwise."""
-    if not isinstance(name, str) or name not in _FORMULAS:
-        raise ConfigError(
-            f"{owner}: `alpha_formula` must be one of {', '.join(_FORMULAS)}, "
-            f"but got alpha_formula={describe(name)}."
-        )
-    return _FORMULAS[name]
-
 
 def _safe_std(x: Any) -> Any:
     """Population standard deviation of all elements, with a zero (not NaN) gradient when it is 0."""
@@ -231,22 +81,13 @@ def _eps() -> float:
     return float(keras.config.epsilon())
 
 
-@register_alpha_formula(
-    "constant", params={"alpha_value": FormulaParam(1.0, FINITE_POSITIVE, "the constant alpha")}
-)
+@builtin_formula
 def constant(errors: Any, alpha_value: float) -> Any:
     """alpha = alpha_value: a fixed multiple of the base loss (the control of a search over formulas)."""
     return ops.convert_to_tensor(alpha_value, dtype=errors.dtype)
 
 
-@register_alpha_formula(
-    "sigmoid_snr",
-    params={
-        "temperature": FormulaParam(
-            1.0, FINITE_POSITIVE, "divides the signal-to-noise ratio before the sigmoid"
-        )
-    },
-)
+@builtin_formula
 def sigmoid_snr(errors: Any, temperature: float) -> Any:
     """alpha = sigmoid(mean(e) / (temperature * (std(e) + eps))), in (0, 1): the batch's error bias.
 
@@ -258,10 +99,7 @@ def sigmoid_snr(errors: Any, temperature: float) -> Any:
     return ops.sigmoid(ops.mean(errors) / (temperature * (_safe_std(errors) + _eps())))
 
 
-@register_alpha_formula(
-    "inverse_rms",
-    params={"power": FormulaParam(1.0, Interval(0.0, 2.0), "exponent of 1 / RMS(e), in [0, 2]")},
-)
+@builtin_formula
 def inverse_rms(errors: Any, power: float) -> Any:
     """alpha = (mean(e^2) + eps)^(-power / 2): normalises the loss by the batch's error scale.
 
@@ -273,10 +111,7 @@ def inverse_rms(errors: Any, power: float) -> Any:
     return ops.power(ops.mean(ops.square(errors)) + _eps(), -0.5 * power)
 
 
-@register_alpha_formula(
-    "outlier_damping",
-    params={"strength": FormulaParam(1.0, FINITE_NON_NEGATIVE, "how strongly dispersed errors shrink alpha")},
-)
+@builtin_formula
 def outlier_damping(errors: Any, strength: float) -> Any:
     """alpha = 1 / (1 + strength * CV(|e|)), in (0, 1]: smaller steps on batches dominated by outliers.
 

@@ -28,12 +28,20 @@ from typing import Any
 import keras
 from keras import ops
 
+from aloss_tune.domains import (  # noqa: F401 - also read from here
+    ACTIVE,
+    BOOTSTRAP_BETA,
+    LOG_CLIP,
+    MIN_PROB,
+    MODES,
+    PASSIVE,
+    TARGETS,
+)
 from aloss_tune.errors import ConfigError
 from aloss_tune.losses._base import (
     FINITE_NON_NEGATIVE,
     PACKAGE,
     UNIT,
-    Interval,
     Loss,
     align,
     check_bool,
@@ -53,16 +61,6 @@ __all__ = [
     "symmetric_crossentropy",
 ]
 
-MODES = ("auto", "binary", "categorical")
-ACTIVE = ("ce", "nce", "gce", "ngce", "focal", "nfocal")
-PASSIVE = ("mae", "rce", "nnce")
-TARGETS = ("soft", "hard")
-#: The log-clip ``A`` of reverse cross-entropy: ``log 0`` is replaced by ``A < 0``.
-LOG_CLIP = Interval(-math.inf, 0.0, low_open=True, high_open=True)
-#: The smallest probability of normalized negative cross-entropy.
-MIN_PROB = Interval(0.0, 1.0, low_open=True, high_open=True)
-#: Reed et al.'s values of ``beta`` for each bootstrapping target.
-BOOTSTRAP_BETA = {"soft": 0.95, "hard": 0.8}
 
 
 # --------------------------------------------------------------------------------------- shared pieces

@@ -246,6 +246,8 @@ def _is_keras_tuner_study(study_name: str, directory: str | Path | None) -> bool
     from aloss_tune.backends.base import make_backend
     from aloss_tune.errors import UsageError
 
+    if not (Path(directory if directory is not None else KT_DIRECTORY) / study_name).is_dir():
+        return False  # nothing to read (and no KerasTuner, nor Keras, to load for it)
     try:
         make_backend("keras-tuner", directory=directory).records(study_name)
     except UsageError:

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -31,9 +34,32 @@ def _report(args: argparse.Namespace) -> int:
     from aloss_tune.report._artifacts import write_report
 
     out = Path(args.out) if args.out else Path(f"{args.study}_report")
-    summary = write_report(args.study, out, fmt=args.format, storage=args.storage, backend=args.backend,
-                           directory=args.directory)
+    with _optuna_importance_alone():
+        summary = write_report(args.study, out, fmt=args.format, storage=args.storage, backend=args.backend,
+                               directory=args.directory)
     files = sorted(p.name for p in summary.parent.iterdir() if p.is_file())
     print(f"report of study {args.study!r}: {summary}")
     print(f"  files in {summary.parent}: {', '.join(files)}")
     return 0
+
+
+@contextlib.contextmanager
+def _optuna_importance_alone() -> Iterator[None]:
+    """Import `optuna.importance` without scikit-learn, in this command's own process.
+
+    The report ranks parameters with Optuna's default evaluator, PED-ANOVA, which needs only NumPy; but
+    importing `optuna.importance` also imports its other evaluators, whose optional scikit-learn (with SciPy
+    and pandas) takes longer to import than the rest of the report takes to write. Optuna defers a missing
+    optional dependency to the evaluator that needs it, so for the import scikit-learn is made unimportable
+    (``sys.modules["sklearn"] = None``), then restored. Only the ``report`` command does this: it exits when
+    the report is written, so nothing else in the process could want Optuna's fANOVA evaluator.
+    """
+    if "optuna.importance" in sys.modules or "sklearn" in sys.modules:
+        yield
+        return
+    sys.modules["sklearn"] = None  # type: ignore[assignment]
+    try:
+        import optuna.importance  # noqa: F401
+    finally:
+        del sys.modules["sklearn"]
+    yield

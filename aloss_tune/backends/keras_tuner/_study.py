@@ -232,7 +232,7 @@ def _search(space: SearchSpace, ctx: TrialContext, *, settings: TrackingSettings
         _log.warning("search.timeout is not applied on a distributed KerasTuner worker (the chief waits for "
                      "every worker); the chief's max_trials bounds the search.")
     if tracker is not None:
-        tracker.start()  # as on Optuna: the first trial's run waits for the parent, not the search
+        tracker.start(background=True)  # as on Optuna: the first trial's run waits for the parent, not the search
     status = "FINISHED"
     config_error = None
     try:
