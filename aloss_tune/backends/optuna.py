@@ -477,8 +477,9 @@ def enqueue_first_round(study: optuna.Study, space: SearchSpace, target_scale: f
 
     Only a study without trials gets it (a resumed one has its history), and not under the grid sampler (its
     own schedule). A budget of fewer trials than losses (``limit``) queues the first ``limit`` losses of the
-    list, so no queued trial is left waiting when the study ends. Workers starting together on a new study look and queue under the storage's lock
-    (`aloss_tune._filelock.store_lock`), so the round is queued once. Returns how many trials were queued.
+    list, so no queued trial is left waiting when the study ends. Workers starting together on a new study
+    look and queue under the storage's lock (`aloss_tune._filelock.store_lock`), so the round is queued once.
+    Returns how many trials were queued.
     """
     if not space.search.first_round or space.search.sampler == "grid":
         return 0
