@@ -1,12 +1,15 @@
 """Tune a loss jointly with *your* model on *your* data, from Python.
 
-    python examples/own_model.py
+    python examples/own_model.py            # 6 trials of 15 epochs
+    python examples/own_model.py --quick    # 3 trials of 5 epochs: one per loss (a smoke run)
 
 The space comes from a dict here (a YAML file works the same); the model builder reads its hyperparameters
 from the flat params dict, the same keys MLflow shows.
 """
 
 from __future__ import annotations
+
+import argparse
 
 import keras
 import numpy as np
@@ -50,7 +53,12 @@ SPACE = {
 
 
 def main() -> None:
-    space = aloss_tune.SearchSpace.from_dict(SPACE)
+    parser = argparse.ArgumentParser(description="Tune a loss jointly with your own model.")
+    parser.add_argument("--quick", action="store_true", help="3 trials of 5 epochs (a smoke run)")
+    quick = parser.parse_args().quick
+    space = aloss_tune.SearchSpace.from_dict(
+        {**SPACE, "training": {**SPACE["training"], "epochs": 5}, "search": {**SPACE["search"], "n_trials": 3}}
+        if quick else SPACE)
     result = aloss_tune.tune(space, data=make_data(), build_model=build_model,
                              storage="sqlite:///examples.db", tracking_uri="sqlite:///mlflow.db")
     print(f"best trial {result.best_trial}: val_mae = {result.best_value:.4f}")

@@ -14,10 +14,10 @@ import pytest
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
 
-def run(script: str, cwd: Path) -> str:
+def run(script: str, cwd: Path, *args: str) -> str:
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
     env.pop("MLFLOW_TRACKING_URI", None)
-    out = subprocess.run([sys.executable, script], cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+    out = subprocess.run([sys.executable, script, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
     return out.stdout
 
@@ -26,7 +26,7 @@ def run(script: str, cwd: Path) -> str:
 def test_own_model_then_reuse_best_loss(tmp_path):
     for script in ("own_model.py", "reuse_best_loss.py"):
         shutil.copy(EXAMPLES / script, tmp_path)
-    tuned = run("own_model.py", tmp_path)
+    tuned = run("own_model.py", tmp_path, "--quick")
     assert re.search(r"best trial \d+: val_mae = \d+\.\d{4}", tuned)
     assert (tmp_path / "examples.db").exists() and (tmp_path / "mlflow.db").exists()
     best_config = re.search(r"best loss:\s+(\{.*\})", tuned).group(1)
