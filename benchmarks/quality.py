@@ -231,9 +231,9 @@ def aloss_space(problem: Problem, kind: Kind, seed: int, budget: Budget, losses:
     learning_rate = space.pop("learning_rate")
     extra = {"objective": objective} if objective else {}
     out = _default_space(problem, kind, seed, budget, losses, space, learning_rate, extra)
-    for item in overrides:
-        import yaml
+    import yaml
 
+    for item in overrides:
         path, _, value = item.partition("=")
         keys = path.split(".")
         node = out

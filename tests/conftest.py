@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -46,6 +47,17 @@ def _isolated_env(monkeypatch: pytest.MonkeyPatch) -> None:
     """Tests never read the developer's MLflow or Optuna settings."""
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.delenv("ALOSS_TUNE_STORAGE", raising=False)
+
+
+@pytest.fixture
+def mixed_float16() -> Iterator[None]:
+    """Keras's global dtype policy set to ``mixed_float16`` for the test, restored after it."""
+    import keras
+
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy("mixed_float16")
+    yield
+    keras.config.set_dtype_policy(previous)
 
 
 @pytest.fixture

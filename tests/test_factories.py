@@ -464,14 +464,6 @@ def test_value_and_gradient_finite_at_extreme_inputs(case):
         assert np.all(np.isfinite(gradient)), (case, gradient)
 
 
-@pytest.fixture
-def mixed_float16():
-    previous = keras.config.dtype_policy()
-    keras.config.set_dtype_policy("mixed_float16")
-    yield
-    keras.config.set_dtype_policy(previous)
-
-
 # One configuration per loss of ours (and per Poly-1 mode); the baselines are Keras's own losses. A
 # jit-compiled fit costs about a second each.
 JIT_CASES = [

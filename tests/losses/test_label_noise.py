@@ -404,14 +404,6 @@ def test_configs_are_exact_and_round_trip():
     assert BootstrappedCrossentropy().beta == 0.95
 
 
-@pytest.fixture
-def mixed_float16():
-    previous = keras.config.dtype_policy()
-    keras.config.set_dtype_policy("mixed_float16")
-    yield
-    keras.config.set_dtype_policy(previous)
-
-
 # One per class, on the task and labels each is most often used with.
 FIT_CASES = {
     "gce_binary": (GeneralizedCrossentropy(q=0.7), "binary", False),
