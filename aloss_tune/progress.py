@@ -80,7 +80,11 @@ class TrialLog:
         self.write("  ".join(parts))
 
     def write(self, line: str) -> None:
-        print(line, file=self.stream or sys.stderr, flush=True)
+        # One write of the whole line: worker processes share the stream, and print() writes the text and its
+        # newline separately, which interleaves lines on an unbuffered stream (PYTHONUNBUFFERED, python -u).
+        stream = self.stream or sys.stderr
+        stream.write(line + "\n")
+        stream.flush()
 
     def close(self) -> None:
         """Nothing to finish: every line is complete."""

@@ -169,6 +169,27 @@ def test_trial_log_writes_one_line_per_trial_with_the_best_so_far():
     assert resolve("lines") == (False, True)
 
 
+def test_trial_log_writes_each_line_whole_so_that_workers_sharing_a_stream_never_interleave():
+    import io
+
+    from aloss_tune.progress import TrialLog
+
+    class Writes(io.StringIO):
+        def __init__(self):
+            super().__init__()
+            self.calls = []
+
+        def write(self, text):
+            self.calls.append(text)
+            return super().write(text)
+
+    out = Writes()
+    log = TrialLog("val_mae", "minimize", stream=out)
+    log(0, "complete", "mse", 2.0)
+    log(1, "dead", "mse", 3.0)
+    assert [call.count("\n") for call in out.calls] == [1, 1] and all(c.endswith("\n") for c in out.calls)
+
+
 def test_the_progress_bar_shows_the_counts_and_the_best_trials_loss(monkeypatch):
     import io
     import os
