@@ -824,23 +824,29 @@ class StudyTracker:
         return out
 
     def end_lost_run(self, run_id: str, state: str, *, objective: float | None = None,
-                     error: str | None = None, status: str | None = None) -> bool:
+                     error: str | None = None, status: str | None = None, lost: bool = False) -> bool:
         """End a trial run that its worker left ``RUNNING``, with the state the search backend recorded
         (``status``: the MLflow status, when not the state's usual one).
 
         Only a run still ``RUNNING`` is touched (a run its worker ended meanwhile is left as it is); it is
-        tagged ``aloss_tune.reconciled``. Returns whether the run was ended here.
+        tagged ``aloss_tune.reconciled``. ``lost``: the backend failed the trial because its worker died, so
+        a run that worker ended (it died after ending the run, before the backend heard of the trial's end)
+        is marked failed too, as the backend recorded the trial. Returns whether the run was ended here.
         """
-        return bool(self.guard(self._end_lost_run, run_id, state, objective, error, status))
+        return bool(self.guard(self._end_lost_run, run_id, state, objective, error, status, lost))
 
     def _end_lost_run(self, run_id: str, state: str, objective: float | None, error: str | None,
-                      status: str | None = None) -> bool:
+                      status: str | None = None, lost: bool = False) -> bool:
         client = self.client  # MLflow imported (by whichever thread got there first) before anything else of it
         from mlflow.entities import Metric, RunTag
 
-        if client.get_run(run_id).info.status != "RUNNING":
+        was = client.get_run(run_id).info.status
+        status = status or STATUS[state]
+        if was != "RUNNING" and not (lost and was != status):
             return False
-        tags = [RunTag(STATE_TAG, state), RunTag(RECONCILED_TAG, f"ended by worker {worker_id()}")]
+        how = "ended" if was == "RUNNING" else f"ended {was} by its worker, which died before the study " \
+                                                "recorded the trial; marked"
+        tags = [RunTag(STATE_TAG, state), RunTag(RECONCILED_TAG, f"{how} by worker {worker_id()}")]
         metrics = []
         if objective is not None:
             metrics.append(Metric("objective", float(objective), int(time.time() * 1000), 0))
@@ -848,7 +854,7 @@ class StudyTracker:
             tags.append(RunTag(ERROR_TAG, error.strip().splitlines()[-1][:500]))
             self.client.log_text(run_id, error, "error.txt")
         self.client.log_batch(run_id, metrics=metrics, tags=tags)
-        self.client.set_terminated(run_id, status=status or STATUS[state])
+        self.client.set_terminated(run_id, status=status)
         return True
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import optuna
 import pytest
 
@@ -184,3 +186,41 @@ def test_family_median_compares_a_trial_with_its_own_loss_only(direction):
     assert not running("a", [2.0, 0.45]).should_prune()
     assert running("a", [2.0, 0.6, 0.45]).should_prune()  # step 2: best 0.45 against the median 0.4
     assert not running("a", [2.0, 0.6, 0.35]).should_prune()
+
+
+def test_a_queued_trial_is_claimed_by_one_worker_only_on_sqlite(tmp_path, monkeypatch):
+    """Two workers that read a queued trial as WAITING at the same moment: one runs it, the other moves on.
+
+    Each claim pauses after reading the trial's state until the other has read it too (or 1 s has passed):
+    unlocked, both would see WAITING and both would set it RUNNING (SQLite has no ``SELECT ... FOR UPDATE``).
+    """
+    import threading
+
+    from aloss_tune.backends.optuna import StorageOptions, open_storage
+
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    storages = [open_storage(StorageOptions(url=url)) for _ in range(2)]
+    study = optuna.create_study(study_name="s", storage=storages[0])
+    study.enqueue_trial({"x": 1.0})
+    trial_id = study.trials[0]._trial_id
+    both_read = threading.Barrier(2, timeout=1.0)
+    check = optuna.storages.RDBStorage.check_trial_is_updatable
+
+    def check_then_wait(self, trial_id, state):
+        check(self, trial_id, state)
+        with contextlib.suppress(threading.BrokenBarrierError):
+            both_read.wait()
+
+    monkeypatch.setattr(optuna.storages.RDBStorage, "check_trial_is_updatable", check_then_wait)
+    claimed = [None, None]
+
+    def claim(i):
+        claimed[i] = storages[i].set_trial_state_values(trial_id, optuna.trial.TrialState.RUNNING)
+
+    threads = [threading.Thread(target=claim, args=(i,)) for i in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(claimed) == [False, True]
+    assert storages[1].get_trial(trial_id).state == optuna.trial.TrialState.RUNNING

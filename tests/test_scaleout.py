@@ -74,13 +74,17 @@ def trials_of(study: str, url: str | None = None) -> list[optuna.trial.FrozenTri
         return []
 
 
-def running_mid_training(study: str) -> optuna.trial.FrozenTrial | None:
-    """A running trial with its MLflow run and at least one epoch reported, once another one has completed."""
+def running_mid_training(study: str, before_epoch: int = 8) -> optuna.trial.FrozenTrial | None:
+    """A running trial with its MLflow run and at least one epoch reported, once another one has completed.
+
+    Only a trial that has reported fewer than ``before_epoch`` epochs (of the spaces' 20): one near its end
+    could finish between this look and the kill that follows it."""
     trials = trials_of(study)
     if not any(t.state == COMPLETE for t in trials):
         return None
     for trial in trials:
-        if trial.state == RUNNING and trial.user_attrs.get(RUN_ATTR) and trial.intermediate_values:
+        if (trial.state == RUNNING and trial.user_attrs.get(RUN_ATTR) and trial.intermediate_values
+                and max(trial.intermediate_values) < before_epoch):
             return trial
     return None
 

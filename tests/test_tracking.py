@@ -339,3 +339,42 @@ def test_the_parent_run_shows_the_winner_as_the_study_goes(stores):
     for trial in result.study.trials:
         run = client.get_run(trial.user_attrs["aloss_tune.mlflow_run_id"])
         assert run.data.tags["aloss_tune.loss"] == run.data.params["loss"] == trial.params["loss"]
+
+
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage is supposed to be used with Study.optimize")
+@pytest.mark.parametrize("ended", ["complete", "pruned", None])
+def test_the_run_of_a_trial_failed_for_a_lost_worker_is_failed_whatever_its_worker_ended_it_as(stores, ended):
+    """A worker ends a trial's run, then tells Optuna the trial's state; one killed between the two leaves a
+    trial that Optuna fails once its heartbeats stop, and its run must say FAILED too (or stay RUNNING)."""
+    import time
+
+    from aloss_tune._schema import RUN_ATTR
+    from aloss_tune.backends.optuna import StorageOptions, _stale_trial_hook, open_storage
+
+    settings = TrackingSettings(tracking_uri=stores["tracking_uri"])
+    tracker = StudyTracker(settings, "lost", backend="optuna")
+    tracker.start()
+    storage = open_storage(StorageOptions(url=stores["storage"], heartbeat_interval=1, grace_period=1),
+                           on_stale=_stale_trial_hook(tracker))
+    study = optuna.create_study(study_name="lost", storage=storage)
+    trial = study.ask()
+    storage.record_heartbeat(trial._trial_id)
+    run = tracker.start_trial(trial.number, {"loss": "mse"}, seed=0)
+    run.log_epoch(0, {"val_mae": 0.5})
+    if ended is not None:
+        run.finish(ended, objective=0.5 if ended == "complete" else None)
+    run.flush()
+    trial.set_user_attr(RUN_ATTR, run.resolve())
+    time.sleep(1.5)  # no heartbeat since: the worker is lost
+    assert optuna.storages.fail_stale_trials(study) is None
+    assert study.trials[0].state == optuna.trial.TrialState.FAIL
+    client = MlflowClient(stores["tracking_uri"])
+    lost = client.get_run(run.run_id)
+    assert lost.info.status == "FAILED"
+    assert lost.data.tags["aloss_tune.state"] == "failed"
+    assert "worker lost" in lost.data.tags["aloss_tune.error"]
+    reconciled = lost.data.tags["aloss_tune.reconciled"]
+    assert ("died before the study recorded the trial" in reconciled) == (ended is not None)
+    # A run that is already failed is left as it is.
+    assert not tracker.end_lost_run(run.run_id, "failed", error="again", lost=True)
+    tracker.close()

@@ -412,6 +412,24 @@ def _first_line(exc: BaseException, url: str) -> str:
     return redact_text(text.splitlines()[0] if text else type(exc).__name__, url)
 
 
+class _SQLiteStorage(optuna.storages.RDBStorage):
+    """Optuna's RDB storage on a SQLite file, where a queued trial is claimed by one worker only.
+
+    A worker claims a queued (WAITING) trial by reading its state and setting it RUNNING if it still waits;
+    other databases lock the row it reads (``SELECT ... FOR UPDATE``), SQLite does not, so two processes
+    started together could both read WAITING and both run (and both tell) the same trial ("Cannot tell a
+    COMPLETE trial"). Here the read and the write of a claim are made under the file's lock
+    (`aloss_tune._filelock.store_lock`), one process at a time.
+    """
+
+    def set_trial_state_values(self, trial_id: int, state: optuna.trial.TrialState,
+                               values: Any = None) -> bool:
+        if state != optuna.trial.TrialState.RUNNING:
+            return super().set_trial_state_values(trial_id, state, values)
+        with store_lock(self.url):
+            return super().set_trial_state_values(trial_id, state, values)
+
+
 def open_storage(options: StorageOptions, *,
                  on_stale: StaleTrialHook | None = None) -> optuna.storages.BaseStorage:
     """Connect to the Optuna storage now (so an unreachable one fails before training).
@@ -432,7 +450,7 @@ def open_storage(options: StorageOptions, *,
                 use_wal(url)  # a commit per epoch and per attribute: without an fsync each
                 engine: dict[str, Any] = {"connect_args": {"timeout": 60}}
                 with store_lock(url):  # a fresh file gets its tables once, whoever opens it at the same time
-                    return optuna.storages.RDBStorage(url, engine_kwargs=engine, **kwargs)
+                    return _SQLiteStorage(url, engine_kwargs=engine, **kwargs)
             if "://" in url:
                 engine = {"pool_pre_ping": True}
                 if url.startswith("postgresql"):
@@ -932,8 +950,8 @@ def _stale_trial_hook(tracker: StudyTracker) -> StaleTrialHook:
 
     def hook(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         run_id = trial.user_attrs.get(RUN_ATTR)
-        if run_id:
-            tracker.end_lost_run(run_id, "failed", error=_lost_message(trial))
+        if run_id:  # a run its worker ended just before dying is failed too: the trial has no value
+            tracker.end_lost_run(run_id, "failed", error=_lost_message(trial), lost=True)
 
     return hook
 
