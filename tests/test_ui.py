@@ -300,24 +300,26 @@ def test_a_run_opens_in_model_training_mode_once_the_switch_is_set(server, brows
     """A run's page follows the GenAI / Model training switch, which MLflow keeps in the browser: switched
     once, every run page opened from the table stays in model training (as the README says)."""
     from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
     from selenium.webdriver.support.ui import WebDriverWait
 
     experiment, run_id = finished_study["experiment"], next(iter(finished_study["children"].values()))
     wait = WebDriverWait(browser, 60)
 
-    def run_page_mode() -> str:
-        """Open the trial's run from the table; the mode its page is in, read off its breadcrumb (the
-        experiment, then ``Runs`` in model training, ``Evaluations`` in GenAI)."""
+    def run_page_mode(table) -> str:
+        """Open the trial's run from the runs ``table``; the mode its page is in, read off its breadcrumb (the
+        experiment, then ``Runs`` in model training, ``Evaluations`` in GenAI), once the table has left the page
+        (the address changes first, and the table's page has words of either mode)."""
         browser.find_element(By.CSS_SELECTOR, f'a[href$="/runs/{run_id}"]').click()
         wait.until(lambda _: browser.current_url.split("?")[0].endswith(f"/experiments/{experiment}/runs/{run_id}"))
+        wait.until(ec.staleness_of(table))
         crumb = '//*[normalize-space(text())="{}"]'
         found = wait.until(lambda d: [mode for mode, text in (("GenAI", "Evaluations"), ("Model training", "Runs"))
                                       if d.find_elements(By.XPATH, crumb.format(text))])
         return found[0]
 
     browser.execute_script("window.localStorage.clear();")
-    open_runs_table(browser, server, finished_study)
-    assert run_page_mode() == "GenAI"  # MLflow's default, whatever the mode of the page the link came from
+    assert run_page_mode(open_runs_table(browser, server, finished_study)) == "GenAI"  # MLflow's default, whatever the mode of the page the link came from
     open_runs_table(browser, server, finished_study)
     for mode in ("GenAI", "Model training"):  # the switch at the top of the sidebar
         button = wait.until(lambda d, mode=mode: d.find_element(
@@ -325,7 +327,6 @@ def test_a_run_opens_in_model_training_mode_once_the_switch_is_set(server, brows
         browser.execute_script("arguments[0].click();", button)
         wait.until(lambda _, mode=mode: ("machine_learning" if mode == "Model training" else "genai")
                    in browser.current_url)
-    open_runs_table(browser, server, finished_study)
-    assert run_page_mode() == "Model training"
+    assert run_page_mode(open_runs_table(browser, server, finished_study)) == "Model training"
     assert browser.execute_script("return window.localStorage.getItem('mlflow.workflowType_v1');") == (
         '"machine_learning"')
