@@ -36,7 +36,8 @@ import math
 import os
 import shutil
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -179,9 +180,16 @@ def requirements() -> list[str]:
 
 def log_best_model(tracker: Any, model: keras.Model, *, number: int, value: float | None,
                    params: Mapping[str, Any], loss_config: Mapping[str, Any] | None, run_id: str | None,
-                   x_example: Any, register: str | None = None) -> LoggedBestModel:
+                   x_example: Any, register: str | None = None,
+                   still_best: Callable[[], AbstractContextManager[bool]] | None = None) -> LoggedBestModel:
     """Log ``model`` (trial ``number``'s trained model) as the study's ``best_model`` (see the module
-    docstring); returns where it went. Raises whatever MLflow raises."""
+    docstring); returns where it went. Raises whatever MLflow raises.
+
+    ``still_best()``: with many workers, a context whose value says whether trial ``number`` is still the
+    study's best, held while the parent run's tags are written (a lock over the check and the write). A
+    worker whose best trial was beaten while it logged the model then leaves the tags to the better trial's
+    worker, whichever of them writes last.
+    """
     import mlflow.keras
     from mlflow.entities import LoggedModelOutput
     from mlflow.models import Model, infer_signature
@@ -226,9 +234,10 @@ def log_best_model(tracker: Any, model: keras.Model, *, number: int, value: floa
     parent_tags = {BEST_MODEL_TAG: result.uri, BEST_MODEL_TRIAL_TAG: str(number)}
     if result.registered:
         parent_tags[REGISTERED_MODEL_TAG] = result.registered
-    if parent is not None:
-        for key, tag in parent_tags.items():
-            client.set_tag(parent, key, tag)
+    with still_best() if still_best is not None else contextlib.nullcontext(True) as best_now:
+        if parent is not None and best_now:
+            for key, tag in parent_tags.items():
+                client.set_tag(parent, key, tag)
     return result
 
 
@@ -283,9 +292,11 @@ def _logged_before(tracker: Any, number: Any) -> LoggedBestModel | None:
 
 
 def log_if_best(tracker: Any, keeper: BestWeights | None, best: Mapping[str, Any] | None, ctx: Any, *,
-                register: str | None = None) -> LoggedBestModel | None:
+                register: str | None = None,
+                still_best: Callable[[], AbstractContextManager[bool]] | None = None) -> LoggedBestModel | None:
     """Log the study's best trial's model when this worker kept it (`BestWeights`); otherwise the one logged
     for that trial before (by another worker, or an earlier command on the study), or ``None``.
+    ``still_best``: as in `log_best_model`.
 
     A failure is a warning: the study and everything else it logged stand.
     """
@@ -297,7 +308,7 @@ def log_if_best(tracker: Any, keeper: BestWeights | None, best: Mapping[str, Any
         model = keeper.model(ctx)
         return log_best_model(tracker, model, number=keeper.number, value=keeper.value, params=keeper.params,
                               loss_config=best.get("loss_config"), run_id=keeper.run_id,
-                              x_example=ctx.data.x_val, register=register)
+                              x_example=ctx.data.x_val, register=register, still_best=still_best)
     except Exception as exc:  # noqa: BLE001 - the study's results are stored; only the model is missing
         _log.warning("could not log the best trial's model (trial %d) to MLflow: %s: %s", keeper.number,
                      type(exc).__name__, " ".join(str(exc).split())[:300])

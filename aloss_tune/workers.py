@@ -121,6 +121,7 @@ def run_workers(space: Any, workers: int, *, n_trials: int | None = None, timeou
                              space=spec.with_overrides(study=name), ctx=ctx)
     threads = threads or max(1, available_cpus() // len(shares))
     _reclaim_left_running(name, url, settings, everything=reclaim, heartbeat=bool(heartbeat_interval))
+    _queue_first_round(spec.with_overrides(study=name), url, ctx, total)
 
     common = dict(tune_kwargs, timeout=timeout, storage=url, study_name=name,
                   heartbeat_interval=heartbeat_interval, retries=retries, tracking=tracking,
@@ -151,6 +152,16 @@ def run_workers(space: Any, workers: int, *, n_trials: int | None = None, timeou
     if logged:
         result.best_model_uri, result.registered_model = logged[-1]["best_model_uri"], logged[-1]["registered_model"]
     return result
+
+
+def _queue_first_round(spec: Any, url: str, ctx: Any, total: int) -> None:
+    """Queue a new study's first round for the whole command: each worker would queue at most its own share
+    (4 workers of 5 trials each would try 5 of 6 losses first)."""
+    from aloss_tune.backends.optuna import StorageOptions, create_study, enqueue_first_round, open_storage
+
+    study = create_study(spec, open_storage(StorageOptions(url=url, heartbeat_interval=0)), spec.study,
+                         ctx.objective.direction)
+    enqueue_first_round(study, spec, ctx.target_scale, url, limit=total)
 
 
 def _check_inputs(spec: Any, url: str, tune_kwargs: Mapping[str, Any]) -> Any:

@@ -199,6 +199,7 @@ def test_with_worker_processes_the_worker_that_trained_the_best_trial_logs_it(tm
     result = run_workers(raw, 2, n_trials=2, storage=storage, tracking_uri=tracking, log_model=True)
     trials = optuna.load_study(study_name="workers_logged", storage=storage).trials
     assert len({t.user_attrs["aloss_tune.worker"] for t in trials}) == 2  # one trial in each process
+    assert sorted(t.params["loss"] for t in trials) == ["huber", "mse"]  # the first round, for the command
     best = min(trials, key=lambda t: t.value)
     assert result.best_trial == best.number
     client = MlflowClient(tracking)
@@ -210,3 +211,36 @@ def test_with_worker_processes_the_worker_that_trained_the_best_trial_logs_it(tm
 
     assert val_mae(mlflow.keras.load_model(result.best_model_uri), tiny_regression()) == pytest.approx(
         best.value, rel=1e-5)
+
+
+def test_a_worker_whose_best_trial_was_beaten_while_it_logged_leaves_the_parent_tags_to_the_better_one(stores):
+    """Two workers end together: the first ended when its trial 1 was the best and logs it slowly; meanwhile
+    trial 0 completes better and its worker logs it. The parent run names trial 0's model, whichever of the two
+    writes its tags last (checked under the storage's lock)."""
+    import optuna
+
+    from aloss_tune._schema import BEST_MODEL_TAG, BEST_MODEL_TRIAL_TAG
+    from aloss_tune.backends.optuna import _still_best
+    from aloss_tune.best_model import log_best_model
+    from aloss_tune.tracking import StudyTracker, TrackingSettings
+
+    study = optuna.create_study(study_name="beaten", storage=stores["storage"])
+    for value in (0.5, 1.0):
+        study.add_trial(optuna.trial.create_trial(value=value))
+    tracker = StudyTracker(TrackingSettings(tracking_uri=stores["tracking_uri"]), "beaten", backend="optuna")
+    tracker.start()
+    x = tiny_data()[0]
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])
+    model.compile(loss="mse")
+
+    def log(number):
+        return log_best_model(tracker, model, number=number, value=study.trials[number].value, params={},
+                              loss_config=None, run_id=None, x_example=x,
+                              still_best=lambda: _still_best(study, number, stores["storage"]))
+
+    better = log(0)
+    beaten = log(1)  # logged, but it is not the study's best any more: the tags stay
+    assert beaten.uri != better.uri
+    tags = MlflowClient(stores["tracking_uri"]).get_run(tracker.parent_run_id).data.tags
+    assert (tags[BEST_MODEL_TAG], tags[BEST_MODEL_TRIAL_TAG]) == (better.uri, "0")
+    tracker.close()

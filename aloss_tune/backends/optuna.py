@@ -995,6 +995,17 @@ def _after_each_trial(log: Any, tracker: StudyTracker | None, baseline: float | 
     return callback
 
 
+@contextlib.contextmanager
+def _still_best(study: optuna.Study, number: int | None, url: str) -> Iterator[bool]:
+    """Whether trial ``number`` is the study's best now, under the storage's lock (held within the block)."""
+    with store_lock(url):
+        try:
+            best = study.best_trial.number
+        except ValueError:  # no complete trial
+            best = None
+        yield best is not None and best == number
+
+
 def _best_of(trials: list[optuna.trial.FrozenTrial], direction: str) -> optuna.trial.FrozenTrial | None:
     """The best complete trial, as `optuna.Study.best_trial` picks it (the first of equal values)."""
     done = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE and t.value is not None]
@@ -1091,7 +1102,9 @@ def run_study(space: SearchSpace, ctx: TrialContext, *, storage: StorageOptions,
                 if status == "FINISHED":
                     from aloss_tune.best_model import log_if_best
 
-                    tracker.best_model = log_if_best(tracker, keeper, best, ctx, register=tracker.settings.register)
+                    tracker.best_model = log_if_best(
+                        tracker, keeper, best, ctx, register=tracker.settings.register,
+                        still_best=lambda: _still_best(study, keeper.number, storage.url))
                 keeper.close()
             artifacts = after_study(_record_or_none(study)) if after_study is not None else None
             tracker.close(best=best, status=status, artifacts=artifacts, counts=state_counts(study))
