@@ -844,9 +844,10 @@ class StudyTracker:
         status = status or STATUS[state]
         if was != "RUNNING" and not (lost and was != status):
             return False
-        how = "ended" if was == "RUNNING" else f"ended {was} by its worker, which died before the study " \
-                                                "recorded the trial; marked"
-        tags = [RunTag(STATE_TAG, state), RunTag(RECONCILED_TAG, f"{how} by worker {worker_id()}")]
+        how = f"ended by worker {worker_id()}"
+        if was != "RUNNING":
+            how = f"ended {was} by its worker, which died before the study recorded the trial; {how}"
+        tags = [RunTag(STATE_TAG, state), RunTag(RECONCILED_TAG, how)]
         metrics = []
         if objective is not None:
             metrics.append(Metric("objective", float(objective), int(time.time() * 1000), 0))
