@@ -59,6 +59,8 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 
@@ -231,8 +233,6 @@ def aloss_space(problem: Problem, kind: Kind, seed: int, budget: Budget, losses:
     learning_rate = space.pop("learning_rate")
     extra = {"objective": objective} if objective else {}
     out = _default_space(problem, kind, seed, budget, losses, space, learning_rate, extra)
-    import yaml
-
     for item in overrides:
         path, _, value = item.partition("=")
         keys = path.split(".")
